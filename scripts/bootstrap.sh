@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install what the appliance needs on a Debian machine, idempotently:
+# Debian packages (only the missing ones), a virtual environment in .venv,
+# and the package itself in editable mode.
+#
+#   scripts/bootstrap.sh          runtime only (the demo)
+#   scripts/bootstrap.sh --dev    plus test tools, emulator and the audio test stack
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+# Build headers for PyAudio and systemd-python, plus the ALSA/PulseAudio
+# stack that the audio tests and the demo run through.
+packages=(python3-venv portaudio19-dev libsystemd-dev pkg-config gcc
+          libasound2-plugins pulseaudio pulseaudio-utils alsa-utils)
+if [ "$dev" = 1 ]; then
+  packages+=(sox espeak-ng shellcheck systemd chromium chromium-driver)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$python" -m venv .venv
+fi
+
+extras=""
+[ "$dev" = 1 ] && extras="[dev]"
+stamp=".venv/.installed${extras}"
+# Reinstall only when pyproject.toml changed since the last install.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing appliance${extras} into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".${extras}"
+  touch "$stamp"
+fi
