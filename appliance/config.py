@@ -1,0 +1,867 @@
+"""The appliance's configuration: typed sections, validated up front.
+
+The file is YAML. It is looked up from ``--config FILE``, then
+``$APPLIANCE_CONFIG``, then ``/etc/appliance/config.yaml``; with none of them
+the built-in defaults apply. Every problem found is reported together, each
+naming the file, the line, the key path and what is allowed, so a person
+fixing a device over SSH fixes everything in one go.
+
+Secrets never live inline: the API key and the token-broker credential come
+from a file, a systemd credential (``$CREDENTIALS_DIRECTORY/<name>``) or, for a
+developer's shell, ``$ASSEMBLYAI_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from appliance.secrets import Secret, register_secret
+from appliance.settings import limits_of, section, setting
+
+DEFAULT_CONFIG_PATH = Path("/etc/appliance/config.yaml")
+CONFIG_ENV = "APPLIANCE_CONFIG"
+API_KEY_ENV = "ASSEMBLYAI_API_KEY"
+
+Mode = Literal["live", "agent", "record"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+# The documented voices of the Voice Agent API (exact ids).
+AGENT_VOICES: tuple[str, ...] = (
+    "ivy", "james", "tyler", "winter", "sam", "mia", "bella", "david", "jack", "kyle",
+    "helen", "martha", "river", "emma", "victor", "eleanor", "sophie", "oliver", "arjun",
+    "ethan", "mei", "dmitri", "lukas", "lena", "pierre", "mina", "joon", "ren", "hana",
+    "giulia", "luca", "lucia", "mateo", "diego",
+)  # fmt: skip
+
+# Documented hosts per region. The agent API documents a single host.
+REGION_HOSTS: dict[str, dict[str, str]] = {
+    "edge": {
+        "streaming": "streaming.assemblyai.com",
+        "rest": "api.assemblyai.com",
+        "agent": "agents.assemblyai.com",
+    },
+    "us": {
+        "streaming": "streaming.us.assemblyai.com",
+        "rest": "api.assemblyai.com",
+        "agent": "agents.assemblyai.com",
+    },
+    "eu": {
+        "streaming": "streaming.eu.assemblyai.com",
+        "rest": "api.eu.assemblyai.com",
+        "agent": "agents.assemblyai.com",
+    },
+}
+
+BUTTON_ACTIONS = ("none", "toggle", "stop", "interrupt", "end", "switch_mode")
+
+
+# --------------------------------------------------------------------------
+# The schema
+
+
+@dataclasses.dataclass
+class EndpointsConfig:
+    """Where the cloud is. Unset endpoints follow ``region``; ``base_url`` points all at one server
+    (the local emulator)."""
+
+    region: str = setting("edge", choices=("edge", "us", "eu"), doc="documented AssemblyAI hosts")
+    base_url: str | None = setting(None, doc="one http(s) URL serving every product (emulator)")
+    streaming_url: str | None = setting(None, doc="Universal Streaming v3 WebSocket URL")
+    streaming_token_url: str | None = setting(None, doc="streaming temporary-token URL")
+    agent_url: str | None = setting(None, doc="Voice Agent WebSocket URL")
+    agent_token_url: str | None = setting(None, doc="Voice Agent temporary-token URL")
+    rest_url: str | None = setting(None, doc="pre-recorded REST base URL")
+    allow_insecure: bool = setting(
+        False, doc="allow ws:// and http:// to hosts other than loopback (never in production)"
+    )
+
+    def resolved(self) -> ResolvedEndpoints:
+        hosts = REGION_HOSTS[self.region]
+        if self.base_url:
+            base = self.base_url.rstrip("/")
+            ws_base = "ws" + base[4:] if base.startswith("http") else base
+            defaults = {
+                "streaming_url": f"{ws_base}/v3/ws",
+                "streaming_token_url": f"{base}/v3/token",
+                "agent_url": f"{ws_base}/v1/ws",
+                "agent_token_url": f"{base}/v1/token",
+                "rest_url": base,
+            }
+        else:
+            defaults = {
+                "streaming_url": f"wss://{hosts['streaming']}/v3/ws",
+                "streaming_token_url": f"https://{hosts['streaming']}/v3/token",
+                "agent_url": f"wss://{hosts['agent']}/v1/ws",
+                "agent_token_url": f"https://{hosts['agent']}/v1/token",
+                "rest_url": f"https://{hosts['rest']}",
+            }
+        chosen = {k: getattr(self, k) or v for k, v in defaults.items()}
+        return ResolvedEndpoints(**chosen)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedEndpoints:
+    """The concrete URLs the daemon talks to."""
+
+    streaming_url: str
+    streaming_token_url: str
+    agent_url: str
+    agent_token_url: str
+    rest_url: str
+
+
+@dataclasses.dataclass
+class TokenBrokerConfig:
+    """The owner's own token endpoint, so a fleet never stores the AssemblyAI key."""
+
+    url: str | None = setting(None, doc='https URL answering {"token": ...}; unset = mint locally')
+    credential_file: Path | None = setting(None, doc="file holding the device credential")
+    credential_name: str = setting("token-broker", doc="systemd credential name of it")
+
+
+@dataclasses.dataclass
+class AuthConfig:
+    """Where secrets come from. Inline secrets are refused on purpose."""
+
+    api_key_file: Path | None = setting(None, doc="file holding the AssemblyAI API key")
+    api_key_credential: str = setting(
+        "assemblyai-api-key", doc="systemd credential name ($CREDENTIALS_DIRECTORY/<name>)"
+    )
+    token_broker: TokenBrokerConfig = section(TokenBrokerConfig)
+
+
+@dataclasses.dataclass
+class AudioConfig:
+    """Microphone and speaker."""
+
+    source: str = setting("pyaudio", choices=("pyaudio", "file"), doc="microphone or a paced WAV")
+    input_file: Path | None = setting(None, doc="WAV played in real time when source is file")
+    input_device: str | None = setting(None, doc="substring of the input device name; null=default")
+    input_rate: int | None = setting(
+        None, minimum=8000, maximum=192000, doc="capture rate; null = a rate the device supports"
+    )
+    input_channel: int = setting(0, minimum=0, maximum=31, doc="channel of a multi-channel mic")
+    block_ms: int = setting(20, minimum=5, maximum=200, unit=" ms", doc="capture callback period")
+    history_seconds: float = setting(
+        10.0, minimum=2, maximum=600, unit=" s", doc="ring buffer history (reconnect gap cover)"
+    )
+    preroll_seconds: float = setting(
+        0.5, minimum=0, maximum=5, unit=" s", doc="audio kept from before the button press"
+    )
+    sink: str = setting("pyaudio", choices=("pyaudio", "file", "none"), doc="speaker output")
+    output_file: Path | None = setting(None, doc="WAV receiving playback when sink is file")
+    output_device: str | None = setting(None, doc="substring of the output device name")
+    output_rate: int | None = setting(None, minimum=8000, maximum=192000, doc="null = 24000")
+    jitter_buffer_ms: int = setting(60, minimum=0, maximum=1000, unit=" ms")
+    volume: float = setting(1.0, minimum=0, maximum=2, doc="playback gain")
+
+
+@dataclasses.dataclass
+class ButtonActionsConfig:
+    """What a short, long and double press do."""
+
+    short: str = setting("toggle", choices=BUTTON_ACTIONS)
+    long: str = setting("switch_mode", choices=BUTTON_ACTIONS)
+    double: str = setting("none", choices=BUTTON_ACTIONS)
+
+
+def _actions(short: str, long: str, double: str) -> Any:
+    return dataclasses.field(default_factory=lambda: ButtonActionsConfig(short, long, double))
+
+
+@dataclasses.dataclass
+class ButtonConfig:
+    """The one button (gpiozero). Pin numbers are BCM."""
+
+    enabled: bool = setting(True, doc="use a GPIO button")
+    pin: int = setting(17, minimum=0, maximum=53)
+    pull_up: bool = setting(True, doc="button wired to ground")
+    bounce_ms: int = setting(30, minimum=0, maximum=500, unit=" ms")
+    long_press_seconds: float = setting(1.0, minimum=0.2, maximum=10, unit=" s")
+    double_press_seconds: float = setting(0.4, minimum=0, maximum=2, unit=" s")
+    hold_to_talk: bool = setting(False, doc="live/record: talk while held instead of toggling")
+    keyboard: bool = setting(False, doc="Enter on stdin acts as the button (desktop)")
+    live: ButtonActionsConfig = _actions("toggle", "switch_mode", "none")
+    agent: ButtonActionsConfig = _actions("toggle", "end", "switch_mode")
+    record: ButtonActionsConfig = _actions("toggle", "switch_mode", "none")
+
+
+@dataclasses.dataclass
+class LedConfig:
+    """State LED: a plain LED, a PWM LED or an RGB LED."""
+
+    kind: str = setting("none", choices=("none", "led", "pwm", "rgb"))
+    pins: list[int] = setting([], doc="one pin, or red/green/blue pins for rgb")
+    active_high: bool = setting(True)
+
+
+@dataclasses.dataclass
+class EarconsConfig:
+    """Short sounds through the speaker."""
+
+    enabled: bool = setting(True)
+    volume: float = setting(0.3, minimum=0, maximum=1)
+    start: bool = setting(True)
+    stop: bool = setting(True)
+    error: bool = setting(True)
+    saved: bool = setting(True, doc="audio was kept offline for later")
+
+
+@dataclasses.dataclass
+class ReconnectConfig:
+    """Backoff for every reconnect: full jitter, never hammering the API."""
+
+    base_seconds: float = setting(0.5, minimum=0.05, maximum=60, unit=" s")
+    max_seconds: float = setting(30.0, minimum=1, maximum=3600, unit=" s")
+    auth_retry_seconds: float = setting(
+        300.0, minimum=10, maximum=86400, unit=" s", doc="slow retry after repeated auth failures"
+    )
+
+
+@dataclasses.dataclass
+class LiveConfig:
+    """Live transcription over Universal Streaming v3."""
+
+    speech_model: str = setting("u3-rt-pro", doc="streaming speech model")
+    sample_rate: int = setting(16000, choices=(8000, 16000, 22050, 24000, 44100, 48000))
+    chunk_ms: int = setting(100, minimum=50, maximum=1000, unit=" ms", doc="audio per frame")
+    format_turns: bool = setting(True)
+    keyterms_prompt: list[str] = setting([], doc="up to 100 terms, each up to 50 characters")
+    prompt: str | None = setting(None)
+    domain: str | None = setting(None, doc="e.g. medical-v1")
+    min_turn_silence: int | None = setting(None, minimum=0, maximum=10000, unit=" ms")
+    max_turn_silence: int | None = setting(None, minimum=0, maximum=30000, unit=" ms")
+    end_of_turn_confidence_threshold: float | None = setting(None, minimum=0, maximum=1)
+    inactivity_timeout: int | None = setting(None, minimum=5, maximum=3600, unit=" s")
+    max_session_seconds: float = setting(3600.0, minimum=10, maximum=10800, unit=" s")
+    silence_timeout_seconds: float | None = setting(
+        None, minimum=1, maximum=3600, unit=" s", doc="stop after this long without a word"
+    )
+    catchup_rate: float = setting(
+        1.25, minimum=1.0, maximum=4.0, doc="times real time when sending a backlog"
+    )
+    token_expires_seconds: int = setting(600, minimum=1, maximum=600, unit=" s")
+    termination_timeout_seconds: float = setting(5.0, minimum=0.5, maximum=60, unit=" s")
+
+
+@dataclasses.dataclass
+class TurnDetectionConfig:
+    """Server-side turn detection of the voice agent."""
+
+    vad_threshold: float | None = setting(None, minimum=0, maximum=1)
+    min_silence: int | None = setting(None, minimum=0, maximum=10000, unit=" ms")
+    max_silence: int | None = setting(None, minimum=0, maximum=30000, unit=" ms")
+    interrupt_response: bool | None = setting(None)
+
+
+@dataclasses.dataclass
+class ToolConfig:
+    """A local action the agent may call: an HTTP request or a command."""
+
+    name: str = setting(doc="tool name the model sees")
+    description: str = setting("", doc="what it does, for the model")
+    parameters: dict[str, Any] = setting({}, doc="JSON schema of the arguments (flat)")
+    kind: str = setting("http", choices=("http", "command"))
+    url: str | None = setting(None, doc="http: URL receiving the arguments as JSON")
+    method: str = setting("POST", choices=("GET", "POST"))
+    command: list[str] = setting([], doc="command: argv; arguments arrive as JSON on stdin")
+    timeout_seconds: float = setting(10.0, minimum=0.1, maximum=120, unit=" s")
+    max_output_bytes: int = setting(16384, minimum=64, maximum=1048576)
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Voice agent over the Voice Agent API."""
+
+    system_prompt: str = setting("You are a helpful, concise voice assistant.")
+    greeting: str | None = setting("Hi! How can I help?")
+    voice: str = setting("ivy", choices=AGENT_VOICES)
+    volume: int | None = setting(None, minimum=0, maximum=100, doc="agent output volume")
+    keyterms: list[str] = setting([])
+    turn_detection: TurnDetectionConfig = section(TurnDetectionConfig)
+    echo: str = setting("half_duplex", choices=("half_duplex", "full_duplex"))
+    chunk_ms: int = setting(50, minimum=20, maximum=500, unit=" ms")
+    tools: list[ToolConfig] = setting([])
+    max_conversation_seconds: float = setting(1800.0, minimum=10, maximum=10800, unit=" s")
+    idle_timeout_seconds: float = setting(60.0, minimum=5, maximum=3600, unit=" s")
+    resume_window_seconds: float = setting(30.0, minimum=0, maximum=30, unit=" s")
+    token_expires_seconds: int = setting(600, minimum=1, maximum=600, unit=" s")
+
+
+@dataclasses.dataclass
+class SpoolConfig:
+    """Durable store of audio waiting for upload."""
+
+    directory: Path | None = setting(None, doc="null = <state_dir>/spool")
+    quota_bytes: int = setting(2_000_000_000, minimum=1_000_000, doc="most audio kept on disk")
+    min_free_bytes: int = setting(200_000_000, minimum=0, doc="free space always left on disk")
+    segment_seconds: float = setting(60.0, minimum=1, maximum=3600, unit=" s")
+    sync_interval_seconds: float = setting(1.0, minimum=0.1, maximum=1.0, unit=" s")
+    retention_days: float = setting(7.0, minimum=0, maximum=3650, doc="keep audio after transcript")
+
+
+@dataclasses.dataclass
+class UploadConfig:
+    """Pre-recorded transcription of spooled audio."""
+
+    enabled: bool = setting(True)
+    speech_models: list[str] = setting(["universal-3-pro", "universal-2"])
+    speaker_labels: bool = setting(False)
+    language_detection: bool = setting(False)
+    language_code: str | None = setting(None)
+    keyterms_prompt: list[str] = setting([])
+    redact_pii: bool = setting(False)
+    redact_pii_policies: list[str] = setting([])
+    extra: dict[str, Any] = setting({}, doc="further /v2/transcript options, passed as given")
+    concurrency: int = setting(1, minimum=1, maximum=4)
+    poll_seconds: float = setting(3.0, minimum=0.1, maximum=60, unit=" s")
+    write_timeout_seconds: float = setting(120.0, minimum=5, maximum=3600, unit=" s")
+    max_attempts: int = setting(20, minimum=1, maximum=1000)
+
+
+@dataclasses.dataclass
+class WebConfig:
+    """Local captions and status page."""
+
+    enabled: bool = setting(False)
+    host: str = setting("127.0.0.1")
+    port: int = setting(8080, minimum=1, maximum=65535)
+    controls_enabled: bool = setting(False)
+    control_token_file: Path | None = setting(None)
+
+
+@dataclasses.dataclass
+class LoggingConfig:
+    """Log output."""
+
+    level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclasses.dataclass
+class Config:
+    """The whole appliance configuration."""
+
+    mode: str = setting("live", choices=MODES, doc="what a button press starts")
+    state_dir: Path | None = setting(None, doc="null = $STATE_DIRECTORY or /var/lib/appliance")
+    endpoints: EndpointsConfig = section(EndpointsConfig)
+    auth: AuthConfig = section(AuthConfig)
+    audio: AudioConfig = section(AudioConfig)
+    button: ButtonConfig = section(ButtonConfig)
+    led: LedConfig = section(LedConfig)
+    earcons: EarconsConfig = section(EarconsConfig)
+    reconnect: ReconnectConfig = section(ReconnectConfig)
+    live: LiveConfig = section(LiveConfig)
+    agent: AgentConfig = section(AgentConfig)
+    spool: SpoolConfig = section(SpoolConfig)
+    upload: UploadConfig = section(UploadConfig)
+    web: WebConfig = section(WebConfig)
+    logging: LoggingConfig = section(LoggingConfig)
+
+    # Filled by the loader, not by YAML.
+    source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})
+    api_key: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
+    broker_credential: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
+
+    @property
+    def state_path(self) -> Path:
+        if self.state_dir is not None:
+            return self.state_dir
+        env = os.environ.get("STATE_DIRECTORY")
+        return Path(env.split(":")[0]) if env else Path("/var/lib/appliance")
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool.directory or self.state_path / "spool"
+
+    @property
+    def urls(self) -> ResolvedEndpoints:
+        return self.endpoints.resolved()
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in a configuration file."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+
+def find_config_path(cli_path: str | os.PathLike | None) -> Path | None:
+    """The file to load: --config, then $APPLIANCE_CONFIG, then /etc; None = defaults."""
+    if cli_path:
+        return Path(cli_path)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    if DEFAULT_CONFIG_PATH.exists():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def load_config(path: str | os.PathLike | None, *, resolve_secrets: bool = True) -> Config:
+    """Load, validate and return the configuration; raise ConfigError listing every problem."""
+    if path is None:
+        loader = _Loader("<defaults>")
+        config = Config()
+        root = None
+    else:
+        path = Path(path)
+        loader = _Loader(str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError([ConfigProblem(str(path), None, "", "file not found")]) from None
+        except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(
+                [ConfigProblem(str(path), None, "", f"cannot read: {reason}")]
+            ) from None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            what = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(
+                [ConfigProblem(str(path), line, "", f"YAML syntax error: {what}")]
+            ) from None
+        if root is None:
+            config = Config()
+        elif not isinstance(root, yaml.MappingNode):
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        str(path),
+                        root.start_mark.line + 1,
+                        "",
+                        "the top level must be a mapping of settings",
+                    )
+                ]
+            )
+        else:
+            config = loader.build(Config, root, "")
+    config.source = loader.file
+    loader.check_semantics(config, root)
+    if resolve_secrets:
+        _resolve_secrets(config, loader, root)
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return config
+
+
+class _Loader:
+    """Walks YAML nodes against the dataclass schema, collecting problems."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.base_dir = Path(file).resolve().parent if file != "<defaults>" else Path.cwd()
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(ConfigProblem(self.file, line, key, message))
+
+    def build(self, cls: type, node: yaml.MappingNode, prefix: str) -> Any:
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            path = f"{prefix}{key}"
+            if prefix == "auth." and key in _INLINE_SECRET_KEYS:
+                self.problem(
+                    key_node,
+                    path,
+                    "secrets are never given inline: put the key in a "
+                    "file (auth.api_key_file, mode 0600), a systemd credential, or "
+                    f"${API_KEY_ENV} for a developer's shell",
+                )
+                continue
+            if not isinstance(key, str) or key not in fields:
+                near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+                hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
+                allowed = ", ".join(fields)
+                self.problem(key_node, path, f"unknown setting{hint} (allowed here: {allowed})")
+                continue
+            if key in seen:
+                self.problem(key_node, path, "given twice")
+                continue
+            seen.add(key)
+            field = fields[key]
+            value = self.convert(hints[key], value_node, path, field)
+            if value is not _INVALID:
+                values[key] = value
+        missing = [
+            name for name, f in fields.items()
+            if name not in values and name not in seen
+            and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]  # fmt: skip
+        for name in missing:
+            self.problem(node, f"{prefix}{name}", "required setting is missing")
+        if missing or len(values) != len(seen):
+            # Fill what failed with defaults so the rest can still be checked.
+            for name in missing:
+                values[name] = None
+        try:
+            return cls(**values)
+        except TypeError:  # pragma: no cover - defensive, problems already recorded
+            return cls.__new__(cls)
+
+    def convert(self, hint: Any, node: yaml.Node, path: str, field: Any = None) -> Any:
+        origin = get_origin(hint)
+        args = get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)]
+            if _is_null(node):
+                return None
+            hint = inner[0] if len(inner) == 1 else hint
+            origin, args = get_origin(hint), get_args(hint)
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(node, yaml.MappingNode):
+                self.problem(node, path, f"expected a mapping of settings, got {_kind(node)}")
+                return _INVALID
+            return self.build(hint, node, path + ".")
+        if origin is list:
+            if not isinstance(node, yaml.SequenceNode):
+                self.problem(node, path, f"expected a list, got {_kind(node)}")
+                return _INVALID
+            items = []
+            for i, item in enumerate(node.value):
+                value = self.convert(args[0], item, f"{path}[{i}]")
+                if value is not _INVALID:
+                    items.append(value)
+            return items
+        if origin is dict:
+            if not isinstance(node, yaml.MappingNode):
+                self.problem(node, path, f"expected a mapping, got {_kind(node)}")
+                return _INVALID
+            return yaml.safe_load(yaml.serialize(node))
+        value = self.scalar(hint, node, path)
+        if value is _INVALID or field is None:
+            return value
+        limits = limits_of(field)
+        if limits.choices is not None and value not in limits.choices:
+            near = difflib.get_close_matches(str(value), [str(c) for c in limits.choices], n=1)
+            hint_text = f"; did you mean {near[0]!r}?" if near else ""
+            self.problem(
+                node,
+                path,
+                f"{value!r} is not allowed{hint_text} (allowed: {limits.describe()[7:]})",
+            )
+            return _INVALID
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            low, high = limits.minimum, limits.maximum
+            if (low is not None and value < low) or (high is not None and value > high):
+                self.problem(node, path, f"{value} is out of range (allowed: {limits.describe()})")
+                return _INVALID
+        return value
+
+    def scalar(self, hint: Any, node: yaml.Node, path: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, path, f"expected {_type_name(hint)}, got {_kind(node)}")
+            return _INVALID
+        if hint is Any:
+            return yaml.safe_load(yaml.serialize(node))
+        if _is_null(node):
+            self.problem(node, path, f"expected {_type_name(hint)}, got null")
+            return _INVALID
+        raw = yaml.safe_load(yaml.serialize(node))
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+        elif hint is int:
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+        elif hint is float:
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                return float(raw)
+        elif hint is str:
+            if isinstance(raw, str):
+                return raw
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                return node.value  # e.g. a numeric device name; keep the text as written
+        elif hint is Path and isinstance(raw, str) and raw:
+            # Relative paths are relative to the config file, not to the working directory.
+            return self.base_dir / Path(raw).expanduser()
+        self.problem(node, path, f"expected {_type_name(hint)}, got {_describe(raw)}")
+        return _INVALID
+
+    # -- checks that span fields ------------------------------------------
+
+    def check_semantics(self, config: Config, root: yaml.Node | None) -> None:
+        def node_of(path: str) -> yaml.Node | None:
+            return _find_node(root, path)
+
+        ep = config.endpoints
+        url_fields = {
+            "base_url": ("http", "https"),
+            "streaming_url": ("ws", "wss"),
+            "streaming_token_url": ("http", "https"),
+            "agent_url": ("ws", "wss"),
+            "agent_token_url": ("http", "https"),
+            "rest_url": ("http", "https"),
+        }
+        for name, schemes in url_fields.items():
+            value = getattr(ep, name, None)
+            if isinstance(value, str):
+                self._check_url(
+                    value,
+                    schemes,
+                    ep.allow_insecure,
+                    f"endpoints.{name}",
+                    node_of(f"endpoints.{name}"),
+                )
+        broker = config.auth.token_broker
+        if isinstance(broker.url, str):
+            self._check_url(
+                broker.url,
+                ("http", "https"),
+                ep.allow_insecure,
+                "auth.token_broker.url",
+                node_of("auth.token_broker.url"),
+            )
+        for i, tool in enumerate(config.agent.tools):
+            base = f"agent.tools[{i}]"
+            if tool.kind == "http" and not tool.url:
+                self.problem(node_of(base), f"{base}.url", "an http tool needs a url")
+            if tool.kind == "http" and isinstance(tool.url, str):
+                self._check_url(
+                    tool.url, ("http", "https"), True, f"{base}.url", node_of(f"{base}.url")
+                )
+            if tool.kind == "command" and not tool.command:
+                self.problem(node_of(base), f"{base}.command", "a command tool needs a command")
+        for i, term in enumerate(config.live.keyterms_prompt):
+            if len(term) > 50:
+                self.problem(
+                    node_of(f"live.keyterms_prompt[{i}]"),
+                    f"live.keyterms_prompt[{i}]",
+                    "a key term may have at most 50 characters",
+                )
+        if len(config.live.keyterms_prompt) > 100:
+            self.problem(
+                node_of("live.keyterms_prompt"),
+                "live.keyterms_prompt",
+                "at most 100 key terms are allowed",
+            )
+        if config.audio.source == "file" and config.audio.input_file is None:
+            self.problem(
+                node_of("audio.source"), "audio.input_file", "source 'file' needs audio.input_file"
+            )
+        if config.audio.sink == "file" and config.audio.output_file is None:
+            self.problem(
+                node_of("audio.sink"), "audio.output_file", "sink 'file' needs audio.output_file"
+            )
+        led = config.led
+        wanted = {"none": 0, "led": 1, "pwm": 1, "rgb": 3}[led.kind]
+        if len(led.pins) != wanted:
+            self.problem(
+                node_of("led.pins") or node_of("led.kind"),
+                "led.pins",
+                f"led kind {led.kind!r} needs {wanted} pin(s), got {len(led.pins)}",
+            )
+        if not config.upload.speech_models:
+            self.problem(
+                node_of("upload.speech_models"),
+                "upload.speech_models",
+                "at least one speech model is required",
+            )
+
+    def _check_url(
+        self,
+        value: str,
+        schemes: tuple[str, ...],
+        allow_insecure: bool,
+        key: str,
+        node: yaml.Node | None,
+    ) -> None:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            self.problem(
+                node,
+                key,
+                f"{_redact_url(value)!r} is not a valid URL "
+                f"(allowed schemes: {', '.join(schemes)})",
+            )
+            return
+        secure = parts.scheme in ("https", "wss")
+        if not secure and not allow_insecure and not _is_loopback(parts.hostname):
+            self.problem(
+                node,
+                key,
+                "plain ws:// or http:// is only allowed to loopback hosts "
+                "(set endpoints.allow_insecure to override)",
+            )
+
+
+def _resolve_secrets(config: Config, loader: _Loader, root: yaml.Node | None) -> None:
+    auth = config.auth
+    broker = auth.token_broker
+    if broker.url:
+        config.broker_credential = _read_secret(
+            loader,
+            root,
+            "auth.token_broker.credential_file",
+            broker.credential_file,
+            broker.credential_name,
+            env=None,
+            required=True,
+            what="the token-broker credential",
+        )
+    config.api_key = _read_secret(
+        loader,
+        root,
+        "auth.api_key_file",
+        auth.api_key_file,
+        auth.api_key_credential,
+        env=API_KEY_ENV,
+        required=not broker.url,
+        what="the AssemblyAI API key",
+    )
+
+
+def _read_secret(
+    loader: _Loader,
+    root: yaml.Node | None,
+    key: str,
+    file: Path | None,
+    credential: str,
+    *,
+    env: str | None,
+    required: bool,
+    what: str,
+) -> Secret | None:
+    node = _find_node(root, key)
+    candidates: list[tuple[str, Path]] = []
+    if file is not None:
+        candidates.append((key, file))
+    else:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if cred_dir:
+            candidates.append(("systemd credential " + credential, Path(cred_dir) / credential))
+    for label, path in candidates:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if file is not None:
+                loader.problem(node, key, f"{what}: file {str(path)!r} not found")
+                return None
+            continue
+        except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            loader.problem(node, key, f"{what}: cannot read {str(path)!r}: {reason}")
+            return None
+        if not value:
+            loader.problem(node, key, f"{what}: {str(path)!r} is empty")
+            return None
+        return register_secret(Secret(value, source=label))
+    if env and os.environ.get(env):
+        return register_secret(Secret(os.environ[env].strip(), source="$" + env))
+    if required:
+        hint = f", ${env}" if env else ""
+        loader.problem(
+            node, key, f"{what} is not set: give {key}, a systemd credential '{credential}'{hint}"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+_INVALID = object()
+_INLINE_SECRET_KEYS = ("api_key", "key", "token", "credential", "password")
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return _describe(yaml.safe_load(yaml.serialize(node)))
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    name = {bool: "a boolean", int: "an integer", float: "a number", str: "text"}.get(
+        type(value), type(value).__name__
+    )
+    return f"{name} ({value!r})"
+
+
+def _type_name(hint: Any) -> str:
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "text",
+        Path: "a file path",
+    }.get(hint, str(hint))
+
+
+def _find_node(root: yaml.Node | None, path: str) -> yaml.Node | None:
+    """The YAML node at a dotted path like ``agent.tools[0].url`` (value node), if present."""
+    node = root
+    for part in path.replace("]", "").replace("[", ".").split("."):
+        if node is None:
+            return None
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit():
+            idx = int(part)
+            node = node.value[idx] if idx < len(node.value) else None
+        else:
+            return None
+    return node
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.query:
+        return urlunsplit(parts._replace(query="…"))
+    return url
