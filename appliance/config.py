@@ -62,7 +62,10 @@ REGION_HOSTS: dict[str, dict[str, str]] = {
     },
 }
 
-BUTTON_ACTIONS = ("none", "toggle", "stop", "interrupt", "end", "switch_mode")
+# What a gesture may do: ``toggle`` starts a session or stops the running one;
+# ``start_or_interrupt`` starts one or, while the agent speaks, cuts it short;
+# ``stop`` ends the running session; ``switch_mode`` moves to the next mode.
+BUTTON_ACTIONS = ("none", "toggle", "start_or_interrupt", "stop", "switch_mode")
 
 
 # --------------------------------------------------------------------------
@@ -192,7 +195,7 @@ class ButtonConfig:
     hold_to_talk: bool = setting(False, doc="live/record: talk while held instead of toggling")
     keyboard: bool = setting(False, doc="Enter on stdin acts as the button (desktop)")
     live: ButtonActionsConfig = _actions("toggle", "switch_mode", "none")
-    agent: ButtonActionsConfig = _actions("toggle", "end", "switch_mode")
+    agent: ButtonActionsConfig = _actions("start_or_interrupt", "stop", "switch_mode")
     record: ButtonActionsConfig = _actions("toggle", "switch_mode", "none")
 
 
