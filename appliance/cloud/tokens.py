@@ -1,0 +1,391 @@
+"""Temporary tokens for WebSocket sessions: one fresh, single-use token per connection.
+
+AssemblyAI's temporary tokens are single-use: a connection (and every
+reconnect) needs a new one, and a token reused is refused with close 1008.
+So a session never keeps a token around: it asks a :class:`TokenSource` at
+every connection attempt.
+
+Two sources, one interface:
+
+* :class:`MintedTokens`: the device holds the API key and mints tokens itself
+  (``GET <token url>?expires_in_seconds=N&max_session_duration_seconds=M``).
+  Streaming wants ``Authorization: <key>`` raw, the voice agent
+  ``Authorization: Bearer <key>``; the two factories below set that.
+* :class:`BrokerTokens`: the device holds only its own credential and asks the
+  owner's token broker (``Authorization: Bearer <credential>``, answer
+  ``{"token": ...}``), so a fleet never stores the AssemblyAI key.
+
+:class:`PrefetchingTokens` wraps either so that a button press connects without
+waiting for a token round trip: it keeps one unexpired token ready and hands
+each token out at most once.
+
+Failures are classified so callers can react sensibly: :class:`TokenAuthError`
+(401/403, the credential is wrong: retry slowly, tell the user) versus
+:class:`TokenTransientError` (network, timeout, 5xx, 429 with ``Retry-After``:
+retry with backoff). Every token is registered with ``register_secret`` before
+it leaves this module, and no exception text ever contains a token or a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from appliance.secrets import Secret, register_secret
+
+log = logging.getLogger(__name__)
+
+TokenKind = Literal["streaming", "agent"]
+
+#: Explicit timeouts for token requests: a press must not hang on a dead network.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=5.0, write=5.0, pool=2.0)
+#: How long a broker's token is assumed to stay redeemable when it does not say.
+DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS = 60.0
+#: Bounds the documented API puts on the minting parameters.
+EXPIRES_IN_RANGE = (1, 600)
+MAX_SESSION_RANGE = (60, 10800)
+#: A prefetched token is replaced this long before it expires (or a fraction of
+#: its lifetime for very short-lived tokens), so what is handed out is usable.
+DEFAULT_REFRESH_MARGIN_SECONDS = 30.0
+DEFAULT_REFRESH_MARGIN_FRACTION = 0.25
+#: Longest Retry-After honoured from a 429 (a broken header must not park the device).
+MAX_RETRY_AFTER_SECONDS = 300.0
+#: How many issued-token fingerprints are remembered to detect a repeated token.
+_SEEN_LIMIT = 4096
+
+
+class TokenError(Exception):
+    """A token could not be obtained. Messages never contain a token or a key."""
+
+
+class TokenAuthError(TokenError):
+    """The credential was refused (401/403): retrying quickly will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TokenTransientError(TokenError):
+    """Network trouble, a timeout, 5xx or 429: retry later (``retry_after`` if given)."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """Gives a fresh single-use token for one WebSocket connection."""
+
+    async def fetch(self) -> Secret:
+        """A token never handed out before; raises :class:`TokenError`."""
+        ...
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its query, for messages (a broker URL might carry a credential)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="", fragment=""))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER_SECONDS, max(0.0, float(raw)))
+    except ValueError:
+        return None  # an HTTP date or garbage: fall back to the caller's backoff
+
+
+class _HttpTokenSource:
+    """Shared GET-a-token logic: classification, uniqueness, registration."""
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        params: dict[str, str],
+        *,
+        lifetime_seconds: float,
+        client: httpx.AsyncClient | None,
+        timeout: httpx.Timeout,
+    ) -> None:
+        self.url = url
+        self._headers = headers
+        self._params = params
+        self.lifetime_seconds = lifetime_seconds
+        self._client = client
+        self._timeout = timeout
+        self._seen: dict[bytes, None] = {}
+        self.fetched = 0
+
+    async def fetch(self) -> Secret:
+        where = _safe_url(self.url)
+        try:
+            if self._client is not None:
+                response = await self._client.get(
+                    self.url, params=self._params, headers=self._headers, timeout=self._timeout
+                )
+            else:
+                async with httpx.AsyncClient(timeout=self._timeout) as client:
+                    response = await client.get(
+                        self.url, params=self._params, headers=self._headers
+                    )
+        except httpx.TimeoutException as exc:
+            raise TokenTransientError(
+                f"token request to {where} timed out ({type(exc).__name__})"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise TokenTransientError(
+                f"token request to {where} failed ({type(exc).__name__})"
+            ) from None
+        status = response.status_code
+        if status in (401, 403):
+            raise TokenAuthError(f"token request to {where} refused: HTTP {status}", status)
+        if status == 429 or status >= 500:
+            raise TokenTransientError(
+                f"token request to {where} answered HTTP {status}",
+                status=status,
+                retry_after=_retry_after(response),
+            )
+        if status != 200:
+            # 400 and friends: our request is wrong; retrying the same request is pointless,
+            # but a config fix or a broker fix may cure it, so callers retry slowly.
+            raise TokenError(f"token request to {where} answered HTTP {status}")
+        try:
+            body = response.json()
+            value = body["token"]
+        except (ValueError, KeyError, TypeError):
+            raise TokenTransientError(
+                f"token answer from {where} has no token field", status=status
+            ) from None
+        if not isinstance(value, str) or not value:
+            raise TokenTransientError(f"token answer from {where} has an empty token")
+        secret = register_secret(Secret(value, source=f"token from {where}"))
+        digest = hashlib.sha256(value.encode()).digest()
+        if digest in self._seen:
+            raise TokenError(f"{where} returned a token it had handed out before; not reusing it")
+        self._seen[digest] = None
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen.pop(next(iter(self._seen)))
+        self.fetched += 1
+        return secret
+
+
+class MintedTokens(_HttpTokenSource):
+    """Mints temporary tokens with the API key held on the device."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: Secret,
+        *,
+        bearer: bool,
+        expires_in_seconds: int = 600,
+        max_session_duration_seconds: int | None = None,
+        client: httpx.AsyncClient | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        low, high = EXPIRES_IN_RANGE
+        if not low <= expires_in_seconds <= high:
+            raise ValueError(f"expires_in_seconds must be in {low}..{high}")
+        params = {"expires_in_seconds": str(int(expires_in_seconds))}
+        if max_session_duration_seconds is not None:
+            low, high = MAX_SESSION_RANGE
+            clamped = min(high, max(low, int(max_session_duration_seconds)))
+            params["max_session_duration_seconds"] = str(clamped)
+        key = api_key.reveal()
+        header = f"Bearer {key}" if bearer else key
+        super().__init__(
+            url,
+            {"Authorization": header},
+            params,
+            lifetime_seconds=float(expires_in_seconds),
+            client=client,
+            timeout=timeout,
+        )
+
+    @classmethod
+    def streaming(cls, url: str, api_key: Secret, **kwargs: object) -> MintedTokens:
+        """Universal Streaming v3 tokens: ``Authorization: <key>`` (no Bearer)."""
+        return cls(url, api_key, bearer=False, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def agent(cls, url: str, api_key: Secret, **kwargs: object) -> MintedTokens:
+        """Voice Agent tokens: ``Authorization: Bearer <key>``."""
+        return cls(url, api_key, bearer=True, **kwargs)  # type: ignore[arg-type]
+
+
+class BrokerTokens(_HttpTokenSource):
+    """Asks the owner's token broker; the device never holds the AssemblyAI key.
+
+    The request is ``GET <url>?kind=streaming|agent`` with
+    ``Authorization: Bearer <device credential>``; the answer is ``{"token": ...}``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        credential: Secret,
+        *,
+        kind: TokenKind = "streaming",
+        lifetime_seconds: float = DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS,
+        client: httpx.AsyncClient | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            url,
+            {"Authorization": f"Bearer {credential.reveal()}"},
+            {"kind": kind},
+            lifetime_seconds=lifetime_seconds,
+            client=client,
+            timeout=timeout,
+        )
+
+
+class PrefetchingTokens:
+    """Keeps one fresh token ready so a press connects without a token round trip.
+
+    ``start()`` launches a keeper task: it fetches a token, and replaces it
+    shortly before it expires (``lifetime - margin``). ``fetch()`` hands out the
+    ready token if it is still fresh (and never the same token twice), or
+    fetches one directly; either way the keeper refills at once. Keeper errors
+    are retried with the given delay; they never reach ``fetch()`` callers, who
+    get the inner source's own error when they fetch directly.
+    """
+
+    def __init__(
+        self,
+        source: TokenSource,
+        *,
+        lifetime_seconds: float | None = None,
+        refresh_margin_seconds: float | None = None,
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        lifetime = lifetime_seconds
+        if lifetime is None:
+            lifetime = getattr(source, "lifetime_seconds", DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS)
+        self.lifetime_seconds = float(lifetime)
+        if refresh_margin_seconds is None:
+            refresh_margin_seconds = min(
+                DEFAULT_REFRESH_MARGIN_SECONDS,
+                self.lifetime_seconds * DEFAULT_REFRESH_MARGIN_FRACTION,
+            )
+        self.refresh_margin_seconds = refresh_margin_seconds
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self._ready: tuple[Secret, float] | None = None  # (token, usable-until)
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.handed_out = 0
+        self.discarded = 0
+        self.prefetched = 0
+
+    @property
+    def has_ready_token(self) -> bool:
+        ready = self._ready
+        return ready is not None and self._clock() < ready[1]
+
+    def start(self) -> None:
+        """Start keeping a token ready (call on the running loop)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._keep_ready(), name="token-prefetch"
+            )
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._ready = None
+
+    async def fetch(self) -> Secret:
+        ready, self._ready = self._ready, None  # taken before any await: handed out once
+        self._wakeup.set()
+        if ready is not None and self._clock() < ready[1]:
+            self.handed_out += 1
+            return ready[0]
+        if ready is not None:
+            self.discarded += 1
+        token = await self._source.fetch()
+        self.handed_out += 1
+        return token
+
+    async def _keep_ready(self) -> None:
+        while True:
+            if not self.has_ready_token:
+                if self._ready is not None:
+                    self.discarded += 1
+                    self._ready = None
+                fetched_at = self._clock()
+                try:
+                    token = await self._source.fetch()
+                except TokenError as exc:
+                    delay = self.retry_seconds
+                    if isinstance(exc, TokenTransientError) and exc.retry_after is not None:
+                        delay = max(delay, exc.retry_after)
+                    log.warning("could not prefetch a token (%s); retrying in %.0f s", exc, delay)
+                    await self._sleep_or_wake(delay)
+                    continue
+                usable_until = fetched_at + self.lifetime_seconds - self.refresh_margin_seconds
+                self._ready = (token, usable_until)
+                self.prefetched += 1
+            ready = self._ready
+            wait = ready[1] - self._clock() if ready is not None else 0.0
+            await self._sleep_or_wake(max(0.0, wait))
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+
+def token_source_for(
+    config: object, kind: TokenKind, *, max_session_seconds: float | None = None
+) -> TokenSource:
+    """The token source a config asks for: the owner's broker if set, else local minting.
+
+    ``config`` is an :class:`appliance.config.Config`.
+    """
+    from appliance.config import Config  # local import keeps this module light
+
+    assert isinstance(config, Config)
+    broker = config.auth.token_broker
+    if broker.url:
+        if config.broker_credential is None:
+            raise TokenAuthError("the token-broker credential is not set", 0)
+        return BrokerTokens(broker.url, config.broker_credential, kind=kind)
+    if config.api_key is None:
+        raise TokenAuthError("the AssemblyAI API key is not set", 0)
+    urls = config.urls
+    max_session = None if max_session_seconds is None else round(max_session_seconds)
+    if kind == "streaming":
+        return MintedTokens.streaming(
+            urls.streaming_token_url,
+            config.api_key,
+            expires_in_seconds=config.live.token_expires_seconds,
+            max_session_duration_seconds=max_session,
+        )
+    return MintedTokens.agent(
+        urls.agent_token_url,
+        config.api_key,
+        expires_in_seconds=config.agent.token_expires_seconds,
+        max_session_duration_seconds=max_session,
+    )
