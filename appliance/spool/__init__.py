@@ -1,0 +1,12 @@
+"""Durable offline spool, uploader and field recorder."""
+
+from appliance.spool.spool import (
+    RecordingWriter,
+    Spool,
+    SpoolBusy,
+    SpoolError,
+    SpoolFull,
+    SpoolParams,
+)
+
+__all__ = ["RecordingWriter", "Spool", "SpoolBusy", "SpoolError", "SpoolFull", "SpoolParams"]

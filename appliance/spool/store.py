@@ -1,0 +1,225 @@
+"""The spool's state: one SQLite row per recording, moving through explicit states.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed state change survives
+a power cut. Every transition is a single UPDATE guarded by the state it
+expects to leave (compare-and-set), so a step that already happened is never
+applied twice, and a process that restarts picks up each recording where its
+row says it stopped.
+
+States::
+
+    recording -> ready -> uploading -> uploaded -> submitting -> submitted -> completed
+                      \\______________\\_____________\\______________\\-------> failed
+
+``uploading`` and ``submitting`` are intents written *before* the network
+call; see ``appliance.spool.uploader`` for how they are reconciled after a
+crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORDING = "recording"
+READY = "ready"
+UPLOADING = "uploading"
+UPLOADED = "uploaded"
+SUBMITTING = "submitting"
+SUBMITTED = "submitted"
+COMPLETED = "completed"
+FAILED = "failed"
+STATES = (RECORDING, READY, UPLOADING, UPLOADED, SUBMITTING, SUBMITTED, COMPLETED, FAILED)
+# States the uploader still has work to do in.
+PENDING_STATES = (READY, UPLOADING, UPLOADED, SUBMITTING, SUBMITTED)
+ORIGINS = ("record", "live-gap", "agent")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS recordings (
+    id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    rate INTEGER NOT NULL,
+    session_id TEXT,
+    session_offset INTEGER,
+    started_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    data_bytes INTEGER NOT NULL DEFAULT 0,
+    lost_samples INTEGER NOT NULL DEFAULT 0,
+    gaps TEXT NOT NULL DEFAULT '[]',
+    content_hash TEXT,
+    upload_url TEXT,
+    transcript_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    completed_at REAL,
+    audio_deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS recordings_state ON recordings(state);
+CREATE TABLE IF NOT EXISTS uploads (
+    content_hash TEXT PRIMARY KEY,
+    upload_url TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    """A snapshot of one recording's row."""
+
+    id: str
+    origin: str
+    rate: int
+    session_id: str | None
+    session_offset: int | None
+    started_at: float
+    created_at: float
+    updated_at: float
+    state: str
+    data_bytes: int
+    lost_samples: int
+    gaps: list[dict[str, int]]
+    content_hash: str | None
+    upload_url: str | None
+    transcript_id: str | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: float
+    completed_at: float | None
+    audio_deleted: bool
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.data_bytes / 2 / self.rate if self.rate else 0.0
+
+
+class StateConflict(RuntimeError):
+    """A transition found the row in another state than expected (someone else moved it)."""
+
+
+class Store:
+    """Thread-safe access to the spool database (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+        with contextlib.suppress(OSError):
+            path.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, recording_id: str) -> RecordingRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM recordings WHERE id = ?", (recording_id,)
+            ).fetchone()
+        return _row(row) if row else None
+
+    def all(self, states: tuple[str, ...] | None = None) -> list[RecordingRow]:
+        query = "SELECT * FROM recordings"
+        args: tuple[Any, ...] = ()
+        if states is not None:
+            query += f" WHERE state IN ({','.join('?' * len(states))})"
+            args = states
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at, id", args).fetchall()
+        return [_row(r) for r in rows]
+
+    def upload_url_for(self, content_hash: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT upload_url FROM uploads WHERE content_hash = ?", (content_hash,)
+            ).fetchone()
+        return row[0] if row else None
+
+    # -- writes --------------------------------------------------------------
+
+    def insert(
+        self,
+        recording_id: str,
+        origin: str,
+        rate: int,
+        session_id: str | None,
+        session_offset: int | None,
+        started_at: float,
+    ) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO recordings (id, origin, rate, session_id, session_offset, "
+                "started_at, created_at, updated_at, state) VALUES (?,?,?,?,?,?,?,?,?)",
+                (recording_id, origin, rate, session_id, session_offset, started_at, now, now,
+                 RECORDING),
+            )  # fmt: skip
+
+    def transition(
+        self, recording_id: str, expect: str | tuple[str, ...], to: str, **fields: Any
+    ) -> None:
+        """Move ``recording_id`` from a state in ``expect`` to ``to`` with ``fields`` (atomic)."""
+        expected = (expect,) if isinstance(expect, str) else expect
+        fields = {**fields, "state": to, "updated_at": time.time()}
+        if "gaps" in fields and not isinstance(fields["gaps"], str):
+            fields["gaps"] = json.dumps(fields["gaps"])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        marks = ",".join("?" * len(expected))
+        with self._lock:
+            cur = self._db.execute(
+                f"UPDATE recordings SET {sets} WHERE id = ? AND state IN ({marks})",
+                (*fields.values(), recording_id, *expected),
+            )
+        if cur.rowcount != 1:
+            raise StateConflict(f"{recording_id}: not in state {'/'.join(expected)}")
+
+    def update(self, recording_id: str, **fields: Any) -> None:
+        """Set fields without a state change (counters, errors, audio_deleted)."""
+        if "gaps" in fields and not isinstance(fields["gaps"], str):
+            fields["gaps"] = json.dumps(fields["gaps"])
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self._db.execute(
+                f"UPDATE recordings SET {sets} WHERE id = ?", (*fields.values(), recording_id)
+            )
+
+    def remember_upload(self, content_hash: str, upload_url: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO uploads (content_hash, upload_url, created_at) "
+                "VALUES (?,?,?)",
+                (content_hash, upload_url, time.time()),
+            )
+
+    def forget_upload(self, content_hash: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM uploads WHERE content_hash = ?", (content_hash,))
+
+    def delete(self, recording_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+
+
+def _row(row: sqlite3.Row) -> RecordingRow:
+    data = dict(row)
+    data["gaps"] = json.loads(data["gaps"] or "[]")
+    data["audio_deleted"] = bool(data["audio_deleted"])
+    return RecordingRow(**data)
