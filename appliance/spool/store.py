@@ -152,6 +152,16 @@ class Store:
             ).fetchone()
         return row[0] if row else None
 
+    def transcript_for(self, content_hash: str) -> str | None:
+        """A transcript id already obtained for identical content, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT transcript_id FROM recordings WHERE content_hash = ? "
+                "AND transcript_id IS NOT NULL AND state IN (?, ?) LIMIT 1",
+                (content_hash, SUBMITTED, COMPLETED),
+            ).fetchone()
+        return row[0] if row else None
+
     # -- writes --------------------------------------------------------------
 
     def insert(

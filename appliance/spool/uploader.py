@@ -1,0 +1,445 @@
+"""The uploader: moves every ready recording through upload, submit and poll to a transcript.
+
+Each step records its intent in the store *before* the network call and its
+result right after, so a restart resumes each recording at the step it
+stopped in, and no step is applied twice:
+
+* ``ready -> uploading -> uploaded``: the upload URL is remembered per content
+  hash, so content already uploaded is never sent again. A crash while
+  ``uploading`` just uploads again (an upload creates no transcript).
+* ``uploaded -> submitting -> submitted``: the dangerous window is between
+  "the server accepted POST /v2/transcript" and "we stored the id". The rule:
+  **a submit whose outcome is unknown is never blindly repeated.** A row
+  found in ``submitting`` (after a crash, or after a timeout / dropped
+  connection once the request was sent) is reconciled by listing the
+  account's transcripts (``GET /v2/transcript``) and adopting the one whose
+  ``audio_url`` is our upload URL (upload URLs are unique per upload). Only
+  when the list proves no transcript exists is it submitted again. If the
+  server cannot list transcripts the recording is marked failed with reason
+  ``submit outcome unknown`` and waits for a person (``appliance spool retry``),
+  because a duplicate costs money and a human can check the dashboard.
+  Errors that prove the request was *not* accepted (connection refused, 429,
+  5xx, 4xx) go back to ``uploaded`` safely.
+* ``submitted -> completed``: poll with growing intervals, then fetch SRT and
+  VTT and store all three beside the audio (write, fsync, rename, fsync dir)
+  before the state changes; a crash in between just fetches them again.
+
+Failures: 429 waits for Retry-After; 5xx and timeouts back off with full
+jitter and count an attempt (``max_attempts`` then ``failed``); any other 4xx
+fails at once, keeping the reason for ``appliance spool retry``. When the
+network is down the uploader goes quiet: one log line, then a capped-backoff
+reachability probe, and work resumes right after it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance import events as ev
+from appliance.backoff import Backoff
+from appliance.cloud import rest
+from appliance.logs import log_context
+from appliance.spool import store as st
+from appliance.spool.ids import InvalidId, check_transcript_id
+from appliance.spool.spool import Spool
+from appliance.spool.wavseg import fsync_dir
+
+log = logging.getLogger("appliance.spool.uploader")
+
+DEFAULT_RETRY_BASE_SECONDS = 2.0
+DEFAULT_RETRY_CAP_SECONDS = 600.0
+DEFAULT_PROBE_BASE_SECONDS = 1.0
+DEFAULT_PROBE_CAP_SECONDS = 60.0
+# With nothing due, look again this often anyway (retention, rows added by the CLI).
+IDLE_RESCAN_SECONDS = 30.0
+PROGRESS_FRACTION = 0.10
+PROGRESS_SECONDS = 5.0
+MAX_TASKS = 8
+UNKNOWN_SUBMIT = "submit outcome unknown"
+
+
+def _crashpoint(name: str) -> None:
+    """Test hook: die here, like a power cut, when $APPLIANCE_SPOOL_CRASH_AT names this point."""
+    if os.environ.get("APPLIANCE_SPOOL_CRASH_AT") == name:
+        os._exit(137)
+
+
+def write_durably(path: Path, data: str) -> None:
+    """Write, fsync, rename, fsync the directory: the file is whole or absent."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class _Offline(Exception):
+    """Raised inside a step when the network is down; the row is untouched."""
+
+
+class Uploader:
+    """Background task that drains the spool; one upload at a time by default."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        client: rest.RestClient,
+        upload_config: Any,
+        events: ev.EventBus | None = None,
+        *,
+        retry_base: float = DEFAULT_RETRY_BASE_SECONDS,
+        retry_cap: float = DEFAULT_RETRY_CAP_SECONDS,
+        probe_base: float = DEFAULT_PROBE_BASE_SECONDS,
+        probe_cap: float = DEFAULT_PROBE_CAP_SECONDS,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spool = spool
+        self.client = client
+        self.config = upload_config
+        self.events = events if events is not None else spool.events
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self._rng = rng or random.Random()
+        self._probe = Backoff(probe_base, probe_cap, self._rng)
+        self._upload_slots = asyncio.Semaphore(upload_config.concurrency)
+        self._wake = asyncio.Event()
+        self._online = asyncio.Event()
+        self._online.set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.probes = 0
+
+    # -- control ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for work now (a recording became ready, a retry was requested)."""
+        self._wake.set()
+
+    @property
+    def offline(self) -> bool:
+        return not self._online.is_set()
+
+    async def run(self) -> None:
+        """Drain the spool forever (cancel to stop; in-flight steps resume after restart)."""
+        try:
+            while True:
+                if self.offline:
+                    await self._wait_for_network()
+                    continue
+                self._reap()
+                now = time.time()
+                due, next_at = self._due(now)
+                for row in due:
+                    if len(self._tasks) >= MAX_TASKS:
+                        break
+                    self._tasks[row.id] = asyncio.create_task(self._process(row.id))
+                with contextlib.suppress(Exception):
+                    self.spool.expire()
+                timeout = IDLE_RESCAN_SECONDS if next_at is None else max(0.0, next_at - now)
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(self._wake.wait())]
+                waiters += list(self._tasks.values())
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                waiters[0].cancel()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Run until nothing is pending or in flight (tests, ``appliance transcribe``)."""
+
+        async def loop() -> None:
+            task = asyncio.create_task(self.run())
+            try:
+                while True:
+                    await asyncio.sleep(0.05)
+                    if not self._tasks and not self.spool.store.all(st.PENDING_STATES):
+                        return
+                    if task.done():
+                        task.result()
+                        return
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        await asyncio.wait_for(loop(), timeout)
+
+    def _reap(self) -> None:
+        for rid, task in list(self._tasks.items()):
+            if task.done():
+                del self._tasks[rid]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("uploader step crashed: %r", task.exception())
+
+    def _due(self, now: float) -> tuple[list[st.RecordingRow], float | None]:
+        due, next_at = [], None
+        for row in self.spool.store.all(st.PENDING_STATES):
+            if row.id in self._tasks:
+                continue
+            if row.next_attempt_at <= now:
+                due.append(row)
+            else:
+                next_at = (
+                    row.next_attempt_at if next_at is None else min(next_at, row.next_attempt_at)
+                )
+        return due, next_at
+
+    async def _wait_for_network(self) -> None:
+        delay = self._probe.next_delay()
+        await asyncio.sleep(delay)
+        self.probes += 1
+        try:
+            await self.client.probe()
+        except rest.Transient:
+            return
+        self._probe.reset()
+        self._online.set()
+        log.warning("network is back; resuming uploads")
+        self._publish_state("idle", "network back")
+
+    async def _reachable(self) -> bool:
+        """After a transport error: is the server there at all (else we are offline)?"""
+        try:
+            await self.client.probe()
+        except rest.Transient:
+            return False
+        return True
+
+    def _went_offline(self, exc: Exception) -> None:
+        if self._online.is_set():
+            self._online.clear()
+            log.warning("network down (%s); recordings are kept and sent when it returns", exc)
+            self._publish_state("offline", "uploads waiting for the network")
+
+    def _publish_state(self, state: str, detail: str) -> None:
+        if self.events:
+            self.events.publish(ev.STATE, state=state, mode="upload", detail=detail)
+
+    # -- one recording ---------------------------------------------------------
+
+    async def _process(self, recording_id: str) -> None:
+        with log_context(RECORDING_ID=recording_id):
+            try:
+                while True:
+                    if self.offline:
+                        await self._online.wait()
+                    row = self.spool.store.get(recording_id)
+                    if row is None or row.state not in st.PENDING_STATES:
+                        return
+                    if row.next_attempt_at > time.time():
+                        return
+                    await self._step(row)
+            except _Offline:
+                return
+            finally:
+                self.spool.publish_status()
+
+    async def _step(self, row: st.RecordingRow) -> None:
+        try:
+            if row.state in (st.READY, st.UPLOADING):
+                await self._upload(row)
+            elif row.state == st.UPLOADED:
+                await self._submit(row)
+            elif row.state == st.SUBMITTING:
+                await self._reconcile_submit(row)
+            elif row.state == st.SUBMITTED:
+                await self._complete(row)
+        except rest.NetworkDown as exc:
+            self._went_offline(exc)
+            raise _Offline from None
+        except rest.RateLimited as exc:
+            wait = exc.retry_after if exc.retry_after is not None else self._backoff(row.attempts)
+            log.info("rate limited; next try in %.1f s", wait)
+            self.spool.store.update(row.id, next_attempt_at=time.time() + wait, last_error=str(exc))
+        except rest.TranscriptError as exc:
+            self._fail(row, str(exc), transcript_id=None)
+        except rest.Permanent as exc:
+            self._fail(row, str(exc))
+        except rest.Transient as exc:
+            if exc.status is None and not await self._reachable():
+                self._went_offline(exc)
+                raise _Offline from None
+            attempts = row.attempts + 1
+            if attempts >= self.config.max_attempts:
+                self._fail(row, f"gave up after {attempts} attempts: {exc}", attempts=attempts)
+                return
+            wait = self._backoff(attempts)
+            log.info("%s; attempt %d, next in %.1f s", exc, attempts, wait)
+            self.spool.store.update(
+                row.id, attempts=attempts, next_attempt_at=time.time() + wait, last_error=str(exc)
+            )
+
+    def _backoff(self, attempts: int) -> float:
+        ceiling = min(self.retry_cap, self.retry_base * 2 ** min(attempts, 32))
+        return self._rng.uniform(0, ceiling)
+
+    def _fail(self, row: st.RecordingRow, reason: str, **fields: Any) -> None:
+        current = self.spool.store.get(row.id)
+        if current is None or current.state not in st.PENDING_STATES:
+            return
+        log.error("recording %s failed: %s", row.id, reason)
+        self.spool.store.transition(
+            row.id, current.state, st.FAILED, last_error=reason[:500], **fields
+        )
+        if self.events:
+            self.events.publish(ev.ERROR, message=f"transcription failed: {reason}", where="upload")
+
+    # -- steps -----------------------------------------------------------------
+
+    async def _upload(self, row: st.RecordingRow) -> None:
+        known = self.spool.store.upload_url_for(row.content_hash or "")
+        if known:
+            self.spool.store.transition(
+                row.id, (st.READY, st.UPLOADING), st.UPLOADED, upload_url=known
+            )
+            return
+        if row.state == st.READY:
+            self.spool.store.transition(row.id, st.READY, st.UPLOADING)
+        _crashpoint("upload-start")
+        async with self._upload_slots:
+            known = self.spool.store.upload_url_for(row.content_hash or "")
+            if known:  # a twin recording uploaded the same bytes while we waited
+                self.spool.store.transition(row.id, st.UPLOADING, st.UPLOADED, upload_url=known)
+                return
+            size = self.spool.upload_size(row.id)
+            reporter = _Progress(row.id, size, self.events)
+            url = await self.client.upload(
+                self.spool.upload_chunks(row.id, row.rate), size, reporter
+            )
+            reporter.done()
+        _crashpoint("upload-answered")
+        if row.content_hash:
+            self.spool.store.remember_upload(row.content_hash, url)
+        self.spool.store.transition(row.id, st.UPLOADING, st.UPLOADED, upload_url=url)
+        log.info("uploaded %s (%d bytes)", row.id, size)
+
+    async def _submit(self, row: st.RecordingRow) -> None:
+        assert row.upload_url
+        twin = self.spool.store.transcript_for(row.content_hash or "")
+        if twin:  # identical audio already has a transcript: never pay for it twice
+            self.spool.store.transition(row.id, st.UPLOADED, st.SUBMITTING)
+            self._adopt(row, twin)
+            return
+        body = rest.transcript_request(self.config, row.upload_url)
+        self.spool.store.transition(row.id, st.UPLOADED, st.SUBMITTING)
+        _crashpoint("submit-start")
+        try:
+            answer = await self.client.submit(body)
+        except (rest.NetworkDown, rest.RateLimited, rest.Permanent) as exc:
+            # The server did not accept it (not reached, or refused): safe to submit again.
+            self.spool.store.transition(row.id, st.SUBMITTING, st.UPLOADED)
+            if isinstance(exc, rest.Permanent) and exc.status in (400, 404, 410, 422):
+                # The upload may have expired or be unusable: upload again on a manual retry.
+                self.spool.store.forget_upload(row.content_hash or "")
+                self._fail(row, str(exc), upload_url=None)
+                return
+            raise
+        except rest.Transient as exc:
+            if exc.status is not None and exc.status >= 500:
+                self.spool.store.transition(row.id, st.SUBMITTING, st.UPLOADED)
+                raise
+            # Sent but no answer: the outcome is unknown; reconcile before anything else.
+            log.warning("submit of %s got no answer (%s); will reconcile", row.id, exc)
+            raise
+        _crashpoint("submit-answered")
+        self._adopt(row, answer.get("id"))
+
+    def _adopt(self, row: st.RecordingRow, transcript_id: Any) -> None:
+        try:
+            tid = check_transcript_id(transcript_id)
+        except InvalidId as exc:
+            self._fail(row, str(exc))
+            return
+        self.spool.store.transition(
+            row.id, st.SUBMITTING, st.SUBMITTED, transcript_id=tid, attempts=0
+        )
+        log.info("submitted %s as transcript %s", row.id, tid)
+
+    async def _reconcile_submit(self, row: st.RecordingRow) -> None:
+        assert row.upload_url
+        found = await self.client.find_transcripts(row.upload_url)
+        if found is None:
+            self._fail(
+                row,
+                f"{UNKNOWN_SUBMIT}: the server may have accepted it but cannot list transcripts; "
+                "check and run 'appliance spool retry' to submit again",
+            )
+            return
+        if found:
+            if len(found) > 1:
+                log.warning("%d transcripts exist for %s; using the first", len(found), row.id)
+            log.info("reconciled %s: server already has transcript %s", row.id, found[0])
+            self._adopt(row, found[0])
+            return
+        log.info("reconciled %s: no transcript on the server; submitting", row.id)
+        self.spool.store.transition(row.id, st.SUBMITTING, st.UPLOADED)
+
+    async def _complete(self, row: st.RecordingRow) -> None:
+        assert row.transcript_id
+        tid = check_transcript_id(row.transcript_id)
+        data = await self.client.wait_for_completion(tid, self.config.poll_seconds)
+        srt = await self.client.subtitles(tid, "srt")
+        vtt = await self.client.subtitles(tid, "vtt")
+        spool = self.spool
+        await asyncio.to_thread(self._store_transcript, row.id, data, srt, vtt)
+        _crashpoint("transcript-stored")
+        spool.store.transition(row.id, st.SUBMITTED, st.COMPLETED, completed_at=time.time())
+        log.info("transcript of %s stored (%d characters)", row.id, len(data.get("text") or ""))
+
+    def _store_transcript(self, recording_id: str, data: dict, srt: str, vtt: str) -> None:
+        spool = self.spool
+        write_durably(spool.artifact_path(recording_id, "json"), json.dumps(data, indent=1))
+        write_durably(spool.artifact_path(recording_id, "srt"), srt)
+        write_durably(spool.artifact_path(recording_id, "vtt"), vtt)
+
+
+class _Progress:
+    """Logs and publishes upload progress every ~10 % or ~5 s, not per chunk."""
+
+    def __init__(self, recording_id: str, total: int, events: ev.EventBus | None) -> None:
+        self.recording_id = recording_id
+        self.total = max(1, total)
+        self.events = events
+        self._next_fraction = PROGRESS_FRACTION
+        self._next_time = time.monotonic() + PROGRESS_SECONDS
+        self.reports = 0
+
+    def __call__(self, sent: int, total: int) -> None:
+        fraction = sent / self.total
+        now = time.monotonic()
+        if fraction < self._next_fraction and now < self._next_time:
+            return
+        while self._next_fraction <= fraction:
+            self._next_fraction += PROGRESS_FRACTION
+        self._next_time = now + PROGRESS_SECONDS
+        self._report(sent)
+
+    def _report(self, sent: int) -> None:
+        self.reports += 1
+        log.info("uploading %s: %d%%", self.recording_id, round(100 * sent / self.total))
+        if self.events:
+            self.events.publish(
+                ev.UPLOAD_PROGRESS, recording_id=self.recording_id, sent=sent, total=self.total
+            )
+
+    def done(self) -> None:
+        if self.events:
+            self.events.publish(
+                ev.UPLOAD_PROGRESS,
+                recording_id=self.recording_id,
+                sent=self.total,
+                total=self.total,
+            )
