@@ -1,0 +1,334 @@
+"""The local captions and status page: plain HTTP GETs and a WebSocket feed on one port.
+
+Served by the ``websockets`` asyncio server the daemon already imports for the
+cloud connections: its HTTP/1.1 parser answers page requests through
+``process_request`` and upgrades ``/feed`` to a WebSocket, so the page costs no
+extra dependency and no hand-written HTTP parsing (``scripts/bench_web_import.py``
+has the import-time and memory figures against aiohttp).
+
+Routes
+  GET  /                  captions page (large text, partials replaced by finals)
+  GET  /status            status page (mode, state, level, connection, spool, errors)
+  GET  /api/status        the status snapshot as JSON
+  GET  /feed?kinds=a,b    WebSocket: a ``hello`` message, then events as JSON
+  POST /api/control/<action>?arg=value   with ``Authorization: Bearer <token>``
+
+The status snapshot is whatever the daemon's ``status()`` returns, plus
+``controls`` (bool) and, if the daemon gives none, ``errors`` from the feed.
+The page understands these keys, all optional: ``mode``, ``state``,
+``connection``, ``session`` (``{"id", "mode", ...}`` or null), ``level_dbfs``,
+``spool`` (``{"waiting", "bytes", "recordings": [{"id", "state", ...}]}``),
+``errors`` (``[{"message", "where", "time"}]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import email.utils
+import http
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from appliance.config import WebConfig
+from appliance.events import ERROR, TURN_FINAL, TURN_PARTIAL, EventBus
+from appliance.web.feed import (
+    DEFAULT_HISTORY_ERRORS,
+    DEFAULT_HISTORY_TURNS,
+    DEFAULT_LEVEL_INTERVAL_S,
+    DEFAULT_STATUS_INTERVAL_S,
+    STATUS_DUE,
+    FeedPacer,
+    History,
+    encode,
+    encode_event,
+    event_message,
+    parse_kinds,
+)
+from appliance.web.guard import ControlGuard, Verdict, host_allowed, origin_allowed
+
+log = logging.getLogger(__name__)
+# websockets logs every plain HTTP answer as "connection rejected" at INFO; keep that quiet.
+_protocol_log = logging.getLogger("appliance.web.protocol")
+_protocol_log.setLevel(logging.WARNING)
+
+StatusFn = Callable[[], dict[str, Any]]
+ControlFn = Callable[[str, dict[str, str]], Awaitable[dict[str, Any]]]
+
+#: What the page's buttons may ask the daemon to do (the control callback gets these names).
+CONTROL_ACTIONS = ("start_session", "stop_session", "switch_mode", "retry_spool")
+
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_PAGES = {"/": "captions.html", "/status": "status.html"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WebLimits:
+    """Bounds that keep the page cheap on a Pi Zero; the defaults suit a kiosk or two."""
+
+    max_feed_clients: int = 8
+    level_interval_s: float = DEFAULT_LEVEL_INTERVAL_S
+    status_interval_s: float = DEFAULT_STATUS_INTERVAL_S
+    feed_queue_length: int = 256  # events a slow page may fall behind before losing the oldest
+    history_turns: int = DEFAULT_HISTORY_TURNS
+    history_errors: int = DEFAULT_HISTORY_ERRORS
+    control_timeout_s: float = 10.0
+    max_incoming_message: int = 4096  # the page never sends anything but pongs
+
+
+class WebServer:
+    """The daemon's local web page. ``start()`` binds, ``stop()`` closes every connection."""
+
+    def __init__(
+        self,
+        config: WebConfig,
+        events: EventBus,
+        status: StatusFn,
+        control: ControlFn | None = None,
+        *,
+        limits: WebLimits | None = None,
+    ) -> None:
+        self.config = config
+        self.events = events
+        self._status = status
+        self._control = control
+        self.limits = limits or WebLimits()
+        self.port: int | None = None
+        self._server: Server | None = None
+        self._history = History(self.limits.history_turns, self.limits.history_errors)
+        self._history_task: asyncio.Task[None] | None = None
+        self._guard = ControlGuard(False, None)
+        self._pages: dict[str, bytes] = {}
+        self._feed_clients = 0
+
+    @property
+    def controls_available(self) -> bool:
+        return self._control is not None and self._guard.check(None) is not Verdict.DISABLED
+
+    async def start(self) -> None:
+        self._guard = ControlGuard.from_file(
+            self.config.controls_enabled and self._control is not None,
+            self.config.control_token_file,
+        )
+        static = resources.files("appliance.web") / "static"
+        self._pages = {path: (static / name).read_bytes() for path, name in _PAGES.items()}
+        history_sub = self.events.subscribe((TURN_PARTIAL, TURN_FINAL, ERROR))
+        self._history_task = asyncio.create_task(self._keep_history(history_sub))
+        self._server = await serve(
+            self._feed,
+            self.config.host,
+            self.config.port,
+            process_request=self._route,
+            server_header=None,
+            max_size=self.limits.max_incoming_message,
+            max_queue=4,
+            logger=_protocol_log,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "web page on http://%s:%d/ (controls %s)",
+            self.config.host,
+            self.port,
+            "on" if self._guard.enabled else "off",
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+            self._server = None
+        if self._history_task is not None:
+            self._history_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._history_task
+            self._history_task = None
+
+    # -- status -------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status view's data: the daemon's status plus what the page itself knows."""
+        try:
+            status = dict(self._status())
+        except Exception:
+            log.exception("the status callback failed")
+            status = {"state": "unknown"}
+        status["controls"] = self.controls_available
+        if "errors" not in status:
+            status["errors"] = [
+                {"message": e.data.get("message"), "where": e.data.get("where"), "time": e.time}
+                for e in self._history.errors
+            ]
+        return status
+
+    async def _keep_history(self, sub: Any) -> None:
+        async for event in sub:
+            self._history.add(event)
+
+    # -- HTTP ---------------------------------------------------------------
+
+    async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        headers = request.headers
+        if not host_allowed(headers.get("Host"), self.config.host):
+            return _text(http.HTTPStatus.MISDIRECTED_REQUEST, "unknown host name\n")
+        url = urlsplit(request.path)
+        path = url.path
+        if path.startswith("/api/control/"):
+            return await self._control_request(connection, request, path, url.query)
+        if request.method != "GET":
+            return _text(http.HTTPStatus.METHOD_NOT_ALLOWED, "only GET here\n", allow="GET")
+        if path in self._pages:
+            return _response(http.HTTPStatus.OK, self._pages[path], "text/html; charset=utf-8")
+        if path == "/api/status":
+            body = json.dumps(self.snapshot(), default=str).encode()
+            return _response(http.HTTPStatus.OK, body, "application/json")
+        if path == "/feed":
+            if not origin_allowed(headers.get("Origin"), headers.get("Host")):
+                return _text(http.HTTPStatus.FORBIDDEN, "cross-origin feed refused\n")
+            if self._feed_clients >= self.limits.max_feed_clients:
+                return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many pages open\n")
+            return None  # go on with the WebSocket handshake
+        return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def _control_request(
+        self, connection: ServerConnection, request: Request, path: str, query: str
+    ) -> Response:
+        action = path.removeprefix("/api/control/")
+        if request.method != "POST":
+            return _text(http.HTTPStatus.METHOD_NOT_ALLOWED, "use POST\n", allow="POST")
+        verdict = self._guard.check(request.headers.get("Authorization"))
+        if verdict is not Verdict.ALLOWED:
+            # The reason and the peer, never the header's value.
+            log.warning(
+                "refused web control %r from %s: %s",
+                action[:40],
+                _peer(connection),
+                verdict.value,
+            )
+            if verdict in (Verdict.MISSING, Verdict.WRONG):
+                return _json(
+                    http.HTTPStatus.UNAUTHORIZED,
+                    {"error": "a valid bearer token is required"},
+                    www_authenticate='Bearer realm="appliance"',
+                )
+            return _json(http.HTTPStatus.FORBIDDEN, {"error": verdict.value})
+        if action not in CONTROL_ACTIONS:
+            return _json(http.HTTPStatus.NOT_FOUND, {"error": "unknown control"})
+        assert self._control is not None  # controls are only enabled with a callback
+        args = dict(parse_qsl(query)[:8])
+        log.info("web control %s %s from %s", action, args, _peer(connection))
+        try:
+            result = await asyncio.wait_for(
+                self._control(action, args), self.limits.control_timeout_s
+            )
+        except ValueError as exc:
+            return _json(http.HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except TimeoutError:
+            log.error("web control %s did not answer in time", action)
+            return _json(http.HTTPStatus.GATEWAY_TIMEOUT, {"error": "the daemon did not answer"})
+        except Exception:
+            log.exception("web control %s failed", action)
+            return _json(http.HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "control failed"})
+        return _json(http.HTTPStatus.OK, result if isinstance(result, dict) else {})
+
+    # -- the feed -----------------------------------------------------------
+
+    async def _feed(self, ws: ServerConnection) -> None:
+        query = dict(parse_qsl(urlsplit(ws.request.path).query)) if ws.request else {}
+        kinds = parse_kinds(query.get("kinds"))
+        wants_status = query.get("status") == "1"
+        self._feed_clients += 1
+        sub = self.events.subscribe(kinds)
+        sender = asyncio.create_task(self._send_feed(ws, sub, "turn." in kinds, wants_status))
+        closed = asyncio.create_task(ws.wait_closed())
+        try:
+            await asyncio.wait((sender, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sender.cancel()
+            closed.cancel()
+            sub.close()
+            self._feed_clients -= 1
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+
+    async def _send_feed(
+        self, ws: ServerConnection, sub: Any, wants_captions: bool, wants_status: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        hello: dict[str, Any] = {
+            "recent": [event_message(e) for e in self._history.captions()]
+            if wants_captions
+            else [],
+            "controls": self.controls_available,
+        }
+        if wants_status:
+            hello["status"] = self.snapshot()
+        await ws.send(encode("hello", hello))
+        pacer = FeedPacer(
+            level_interval=self.limits.level_interval_s,
+            status_interval=self.limits.status_interval_s,
+            wants_status=wants_status,
+        )
+        while True:
+            deadline = pacer.deadline()
+            if deadline is None:
+                out = pacer.on_event(await sub.get(), loop.time())
+            else:
+                try:
+                    event = await asyncio.wait_for(sub.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    out = pacer.on_timer(loop.time())
+                else:
+                    out = pacer.on_event(event, loop.time())
+            for item in out:
+                if item is STATUS_DUE:
+                    await ws.send(encode("status", self.snapshot()))
+                else:
+                    await ws.send(encode_event(item))
+
+
+def _peer(connection: ServerConnection) -> str:
+    try:
+        host, port = connection.remote_address[:2]
+    except (TypeError, ValueError):
+        return "unknown"
+    return f"{host}:{port}"
+
+
+def _response(status: http.HTTPStatus, body: bytes, content_type: str, **extra: str) -> Response:
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", _CSP),
+        ]
+    )
+    for name, value in extra.items():
+        headers[name.replace("_", "-").title()] = value
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _text(status: http.HTTPStatus, text: str, **extra: str) -> Response:
+    return _response(status, text.encode(), "text/plain; charset=utf-8", **extra)
+
+
+def _json(status: http.HTTPStatus, data: dict[str, Any], **extra: str) -> Response:
+    return _response(status, json.dumps(data, default=str).encode(), "application/json", **extra)
