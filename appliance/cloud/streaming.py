@@ -1,0 +1,868 @@
+"""Universal Streaming v3 session logic, sans I/O: events in, actions out.
+
+:class:`StreamingSession` never touches a socket, a clock or a thread. The
+asyncio runner (``appliance.live``) feeds it events -- ``start``,
+``opened``, ``connect_failed``, ``message``, ``closed``, ``audio``,
+``lost``, ``stop``, ``tick`` -- each stamped with the runner's monotonic time, and
+carries out the actions it returns: :class:`Connect`, :class:`SendAudio`,
+:class:`SendJson`, :class:`Close`, :class:`ReconnectAfter`, :class:`Spool`,
+:class:`EmitTurn`, :class:`Finish`. So every close code, garbled message and
+pacing rule is tested without sockets or sleeps.
+
+Positions are absolute sample indices of the session's 16 kHz stream (index 0
+is the first sample of the session, pre-roll included); the runner maps them
+to its audio buffer.
+
+What counts as delivered (the rule that makes "every word exactly once" hold
+across reconnects):
+
+* A connection starts sending at ``resume`` (the confirmed point). The server's
+  word times are relative to the audio it got on that connection, so a word
+  ending at ``t`` ms ends at stream index ``resume + t * 16``.
+* Audio is *confirmed* up to the end of the last word of the last **final**
+  turn (``end_of_turn: true``) plus a small guard (``resume_guard_ms``, not
+  past what was sent): the server has turned it into words we hold. Partial
+  turns confirm nothing: an unfinished turn on a dropped connection is lost
+  server-side.
+* A ``Termination`` confirms everything sent on that connection (the server
+  flushes the open turn before it), except what its ``audio_duration_seconds``
+  (whole seconds) shows the server never received.
+* When a connection ends any other way, everything after the confirmed point
+  is sent again on the next connection. Resending silence or a partial word
+  is harmless; a word is only ever *finalised* once because its audio is
+  confirmed as soon as its final turn arrives.
+* Audio that cannot be sent live -- the network stays down longer than
+  ``max_outage_seconds``, or the backlog grows towards the buffer's history, or
+  the session stops while disconnected, or ``Termination`` never comes -- is
+  handed to the spool as one or more :class:`Spool` ranges (transcribed later
+  as pre-recorded audio), and live streaming resumes after them.
+
+Every sample of ``[0, end)`` ends up exactly once in the account as streamed
+(confirmed live), spooled, or lost (overwritten before it could be read).
+
+Close codes: network errors (1006 and friends), 1000 without ``Termination``,
+3005, 3009 -> reconnect with full-jitter backoff; 1008 -> reconnect at once
+with a new token, and after ``auth_failures_before_slow_retry`` in a row ->
+"credentials refused", retry every ``auth_retry_seconds`` (never a hot loop);
+3008 -> reconnect at once (roll over to a new session; the buffer keeps the
+audio meanwhile); 3006/3007 -> a bug on our side: logged loudly with the
+offending frame's size, then reconnect with backoff.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+STREAM_RATE = 16_000
+MIN_FRAME_MS = 50
+MAX_FRAME_MS = 1000
+
+CLOSE_NORMAL = 1000
+CLOSE_ABNORMAL = 1006
+CLOSE_UNAUTHORIZED = 1008
+CLOSE_CANCELLED = 3005
+CLOSE_INVALID_MESSAGE = 3006
+CLOSE_INVALID_AUDIO = 3007
+CLOSE_EXPIRED = 3008
+CLOSE_TOO_MANY_SESSIONS = 3009
+
+
+# ---------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class StreamingLimits:
+    """Every limit of the session logic, named, with the reasoning in the defaults."""
+
+    chunk_ms: int = 100  # steady-state frame length (50..1000)
+    catchup_rate: float = 1.25  # backlog is sent at most this many times real time
+    catchup_chunk_ms: int = 500  # frame length while catching up (<= 1000)
+    burst_seconds: float = 1.0  # token-bucket capacity (audio ahead of real time)
+    initial_burst_seconds: float = 0.5  # bucket fill when a connection begins
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    auth_retry_seconds: float = 300.0  # slow retry once credentials look wrong
+    auth_failures_before_slow_retry: int = 2
+    healthy_after_seconds: float = 5.0  # a connection this old resets the backoff
+    begin_timeout_seconds: float = 10.0  # connected but no Begin: give up on it
+    connect_timeout_seconds: float = 15.0  # token + handshake bound
+    termination_timeout_seconds: float = 5.0  # Terminate sent, waiting for Termination
+    max_outage_seconds: float = 20.0  # disconnected this long: spool the backlog
+    history_samples: int = 10 * STREAM_RATE  # how far back the audio buffer reaches
+    spool_backlog_fraction: float = 0.5  # spool once the backlog fills this much history
+    resume_guard_ms: int = 100  # confirmed point sits this far past a final word's end
+    silence_confirm_seconds: float = 3.0  # no speech reported this long after sending: delivered
+    drain_extra_seconds: float = 10.0  # after stop, longest wait to send the backlog
+
+    def __post_init__(self) -> None:
+        if not MIN_FRAME_MS <= self.chunk_ms <= MAX_FRAME_MS:
+            raise ValueError("chunk_ms must be in 50..1000")
+        if not self.chunk_ms <= self.catchup_chunk_ms <= MAX_FRAME_MS:
+            raise ValueError("catchup_chunk_ms must be in chunk_ms..1000")
+        if self.catchup_rate < 1.0:
+            raise ValueError("catchup_rate must be >= 1")
+        if self.burst_seconds * 1000 < self.catchup_chunk_ms:
+            raise ValueError("burst_seconds must hold one catch-up frame")
+
+
+def ms_to_samples(ms: float) -> int:
+    return round(ms * STREAM_RATE / 1000)
+
+
+# ---------------------------------------------------------------------------
+# Actions
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open a new connection with a FRESH token (never one used before)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class SendAudio:
+    """Send one binary frame: stream samples ``[start, end)`` then ``pad`` zero samples."""
+
+    start: int
+    end: int
+    pad: int = 0
+
+
+@dataclass(frozen=True)
+class SendJson:
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the current connection (the runner then reports ``closed``)."""
+
+    code: int = CLOSE_NORMAL
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReconnectAfter:
+    """Informational: the next :class:`Connect` comes after ``delay`` seconds."""
+
+    delay: float
+    reason: str
+    auth_failure: bool = False
+
+
+@dataclass(frozen=True)
+class Spool:
+    """Keep stream samples ``[start, end)`` for later pre-recorded transcription."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start_ms: int  # in the session's stream time
+    end_ms: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A turn as the session reports it: order and word times across reconnects."""
+
+    order: int  # position in the session (0, 1, ...), not the server's per-connection order
+    text: str
+    words: tuple[Word, ...]
+    final: bool
+    formatted: bool
+    server_session_id: str
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class EmitTurn:
+    turn: Turn
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The session is over; nothing more will be sent or spooled."""
+
+    account: SessionAccount
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a person should know (logged, published on the event bus)."""
+
+    level: int
+    message: str
+
+
+Action = (
+    Connect | SendAudio | SendJson | Close | ReconnectAfter | Spool | EmitTurn | Finish | Notice
+)
+
+
+# ---------------------------------------------------------------------------
+# The account
+
+
+@dataclass
+class SessionAccount:
+    """Where every sample of a session went (16 kHz stream samples).
+
+    ``captured == streamed + spooled + lost``, to the sample. ``caught_up`` is
+    the part of what was sent that left from a backlog (pre-roll, after a
+    reconnect); it includes resent audio, so it is not part of the sum.
+    """
+
+    captured_samples: int = 0
+    streamed_samples: int = 0
+    spooled_samples: int = 0
+    lost_samples: int = 0
+    caught_up_samples: int = 0
+    resent_samples: int = 0
+    connections: int = 0
+    reconnects: int = 0
+    server_session_ids: list[str] = field(default_factory=list)
+    turns: int = 0
+    stop_reason: str = ""
+    rate: int = STREAM_RATE
+
+    def seconds(self, samples: int) -> float:
+        return samples / self.rate
+
+    @property
+    def balanced(self) -> bool:
+        return self.captured_samples == (
+            self.streamed_samples + self.spooled_samples + self.lost_samples
+        )
+
+    def summary(self) -> str:
+        s = self.seconds
+        return (
+            f"captured {s(self.captured_samples):.3f} s = streamed "
+            f"{s(self.streamed_samples):.3f} s + spooled {s(self.spooled_samples):.3f} s + lost "
+            f"{s(self.lost_samples):.3f} s; caught up {s(self.caught_up_samples):.3f} s, "
+            f"resent {s(self.resent_samples):.3f} s; {self.connections} connection(s), "
+            f"{self.reconnects} reconnect(s), {self.turns} turn(s); stop: {self.stop_reason}"
+        )
+
+
+# ---------------------------------------------------------------------------
+# The session
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"  # Connect emitted, waiting for connected/connect_failed
+    AWAITING_BEGIN = "awaiting_begin"
+    STREAMING = "streaming"
+    TERMINATING = "terminating"  # Terminate sent, waiting for Termination
+    CLOSING = "closing"  # Close emitted (or server closing), waiting for closed
+    WAITING = "waiting"  # disconnected, next Connect at retry_at
+    FINISHED = "finished"
+
+
+class ConnectFailure(enum.Enum):
+    NETWORK = "network"  # refused, timeout, DNS, 5xx on the upgrade, token transient error
+    AUTH = "auth"  # token endpoint said 401/403
+    RATE_LIMITED = "rate_limited"  # 429 with Retry-After
+    FATAL = "fatal"  # e.g. HTTP 410 (retired endpoint), 400 from the token endpoint
+
+
+class _Intervals:
+    """A set of disjoint [start, end) intervals (samples known to be lost)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, int]] = []
+
+    def add(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        merged: list[tuple[int, int]] = []
+        for a, b in self.items:
+            if b < start or a > end:
+                merged.append((a, b))
+            else:
+                start, end = min(a, start), max(b, end)
+        merged.append((start, end))
+        self.items = sorted(merged)
+
+    def overlap(self, start: int, end: int) -> int:
+        return sum(max(0, min(b, end) - max(a, start)) for a, b in self.items)
+
+
+class StreamingSession:
+    """One press-to-stop live transcription, across any number of connections."""
+
+    def __init__(self, limits: StreamingLimits | None = None, *, backoff: Backoff | None = None):
+        self.limits = limits or StreamingLimits()
+        lim = self.limits
+        self.backoff = backoff or Backoff(lim.backoff_base_seconds, lim.backoff_max_seconds)
+        self.phase = Phase.IDLE
+        self.account = SessionAccount()
+        self._chunk = ms_to_samples(lim.chunk_ms)
+        self._catchup_chunk = ms_to_samples(lim.catchup_chunk_ms)
+        self._min_frame = ms_to_samples(MIN_FRAME_MS)
+        self._max_frame = ms_to_samples(MAX_FRAME_MS)
+        self._available = 0  # stream samples the runner can supply: [0, available)
+        self._end: int | None = None  # set by stop(): the session's last sample + 1
+        self._confirmed = 0  # [0, confirmed) is streamed (confirmed) or spooled
+        self._resume = 0  # where the current connection started sending
+        self._sent = 0  # [resume, sent) sent on the current connection
+        self._sent_max = 0  # furthest sample ever sent (to count resends)
+        self._lost = _Intervals()
+        self._attempt = 0
+        self._auth_failures = 0
+        self._retry_at = 0.0
+        self._disconnected_since: float | None = None
+        self._spooling = False  # outage: audio goes to the spool until we reconnect
+        self._phase_deadline: float | None = None
+        self._begin_time = 0.0
+        self._bucket = 0.0  # seconds of audio we may send ahead of real time
+        self._bucket_time = 0.0
+        self._stop_deadline: float | None = None
+        self._stop_reason = ""
+        self._terminate_sent = False
+        self._termination_seen = False
+        self._server_session = ""
+        self._turn_order = 0  # session-wide order of the next final turn
+        self._pending_final: dict[str, Any] | None = None  # unformatted final awaiting format
+        self._last_frame_samples = 0
+        self._send_log: deque[tuple[float, int]] = deque()  # (time sent, end index)
+        self._turn_open = False  # speech reported but its final turn not yet seen
+        self._last_frame_pad = 0
+        self.format_turns = True
+        self.token_fingerprints: set[str] = set()
+        self.garbled_messages = 0
+        self.ignored_messages = 0
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def confirmed(self) -> int:
+        return self._confirmed
+
+    @property
+    def sent(self) -> int:
+        return self._sent
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.FINISHED
+
+    @property
+    def connected(self) -> bool:
+        return self.phase in (
+            Phase.AWAITING_BEGIN,
+            Phase.STREAMING,
+            Phase.TERMINATING,
+            Phase.CLOSING,
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self._end is not None
+
+    def note_token(self, fingerprint: str) -> bool:
+        """Record a token's fingerprint; False if it was used before (never connect with it)."""
+        if fingerprint in self.token_fingerprints:
+            return False
+        self.token_fingerprints.add(fingerprint)
+        return True
+
+    # ---------------------------------------------------------------- events
+
+    def start(self, now: float) -> list[Action]:
+        if self.phase is not Phase.IDLE:
+            return []
+        return self._connect(now)
+
+    def opened(self, now: float) -> list[Action]:
+        """The WebSocket handshake succeeded (the server may still close at once)."""
+        if self.phase is not Phase.CONNECTING:
+            return []
+        self.phase = Phase.AWAITING_BEGIN
+        self._phase_deadline = now + self.limits.begin_timeout_seconds
+        self.account.connections += 1
+        self._resume = self._sent = self._confirmed
+        self._terminate_sent = False
+        self._termination_seen = False
+        self._pending_final = None
+        self._server_session = ""
+        self._turn_open = False
+        self._send_log.clear()
+        return []
+
+    def connect_failed(
+        self,
+        now: float,
+        failure: ConnectFailure,
+        detail: str = "",
+        retry_after: float | None = None,
+    ) -> list[Action]:
+        """No connection was made (token error, refused, timeout, bad HTTP answer)."""
+        if self.phase is not Phase.CONNECTING:
+            return []
+        self._mark_disconnected(now)
+        if failure is ConnectFailure.AUTH:
+            return self._auth_failure(now, f"token request refused ({detail})")
+        if failure is ConnectFailure.FATAL:
+            return self._after_disconnect(
+                now,
+                self.limits.auth_retry_seconds,
+                f"cannot connect ({detail}); retrying slowly",
+                level=logging.ERROR,
+            )
+        delay = self.backoff.next_delay()
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return self._after_disconnect(now, delay, f"connect failed ({detail})")
+
+    def message(self, now: float, text: str | bytes) -> list[Action]:
+        """A text frame from the server. Garbled or unknown messages are survived."""
+        if not self.connected:
+            return []
+        try:
+            msg = json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            self.garbled_messages += 1
+            log.warning("ignored a garbled server message (%d bytes)", len(text))
+            return []
+        if not isinstance(msg, dict):
+            self.garbled_messages += 1
+            log.warning("ignored a server message that is not an object")
+            return []
+        kind = msg.get("type")
+        if kind == "Begin":
+            return self._on_begin(now, msg)
+        if kind == "Turn":
+            return self._on_turn(now, msg)
+        if kind == "Termination":
+            return self._on_termination(now, msg)
+        if kind == "SpeechStarted":
+            self._turn_open = True
+            return []
+        if kind == "Error":
+            code = msg.get("error_code")
+            return [Notice(logging.WARNING, f"server error {code}: {str(msg.get('error'))[:200]}")]
+        self.ignored_messages += 1  # SpeechStarted, Heartbeat, Warning, future types
+        return []
+
+    def closed(self, now: float, code: int | None, reason: str = "") -> list[Action]:
+        """The connection ended (``code`` None or 1006: the network dropped it)."""
+        if not self.connected:
+            return []
+        actions = self._flush_pending_final()
+        was_terminating = self._terminate_sent
+        lived = now - self._begin_time if self.phase is not Phase.AWAITING_BEGIN else 0.0
+        confirmed_by_termination = self._termination_seen
+        self._mark_disconnected(now)
+        code = CLOSE_ABNORMAL if code is None else code
+        why = f"closed {code}" + (f" ({reason[:123]})" if reason else "")
+        if confirmed_by_termination or (self._end is not None and was_terminating):
+            # A finished connection. Stopping: finish; rolling over: connect again.
+            if self._end is not None:
+                return actions + self._finish(now)
+            return actions + self._connect(now)
+        if self._end is not None:
+            # The stream broke while draining: keep the rest rather than loop.
+            return [
+                *actions,
+                Notice(logging.WARNING, f"connection {why} while stopping"),
+                *self._finish(now),
+            ]
+        if code == CLOSE_UNAUTHORIZED:
+            return actions + self._auth_failure(now, f"server refused the token: {why}")
+        if code == CLOSE_EXPIRED:
+            if lived >= self.limits.healthy_after_seconds:
+                return [
+                    *actions,
+                    Notice(logging.INFO, "session expired on the server; rolling over"),
+                    ReconnectAfter(0.0, why),
+                    *self._connect(now),
+                ]
+            # Expired straight away: something is off (token cap too short); no hot loop.
+            return actions + self._after_disconnect(now, self.backoff.next_delay(), why)
+        if code in (CLOSE_INVALID_MESSAGE, CLOSE_INVALID_AUDIO):
+            notice = Notice(
+                logging.ERROR,
+                f"server rejected what we sent ({why}); last frame "
+                f"{self._last_frame_samples} samples + {self._last_frame_pad} padding "
+                f"({(self._last_frame_samples + self._last_frame_pad) * 2} bytes, "
+                f"{(self._last_frame_samples + self._last_frame_pad) * 1000 / STREAM_RATE:.1f} ms)"
+                " -- this is a bug",
+            )
+            return [*actions, notice, *self._after_disconnect(now, self.backoff.next_delay(), why)]
+        return actions + self._after_disconnect(now, self.backoff.next_delay(), why)
+
+    def audio(self, now: float, available: int) -> list[Action]:
+        """The runner can now supply stream samples ``[0, available)``."""
+        if available > self._available:
+            self._available = available
+        return self.tick(now)
+
+    def lost(self, start: int, end: int) -> None:
+        """The runner could not read ``[start, end)``: it was overwritten before it was read."""
+        self._lost.add(start, end)
+
+    def stop(self, now: float, end: int, reason: str = "stop requested") -> list[Action]:
+        """Stop at stream index ``end`` (the runner has flushed everything up to it)."""
+        if self._end is not None or self.phase is Phase.FINISHED:
+            return []
+        self._end = max(end, self._confirmed)
+        self._available = max(self._available, self._end)
+        self._stop_reason = reason
+        backlog_s = (self._end - self._sent) / STREAM_RATE
+        self._stop_deadline = (
+            now
+            + backlog_s / self.limits.catchup_rate
+            + min(self.limits.drain_extra_seconds, backlog_s + 1.0)
+        )
+        if not self.connected:
+            return self._finish(now)
+        return self.tick(now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Timers: retries, deadlines, pacing, outage spooling."""
+        phase = self.phase
+        if phase is Phase.FINISHED or phase is Phase.IDLE:
+            return []
+        if phase is Phase.WAITING:
+            actions = self._spool_outage(now)
+            if now >= self._retry_at:
+                actions += self._connect(now)
+            return actions
+        if phase is Phase.CONNECTING:
+            actions = self._spool_outage(now)
+            if self._phase_deadline is not None and now >= self._phase_deadline:
+                # The runner's own timeouts should have fired; do not wait forever.
+                actions += self.connect_failed(now, ConnectFailure.NETWORK, "connect timed out")
+            return actions
+        if phase is Phase.AWAITING_BEGIN:
+            if self._phase_deadline is not None and now >= self._phase_deadline:
+                self.phase = Phase.CLOSING
+                return [Close(CLOSE_NORMAL, "no Begin")]
+            return []
+        if phase is Phase.TERMINATING:
+            if self._phase_deadline is not None and now >= self._phase_deadline:
+                self.phase = Phase.CLOSING
+                return [
+                    Notice(logging.WARNING, "no Termination in time; closing"),
+                    Close(CLOSE_NORMAL, "no Termination"),
+                ]
+            return []
+        if phase is Phase.STREAMING:
+            return self._pump(now)
+        return []
+
+    # --------------------------------------------------------------- helpers
+
+    def _connect(self, now: float) -> list[Action]:
+        if self._end is not None:
+            return self._finish(now)
+        self._attempt += 1
+        self.phase = Phase.CONNECTING
+        self._phase_deadline = now + self.limits.connect_timeout_seconds
+        if self._disconnected_since is None:
+            self._disconnected_since = now
+        if self.account.connections:
+            self.account.reconnects += 1
+        return [Connect(self._attempt)]
+
+    def _mark_disconnected(self, now: float) -> None:
+        if self._disconnected_since is None:
+            self._disconnected_since = now
+        self._phase_deadline = None
+
+    def _after_disconnect(
+        self,
+        now: float,
+        delay: float,
+        why: str,
+        *,
+        level: int = logging.WARNING,
+        auth: bool = False,
+    ) -> list[Action]:
+        self.phase = Phase.WAITING
+        self._retry_at = now + delay
+        actions: list[Action] = [
+            Notice(level, f"{why}; reconnecting in {delay:.2f} s"),
+            ReconnectAfter(delay, why, auth),
+        ]
+        return actions + self._spool_outage(now)
+
+    def _auth_failure(self, now: float, why: str) -> list[Action]:
+        self._auth_failures += 1
+        if self._auth_failures < self.limits.auth_failures_before_slow_retry:
+            # A token can be refused once (used, expired in flight): try a fresh one at once.
+            self.phase = Phase.WAITING
+            self._retry_at = now
+            return [Notice(logging.WARNING, f"{why}; trying a new token"), ReconnectAfter(0.0, why)]
+        return self._after_disconnect(
+            now,
+            self.limits.auth_retry_seconds,
+            f"credentials refused {self._auth_failures} times in a row ({why}): check the API "
+            "key or the token broker",
+            level=logging.ERROR,
+            auth=True,
+        )
+
+    def _on_begin(self, now: float, msg: dict[str, Any]) -> list[Action]:
+        if self.phase is not Phase.AWAITING_BEGIN:
+            return []
+        sid = msg.get("id")
+        self._server_session = sid if isinstance(sid, str) else ""
+        if self._server_session:
+            self.account.server_session_ids.append(self._server_session)
+        self.phase = Phase.STREAMING
+        self._phase_deadline = None
+        self._begin_time = now
+        self._auth_failures = 0
+        self._disconnected_since = None
+        self._spooling = False
+        self._bucket = self.limits.initial_burst_seconds
+        self._bucket_time = now
+        return self._pump(now)
+
+    def _turn_words(self, msg: dict[str, Any]) -> tuple[Word, ...]:
+        words = msg.get("words")
+        if not isinstance(words, list):
+            return ()
+        base_ms = self._resume * 1000 / STREAM_RATE
+        out = []
+        for w in words:
+            if not isinstance(w, dict):
+                continue
+            try:
+                start = float(w.get("start", 0))
+                end = float(w.get("end", start))
+                conf = float(w.get("confidence", 0.0))
+            except (TypeError, ValueError):
+                continue
+            out.append(
+                Word(str(w.get("text", "")), round(base_ms + start), round(base_ms + end), conf)
+            )
+        return tuple(out)
+
+    def _make_turn(self, msg: dict[str, Any], final: bool) -> Turn:
+        text = msg.get("transcript")
+        if not isinstance(text, str):
+            text = ""
+        speaker = msg.get("speaker_label")
+        return Turn(
+            order=self._turn_order,
+            text=text,
+            words=self._turn_words(msg),
+            final=final,
+            formatted=bool(msg.get("turn_is_formatted", False)),
+            server_session_id=self._server_session,
+            speaker=speaker if isinstance(speaker, str) else None,
+        )
+
+    def _on_turn(self, now: float, msg: dict[str, Any]) -> list[Action]:
+        if self.phase not in (Phase.STREAMING, Phase.TERMINATING, Phase.CLOSING):
+            return []
+        final = msg.get("end_of_turn") is True
+        if not final:
+            self._turn_open = True
+            return [EmitTurn(self._make_turn(msg, final=False))]
+        self._turn_open = False
+        formatted = msg.get("turn_is_formatted") is True
+        actions: list[Action] = []
+        if self.format_turns and not formatted:
+            # The formatted copy follows; confirm the audio now, emit when it comes.
+            actions += self._flush_pending_final()
+            self._pending_final = msg
+            self._confirm_from_turn(msg)
+            return actions
+        pending = self._pending_final
+        self._pending_final = None
+        if pending is not None and pending.get("turn_order") != msg.get("turn_order"):
+            actions += self._emit_final(pending)
+        self._confirm_from_turn(msg)
+        return actions + self._emit_final(msg)
+
+    def _emit_final(self, msg: dict[str, Any]) -> list[Action]:
+        turn = self._make_turn(msg, final=True)
+        self._turn_order += 1
+        self.account.turns += 1
+        return [EmitTurn(turn)]
+
+    def _flush_pending_final(self) -> list[Action]:
+        pending, self._pending_final = self._pending_final, None
+        return self._emit_final(pending) if pending is not None else []
+
+    def _confirm_from_turn(self, msg: dict[str, Any]) -> None:
+        words = msg.get("words")
+        ends: list[float] = []
+        if isinstance(words, list):
+            for w in words:
+                if isinstance(w, dict):
+                    try:
+                        ends.append(float(w.get("end")))  # type: ignore[arg-type]
+                    except (TypeError, ValueError):
+                        continue
+        if not ends:
+            return
+        point = self._resume + ms_to_samples(max(ends) + self.limits.resume_guard_ms)
+        self._advance_confirmed(min(point, self._sent))
+
+    def _confirm_silence(self, now: float) -> list[Action]:
+        """With no turn open, audio sent long ago held no speech: count it as delivered.
+
+        The server reports speech within a fraction of a second (SpeechStarted or
+        a partial Turn). Without this, a long silence would stay unconfirmed and,
+        after a drop, need resending from further back than the buffer reaches.
+        """
+        log_ = self._send_log
+        horizon = now - self.limits.silence_confirm_seconds
+        point = None
+        while log_ and log_[0][0] <= horizon:
+            point = log_.popleft()[1]
+        if point is not None and not self._turn_open and self._pending_final is None:
+            self._advance_confirmed(point)
+        return []
+
+    def _on_termination(self, now: float, msg: dict[str, Any]) -> list[Action]:
+        actions = self._flush_pending_final()
+        self._termination_seen = True
+        got = msg.get("audio_duration_seconds")
+        point = self._sent
+        if isinstance(got, int | float) and not isinstance(got, bool):
+            # Whole seconds: the server has at least `got` and less than `got + 1` seconds.
+            server_max = self._resume + ms_to_samples((float(got) + 1.0) * 1000)
+            if server_max < self._sent:
+                actions.append(
+                    Notice(
+                        logging.WARNING,
+                        f"server reports {got} s of audio but "
+                        f"{(self._sent - self._resume) / STREAM_RATE:.2f} s were sent; rest kept",
+                    )
+                )
+                point = server_max
+        self._advance_confirmed(point)
+        self.phase = Phase.CLOSING
+        return [*actions, Close(CLOSE_NORMAL, "")]
+
+    def _advance_confirmed(self, point: int) -> None:
+        if point <= self._confirmed:
+            return
+        lost = self._lost.overlap(self._confirmed, point)
+        self.account.streamed_samples += point - self._confirmed - lost
+        self.account.lost_samples += lost
+        self._confirmed = point
+        if self._sent < point:
+            self._sent = point
+
+    def _spool_to(self, end: int) -> list[Action]:
+        if end <= self._confirmed:
+            return []
+        start = self._confirmed
+        lost = self._lost.overlap(start, end)
+        self.account.spooled_samples += end - start - lost
+        self.account.lost_samples += lost
+        self._confirmed = end
+        self._sent = max(self._sent, end)
+        return [Spool(start, end)]
+
+    def _spool_outage(self, now: float) -> list[Action]:
+        """While disconnected: spool the backlog once it is too long or too old."""
+        if self._disconnected_since is None:
+            return []
+        lim = self.limits
+        backlog = self._available - self._confirmed
+        too_long = now - self._disconnected_since >= lim.max_outage_seconds
+        too_big = backlog >= lim.history_samples * lim.spool_backlog_fraction
+        if not (self._spooling or too_long or too_big):
+            return []
+        actions: list[Action] = []
+        if not self._spooling:
+            self._spooling = True
+            actions.append(
+                Notice(
+                    logging.WARNING,
+                    f"offline for {now - self._disconnected_since:.1f} s with "
+                    f"{backlog / STREAM_RATE:.1f} s of audio waiting: keeping it for later",
+                )
+            )
+        # Spool whole seconds at a time while it is still arriving (fewer, larger writes).
+        if backlog >= STREAM_RATE or too_big or too_long:
+            actions += self._spool_to(self._available)
+        return actions
+
+    def _pump(self, now: float) -> list[Action]:
+        """Send what pacing allows; at the end, Terminate."""
+        lim = self.limits
+        self._bucket = min(
+            lim.burst_seconds, self._bucket + (now - self._bucket_time) * lim.catchup_rate
+        )
+        self._bucket_time = now
+        actions: list[Action] = []
+        if now - self._begin_time >= lim.healthy_after_seconds and self.backoff.attempt:
+            self.backoff.reset()
+        end = self._end
+        limit = self._available if end is None else end
+        while True:
+            backlog = limit - self._sent
+            if backlog <= 0 or (end is None and backlog < self._chunk):
+                break
+            catching_up = backlog >= 2 * self._chunk
+            size = min(self._catchup_chunk if catching_up else self._chunk, backlog)
+            if end is not None and 0 < backlog - size < self._min_frame:
+                # Never leave a tail shorter than a legal frame.
+                size = backlog if backlog <= self._max_frame else backlog - self._min_frame
+            pad = max(0, self._min_frame - size)  # only a tiny final tail is padded
+            if (size + pad) / STREAM_RATE > self._bucket + 1e-9:
+                break
+            self._bucket -= (size + pad) / STREAM_RATE
+            start = self._sent
+            self._sent += size
+            if start < self._sent_max:
+                self.account.resent_samples += min(self._sent, self._sent_max) - start
+            self._sent_max = max(self._sent_max, self._sent)
+            if catching_up:
+                self.account.caught_up_samples += size
+            self._last_frame_samples, self._last_frame_pad = size, pad
+            self._send_log.append((now, self._sent))
+            actions.append(SendAudio(start, self._sent, pad))
+        actions += self._confirm_silence(now)
+        if end is not None:
+            if self._sent >= end and not self._terminate_sent:
+                self._terminate_sent = True
+                self.phase = Phase.TERMINATING
+                self._phase_deadline = now + lim.termination_timeout_seconds
+                actions.append(SendJson({"type": "Terminate"}))
+            elif self._stop_deadline is not None and now >= self._stop_deadline:
+                # Could not drain in time: stop sending, end the session properly.
+                self._terminate_sent = True
+                self.phase = Phase.TERMINATING
+                self._phase_deadline = now + lim.termination_timeout_seconds
+                actions.append(Notice(logging.WARNING, "backlog not sent in time; rest kept"))
+                actions.append(SendJson({"type": "Terminate"}))
+        return actions
+
+    def _finish(self, now: float) -> list[Action]:
+        if self.phase is Phase.FINISHED:
+            return []
+        end = self._end if self._end is not None else self._available
+        actions = self._spool_to(end)  # whatever was not confirmed live is kept
+        self.phase = Phase.FINISHED
+        acc = self.account
+        acc.captured_samples = self._confirmed
+        acc.stop_reason = self._stop_reason or "ended"
+        actions.append(Finish(acc))
+        return actions

@@ -1,0 +1,535 @@
+"""The sans-I/O streaming session: every close code, message kind and pacing rule, no sockets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+
+import pytest
+
+from appliance.backoff import Backoff
+from appliance.cloud.streaming import (
+    STREAM_RATE,
+    Close,
+    Connect,
+    ConnectFailure,
+    EmitTurn,
+    Finish,
+    Notice,
+    Phase,
+    ReconnectAfter,
+    SendAudio,
+    SendJson,
+    Spool,
+    StreamingLimits,
+    StreamingSession,
+)
+
+MS = STREAM_RATE // 1000
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def begin(sid="s1"):
+    return json.dumps({"type": "Begin", "id": sid, "expires_at": 2_000_000_000})
+
+
+def turn(order, words, final=True, formatted=False, text=None):
+    """A Turn; ``words`` are (text, start_ms, end_ms) relative to the connection's audio."""
+    return json.dumps(
+        {
+            "type": "Turn",
+            "turn_order": order,
+            "turn_is_formatted": formatted,
+            "end_of_turn": final,
+            "transcript": text if text is not None else " ".join(w[0] for w in words),
+            "end_of_turn_confidence": 0.9,
+            "utterance": "",
+            "words": [
+                {"text": t, "start": s, "end": e, "confidence": 0.9, "word_is_final": True}
+                for t, s, e in words
+            ],
+        }
+    )
+
+
+def make(**overrides) -> StreamingSession:
+    limits = StreamingLimits(**overrides)
+    session = StreamingSession(limits, backoff=Backoff(0.5, 8.0, random.Random(1)))
+    session.format_turns = False
+    return session
+
+
+def streaming(session: StreamingSession, now: float = 0.0, sid: str = "s1") -> list:
+    actions = session.start(now) if session.phase is Phase.IDLE else session.tick(now)
+    assert of(actions, Connect)
+    session.opened(now)
+    return session.message(now, begin(sid))
+
+
+def run_realtime(session: StreamingSession, t0: float, t1: float, step: float = 0.02) -> list:
+    """Advance time, with audio arriving in real time from index 0 at time 0."""
+    actions = []
+    t = t0
+    while t < t1 - 1e-9:
+        t = round(t + step, 6)
+        actions += session.audio(t, int(t * STREAM_RATE))
+    return actions
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def test_steady_state_sends_whole_chunks_no_faster_than_real_time():
+    s = make(chunk_ms=100)
+    s.audio(0.0, 0)
+    streaming(s)
+    actions = run_realtime(s, 0.0, 3.0)
+    frames = of(actions, SendAudio)
+    assert frames[0].start == 0
+    assert all(f.end - f.start == 100 * MS and f.pad == 0 for f in frames)
+    assert all(a.end == b.start for a, b in itertools.pairwise(frames))
+    assert frames[-1].end <= 3.0 * STREAM_RATE
+
+
+def test_backlog_is_caught_up_within_the_rate_and_frame_limits():
+    s = make(chunk_ms=100, catchup_rate=1.25, catchup_chunk_ms=500, burst_seconds=1.0)
+    s.audio(0.0, 4 * STREAM_RATE)  # four seconds waiting (pre-roll plus a reconnect)
+    sent_at: list[tuple[float, int]] = []
+    streaming(s, 4.0)
+    t = 4.0
+    while t < 30.0:
+        t = round(t + 0.02, 6)
+        for f in of(s.audio(t, int(t * STREAM_RATE)), SendAudio):
+            sent_at.append((t, f.end - f.start + f.pad))
+            assert 50 * MS <= f.end - f.start + f.pad <= 1000 * MS
+    total = 0
+    for when, n in sent_at:
+        total += n
+        allowed = 0.5 + 1.25 * (when - 4.0)  # initial bucket + rate * elapsed
+        assert total / STREAM_RATE <= allowed + 1e-6
+    assert s.sent >= int(29.5 * STREAM_RATE)  # and it did catch up
+    assert s.account.caught_up_samples > 0
+
+
+def test_stop_sends_the_tail_in_legal_frames_then_terminates():
+    s = make(chunk_ms=100)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    end = STREAM_RATE + 10 * MS + 3  # a 10 ms tail
+    actions = s.stop(1.0, end)
+    frames = of(actions, SendAudio)
+    assert frames and frames[-1].end == end
+    assert all(f.end - f.start + f.pad >= 50 * MS for f in frames)
+    assert of(actions, SendJson) == [SendJson({"type": "Terminate"})]
+    assert s.phase is Phase.TERMINATING
+
+
+def test_a_tiny_session_is_padded_to_a_legal_frame():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    frames = of(s.stop(0.01, 20 * MS), SendAudio)
+    assert frames == [SendAudio(0, 20 * MS, 30 * MS)]
+
+
+def test_no_audio_is_sent_before_begin():
+    s = make()
+    s.audio(0.0, STREAM_RATE)
+    s.start(0.0)
+    assert s.opened(0.0) == []
+    assert not of(s.tick(0.1), SendAudio)
+    assert of(s.message(0.2, begin()), SendAudio)
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def test_final_turn_confirms_to_its_last_word_plus_guard():
+    s = make(resume_guard_ms=100)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.message(2.0, turn(0, [("1", 300, 420)], final=False))
+    assert s.confirmed == 0  # partials confirm nothing
+    actions = s.message(2.0, turn(0, [("1", 300, 420), ("2", 500, 620)]))
+    assert s.confirmed == 720 * MS
+    (emitted,) = of(actions, EmitTurn)
+    assert emitted.turn.text == "1 2" and emitted.turn.final and emitted.turn.order == 0
+
+
+def test_after_a_drop_sending_resumes_from_the_confirmed_point():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.message(2.0, turn(0, [("5", 100, 220)]))
+    confirmed = s.confirmed
+    actions = s.closed(2.0, None)
+    (delay,) = of(actions, ReconnectAfter)
+    actions = s.tick(2.0 + delay.delay)
+    assert of(actions, Connect)
+    s.opened(2.1 + delay.delay)
+    frames = of(s.message(2.2 + delay.delay, begin("s2")), SendAudio)
+    assert frames[0].start == confirmed
+    assert s.account.resent_samples > 0
+    # Word times on the new connection are relative to where it started.
+    (emitted,) = of(s.message(3.0 + delay.delay, turn(0, [("6", 50, 170)])), EmitTurn)
+    assert emitted.turn.words[0].start_ms == round(confirmed / MS) + 50
+    assert emitted.turn.order == 1
+
+
+def test_termination_confirms_everything_and_finishes_balanced():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.stop(2.0, 2 * STREAM_RATE)
+    actions = s.message(2.1, json.dumps({"type": "Termination", "audio_duration_seconds": 2}))
+    assert of(actions, Close)
+    actions = s.closed(2.2, 1000)
+    (finish,) = of(actions, Finish)
+    acc = finish.account
+    assert (acc.captured_samples, acc.streamed_samples, acc.spooled_samples) == (32000, 32000, 0)
+    assert acc.balanced and s.finished
+
+
+def test_missing_termination_spools_the_unconfirmed_rest():
+    s = make(termination_timeout_seconds=2.0, resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.message(2.0, turn(0, [("1", 100, 500)]))
+    s.stop(2.0, 2 * STREAM_RATE)
+    assert not of(s.tick(3.0), Close)
+    assert of(s.tick(4.1), Close)
+    actions = s.closed(4.2, 1000)
+    assert of(actions, Spool) == [Spool(500 * MS, 2 * STREAM_RATE)]
+    acc = of(actions, Finish)[0].account
+    assert acc.streamed_samples == 500 * MS and acc.spooled_samples == 1500 * MS
+    assert acc.balanced
+
+
+def test_formatted_turns_are_emitted_once_and_an_orphan_unformatted_final_is_kept():
+    s = make()
+    s.format_turns = True
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    words = [("one", 100, 300)]
+    assert not of(s.message(2.0, turn(0, words)), EmitTurn)
+    assert s.confirmed > 0  # the audio is confirmed by the unformatted final
+    (emitted,) = of(s.message(2.0, turn(0, words, formatted=True, text="One.")), EmitTurn)
+    assert emitted.turn.text == "One." and emitted.turn.formatted
+    s.message(2.0, turn(1, [("two", 900, 1100)]))
+    (orphan,) = of(s.closed(2.1, None), EmitTurn)  # formatted copy never came
+    assert orphan.turn.text == "two" and orphan.turn.order == 1
+
+
+def test_silence_with_no_open_turn_is_confirmed_after_a_while():
+    s = make(silence_confirm_seconds=3.0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 5.0)
+    assert 1.9 * STREAM_RATE <= s.confirmed <= 2.1 * STREAM_RATE
+
+
+def test_an_open_turn_holds_back_silence_confirmation():
+    s = make(silence_confirm_seconds=1.0)
+    s.audio(0.0, 0)
+    streaming(s)
+    s.message(0.0, json.dumps({"type": "SpeechStarted", "timestamp": 0, "confidence": 0.9}))
+    run_realtime(s, 0.0, 4.0)
+    assert s.confirmed == 0
+
+
+def test_samples_reported_lost_are_counted_not_streamed():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    s.lost(0, 800)
+    s.message(1.0, turn(0, [("1", 100, 500)]))
+    assert s.account.lost_samples == 800
+    assert s.account.streamed_samples == 500 * MS - 800
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json at all {",
+        b"\xff\xfe garbage",
+        "[1, 2, 3]",
+        '"a string"',
+        "{}",
+        '{"type": "Turn"}',
+        '{"type": "Turn", "end_of_turn": true, "words": "nope"}',
+        '{"type": "Turn", "end_of_turn": true, "words": [{"end": "x"}, 5, {"text": "7"}]}',
+        '{"type": "Begin"}',
+        '{"type": "Heartbeat"}',
+        '{"type": "Warning", "warning": "x"}',
+        '{"type": "SomethingNew", "x": 1}',
+        '{"type": "Error", "error_code": 3005}',
+        '{"type": "SpeechStarted"}',
+    ],
+)
+def test_odd_messages_are_survived(text):
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    s.message(1.0, text)
+    # The session still works afterwards.
+    frames = of(run_realtime(s, 1.0, 1.5), SendAudio)
+    assert frames
+    s.message(1.5, turn(0, [("9", 100, 200)]))
+    assert s.confirmed >= 200 * MS
+
+
+def test_garbled_messages_are_counted():
+    s = make()
+    streaming(s)
+    s.message(0.0, "{{{")
+    s.message(0.0, '{"type": "Mystery"}')
+    assert (s.garbled_messages, s.ignored_messages) == (1, 1)
+
+
+# --------------------------------------------------------------------------- close codes
+
+
+def drop(s: StreamingSession, now: float, code: int | None, reason: str = "") -> list:
+    return s.closed(now, code, reason)
+
+
+@pytest.mark.parametrize("code", [None, 1006, 1011, 1000, 3005, 3009])
+def test_transient_closes_reconnect_with_jittered_backoff(code):
+    s = make(backoff_base_seconds=0.5, backoff_max_seconds=8.0)
+    streaming(s)
+    actions = drop(s, 1.0, code)
+    (after,) = of(actions, ReconnectAfter)
+    assert 0.0 <= after.delay <= 0.5
+    assert not after.auth_failure
+    assert s.phase is Phase.WAITING
+    assert of(s.tick(1.0 + after.delay + 1e-6), Connect)
+
+
+@pytest.mark.parametrize("code", [3006, 3007])
+def test_protocol_violations_are_logged_loudly_with_the_frame_size(code):
+    s = make(chunk_ms=100)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 0.5)
+    actions = drop(s, 0.5, code, "Input duration violation: 20 ms")
+    errors = [n for n in of(actions, Notice) if n.level == logging.ERROR]
+    assert errors and "1600 samples" in errors[0].message and "3200 bytes" in errors[0].message
+    assert of(actions, ReconnectAfter)
+
+
+def test_one_token_refusal_retries_at_once_with_a_new_token():
+    s = make()
+    streaming(s)
+    actions = drop(s, 1.0, 1008, "Unauthorized: token has already been used")
+    assert of(actions, ReconnectAfter)[0].delay == 0.0
+    assert of(s.tick(1.0), Connect) == [Connect(2)]
+
+
+def test_repeated_token_refusals_mean_bad_credentials_and_a_slow_retry():
+    s = make(auth_retry_seconds=60.0)
+    s.start(0.0)
+    s.opened(0.0)
+    s.closed(0.1, 1008)
+    s.tick(0.1)
+    s.opened(0.2)
+    actions = s.closed(0.3, 1008)
+    (after,) = of(actions, ReconnectAfter)
+    assert after.auth_failure and after.delay == 60.0
+    assert [n for n in of(actions, Notice) if n.level == logging.ERROR]
+    connects = [a for t in range(1, 620) for a in of(s.tick(0.3 + t * 0.1), Connect)]
+    assert connects == [Connect(3)]  # only after the full minute
+
+
+def test_token_endpoint_auth_failure_goes_to_slow_retry_after_threshold():
+    s = make(auth_retry_seconds=60.0, auth_failures_before_slow_retry=1)
+    s.start(0.0)
+    (after,) = of(s.connect_failed(0.1, ConnectFailure.AUTH, "HTTP 401"), ReconnectAfter)
+    assert after.delay == 60.0 and after.auth_failure
+
+
+def test_rate_limited_connect_honours_retry_after():
+    s = make()
+    s.start(0.0)
+    (after,) = of(
+        s.connect_failed(0.1, ConnectFailure.RATE_LIMITED, "HTTP 429", retry_after=7.0),
+        ReconnectAfter,
+    )
+    assert after.delay >= 7.0
+
+
+def test_expiry_after_a_long_session_rolls_over_at_once():
+    s = make(healthy_after_seconds=5.0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 10.0)
+    actions = drop(s, 10.0, 3008, "Session expired")
+    assert of(actions, Connect)  # no delay at all
+    s.opened(10.1)
+    frames = of(s.message(10.2, begin("s2")), SendAudio)
+    assert frames[0].start == s.confirmed
+
+
+def test_expiry_right_after_begin_backs_off_instead_of_looping():
+    s = make()
+    streaming(s)
+    actions = drop(s, 0.1, 3008)
+    assert not of(actions, Connect)
+    assert of(actions, ReconnectAfter)
+
+
+def test_a_server_that_keeps_failing_is_never_hammered():
+    s = make(backoff_base_seconds=0.5, backoff_max_seconds=8.0)
+    s.start(0.0)
+    connects = 1
+    t = 0.0
+    delays = []
+    while t < 120.0:
+        t = round(t + 0.01, 6)
+        for a in s.tick(t):
+            if isinstance(a, Connect):
+                connects += 1
+                s.opened(t)
+                s.message(t, begin())
+                delays += [r.delay for r in of(s.closed(t + 0.001, 3005), ReconnectAfter)]
+        if s.phase is Phase.CONNECTING:
+            pass
+        if connects == 1 and s.phase is Phase.CONNECTING:
+            s.opened(t)
+            s.message(t, begin())
+            delays += [r.delay for r in of(s.closed(t, 3005), ReconnectAfter)]
+    assert all(0 <= d <= 8.0 for d in delays)
+    assert connects < 40  # a hot loop would connect thousands of times
+
+
+def test_no_begin_in_time_closes_and_retries():
+    s = make(begin_timeout_seconds=2.0)
+    s.start(0.0)
+    s.opened(0.0)
+    assert of(s.tick(2.1), Close)
+    assert of(s.closed(2.2, 1000), ReconnectAfter)
+
+
+def test_token_fingerprints_cannot_repeat():
+    s = make()
+    assert s.note_token("a")
+    assert s.note_token("b")
+    assert not s.note_token("a")
+
+
+def test_every_connection_is_a_new_connect_action():
+    s = make()
+    attempts = []
+    attempts += [a.attempt for a in of(s.start(0.0), Connect)]
+    for i in range(5):
+        s.opened(i)
+        s.message(i, begin())
+        s.closed(i + 0.5, 3005)
+        attempts += [a.attempt for a in of(s.tick(i + 0.99), Connect)]
+    assert attempts == sorted(set(attempts))
+
+
+# --------------------------------------------------------------------------- outages
+
+
+def test_a_long_outage_goes_to_the_spool_and_live_resumes_after_it():
+    s = make(max_outage_seconds=3.0, history_samples=20 * STREAM_RATE, resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    s.message(1.0, turn(0, [("1", 100, 500)]))
+    s.closed(1.0, None)
+    spooled = []
+    t = 1.0
+    while t < 6.0:
+        t = round(t + 0.05, 6)
+        for a in s.audio(t, int(t * STREAM_RATE)):
+            if isinstance(a, Spool):
+                spooled.append(a)
+            if isinstance(a, Connect):
+                s.connect_failed(t, ConnectFailure.NETWORK, "refused")
+    assert spooled[0].start == 500 * MS
+    assert all(a.end == b.start for a, b in itertools.pairwise(spooled))
+    # Network back: live resumes where the spool stopped.
+    t = 40.0
+    spooled += of(s.audio(t, int(t * STREAM_RATE)), Spool)
+    while s.phase is not Phase.CONNECTING:
+        t += 0.5
+        spooled += of(s.tick(t), Spool)
+    s.opened(t)
+    spooled += of(s.message(t, begin("s2")), Spool)
+    frames = of(s.audio(t + 0.2, int((t + 0.2) * STREAM_RATE)), SendAudio)
+    t += 0.2
+    assert frames[0].start == spooled[-1].end
+    end = int(t * STREAM_RATE)
+    s.stop(t, end)
+    s.message(t, json.dumps({"type": "Termination", "audio_duration_seconds": 0}))
+    acc = of(s.closed(t, 1000), Finish)[0].account
+    assert acc.balanced and acc.captured_samples == end
+    assert acc.spooled_samples == sum(sp.end - sp.start for sp in spooled)
+
+
+def test_backlog_near_the_history_is_spooled_before_it_is_overwritten():
+    s = make(history_samples=4 * STREAM_RATE, spool_backlog_fraction=0.5, max_outage_seconds=99)
+    s.audio(0.0, 0)
+    streaming(s)
+    s.closed(0.0, None)
+    first_spool_at = None
+    t = 0.0
+    while t < 5.0 and first_spool_at is None:
+        t = round(t + 0.05, 6)
+        for a in s.audio(t, int(t * STREAM_RATE)):
+            if isinstance(a, Spool):
+                first_spool_at = t
+            if isinstance(a, Connect):
+                s.connect_failed(t, ConnectFailure.NETWORK, "down")
+    assert first_spool_at is not None and first_spool_at <= 2.05
+
+
+def test_stopping_while_offline_spools_everything_unconfirmed():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.message(2.0, turn(0, [("1", 100, 1000)]))
+    s.closed(2.0, None)
+    actions = s.stop(2.5, int(2.5 * STREAM_RATE))
+    assert of(actions, Spool) == [Spool(1000 * MS, int(2.5 * STREAM_RATE))]
+    acc = of(actions, Finish)[0].account
+    assert acc.balanced and acc.streamed_samples == 1000 * MS
+
+
+def test_a_drop_while_draining_spools_the_rest_instead_of_reconnecting():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.stop(2.0, 2 * STREAM_RATE)
+    actions = s.closed(2.05, None)
+    assert not of(actions, Connect)
+    assert of(actions, Spool) == [Spool(0, 2 * STREAM_RATE)]
+    assert of(actions, Finish)[0].account.balanced
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError):
+        StreamingLimits(chunk_ms=20)
+    with pytest.raises(ValueError):
+        StreamingLimits(catchup_chunk_ms=1500)
+    with pytest.raises(ValueError):
+        StreamingLimits(catchup_rate=0.5)
