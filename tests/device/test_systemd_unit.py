@@ -117,7 +117,7 @@ MDWE_PROBE = textwrap.dedent(
     from systemd import daemon, journal
     from gpiozero import Device, Button
     from gpiozero.pins.mock import MockFactory
-    import appliance.cli, appliance.service
+    import appliance.cli, appliance.service, appliance.controls
     x = np.sin(np.arange(48000, dtype=np.float32) * 0.05)
     assert len(soxr.resample(x, 48000, 16000)) == 16000
     ssl.create_default_context()
