@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Install the appliance as a systemd service on Raspberry Pi OS Bookworm (64-bit).
+#
+#   sudo scripts/install.sh --api-key-file key.txt      install (or update), enable, start
+#   sudo scripts/install.sh --api-key-stdin < key.txt   the key from stdin (never from argv)
+#   sudo scripts/install.sh                             update; keep the stored key
+#   sudo scripts/install.sh --uninstall [--purge]       remove (--purge: config, key, recordings)
+#
+#   --root DIR     install into DIR (an image or a scratch tree) instead of /;
+#                  no apt, no systemctl start, no key encryption (do that on the device)
+#   --dry-run      print what would be done, change nothing
+#   --no-packages  skip apt-get;  --no-venv  skip the virtual environment;  --no-start  do not start
+#
+# Idempotent: running it again updates the package and the unit, never
+# overwrites /etc/appliance/config.yaml, and keeps the stored key unless a new
+# one is given. Recordings in /var/lib/appliance are never removed without --purge.
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+UNIT_NAME=appliance.service
+CREDENTIAL_NAME=assemblyai-api-key
+APT_PACKAGES=(python3 python3-venv python3-pip python3-pyaudio python3-systemd
+  python3-lgpio python3-gpiozero python3-numpy python3-yaml libportaudio2 alsa-utils)
+
+root=/
+dry_run=0
+uninstall=0
+purge=0
+packages=1
+venv=1
+start=1
+key_file=""
+key_stdin=0
+
+usage() {
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  exit "${1:-0}"
+}
+
+die() {
+  echo "install.sh: $*" >&2
+  exit 1
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) root=${2:?--root needs a directory}; shift ;;
+    --root=*) root=${1#--root=} ;;
+    --dry-run) dry_run=1 ;;
+    --uninstall) uninstall=1 ;;
+    --purge) purge=1 ;;
+    --no-packages) packages=0 ;;
+    --no-venv) venv=0 ;;
+    --no-start) start=0 ;;
+    --api-key-file) key_file=${2:?--api-key-file needs a file}; shift ;;
+    --api-key-file=*) key_file=${1#--api-key-file=} ;;
+    --api-key-stdin) key_stdin=1 ;;
+    -h | --help) usage 0 ;;
+    *) echo "install.sh: unknown option: $1" >&2; usage 2 ;;
+  esac
+  shift
+done
+
+root=${root%/}
+on_host=1
+[ -n "$root" ] && on_host=0 # a --root other than / is an image, not this machine
+
+OPT_DIR=$root/opt/appliance
+VENV=$OPT_DIR/venv
+UNIT_PATH=$root/etc/systemd/system/$UNIT_NAME
+CONFIG_DIR=$root/etc/appliance
+CONFIG_PATH=$CONFIG_DIR/config.yaml
+CREDSTORE=$root/etc/credstore.encrypted
+CREDENTIAL_PATH=$CREDSTORE/$CREDENTIAL_NAME
+STATE_DIR=$root/var/lib/appliance
+
+# Print a command, then run it unless this is a dry run.
+run() {
+  echo "+ $*"
+  [ "$dry_run" = 1 ] || "$@"
+}
+
+note() { echo "install.sh: $*"; }
+
+systemctl_cmd() {
+  if [ "$on_host" = 1 ]; then
+    run systemctl "$@"
+  else
+    run systemctl --root="$root" "$@"
+  fi
+}
+
+need_root() {
+  if [ "$dry_run" = 0 ] && [ "$on_host" = 1 ] && [ "$(id -u)" -ne 0 ]; then
+    die "run as root (sudo), or use --dry-run / --root DIR"
+  fi
+}
+
+# ---------------------------------------------------------------- uninstall
+
+do_uninstall() {
+  need_root
+  if [ -e "$UNIT_PATH" ] || [ "$dry_run" = 1 ]; then
+    if [ "$on_host" = 1 ]; then
+      systemctl_cmd disable --now "$UNIT_NAME" || true
+    else
+      systemctl_cmd disable "$UNIT_NAME" || true
+    fi
+    run rm -f "$UNIT_PATH"
+    if [ "$on_host" = 1 ]; then
+      systemctl_cmd daemon-reload
+    fi
+  fi
+  run rm -rf "$OPT_DIR"
+  if [ "$purge" = 1 ]; then
+    run rm -rf "$CONFIG_DIR" "$CREDENTIAL_PATH" "$STATE_DIR" "$root/var/lib/private/appliance"
+    note "purged configuration, API key and recordings"
+  else
+    note "kept $CONFIG_PATH, the stored API key and recordings in $STATE_DIR (--purge removes them)"
+  fi
+}
+
+# ------------------------------------------------------------------ install
+
+install_packages() {
+  if [ "$packages" = 0 ] || [ "$on_host" = 0 ]; then
+    note "skipping apt packages"
+    return
+  fi
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    note "apt packages already installed"
+    return
+  fi
+  run apt-get update -qq
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+install_venv() {
+  if [ "$venv" = 0 ]; then
+    note "skipping the virtual environment"
+    return
+  fi
+  # System site packages: PyAudio, systemd-python, lgpio and numpy come from
+  # Debian builds (no compiler needed on the Pi); pip adds what is newer.
+  if [ ! -x "$VENV/bin/python" ]; then
+    run python3 -m venv --system-site-packages "$VENV"
+  fi
+  run "$VENV/bin/python" -m pip install --quiet --upgrade "$SRC"
+  run install -m 0644 "$SRC/README.md" "$OPT_DIR/README.md"
+}
+
+install_unit() {
+  run install -D -m 0644 "$SRC/systemd/$UNIT_NAME" "$UNIT_PATH"
+}
+
+install_config() {
+  if [ -e "$CONFIG_PATH" ]; then
+    note "keeping existing $CONFIG_PATH"
+    return
+  fi
+  run install -d -m 0755 "$CONFIG_DIR"
+  run install -m 0644 "$SRC/config/appliance.yaml" "$CONFIG_PATH"
+}
+
+# The key goes from a file or stdin straight into systemd-creds: never argv,
+# never a temporary file, never the environment.
+install_credential() {
+  if [ -n "$key_file" ] && [ "$key_stdin" = 1 ]; then
+    die "give the key either with --api-key-file or --api-key-stdin, not both"
+  fi
+  if [ -z "$key_file" ] && [ "$key_stdin" = 0 ]; then
+    if [ -e "$CREDENTIAL_PATH" ]; then
+      note "keeping the stored API key ($CREDENTIAL_PATH)"
+    else
+      note "no API key stored yet: run again with --api-key-file FILE or --api-key-stdin" \
+        "(or point auth.token_broker at your token broker and drop LoadCredentialEncrypted=)"
+    fi
+    return
+  fi
+  if [ -n "$key_file" ] && [ ! -r "$key_file" ]; then
+    die "cannot read $key_file"
+  fi
+  if [ "$on_host" = 0 ]; then
+    note "not encrypting the API key into $root: credentials are bound to the device;" \
+      "run install.sh --api-key-file on the device itself"
+    return
+  fi
+  run install -d -m 0700 "$CREDSTORE"
+  local source_name=${key_file:-stdin}
+  echo "+ systemd-creds encrypt --name=$CREDENTIAL_NAME - $CREDENTIAL_PATH < $source_name"
+  if [ "$dry_run" = 1 ]; then
+    return
+  fi
+  # Strip a trailing newline so "echo KEY > file" works as expected.
+  if [ -n "$key_file" ]; then
+    tr -d '\r\n' <"$key_file"
+  else
+    tr -d '\r\n'
+  fi | systemd-creds encrypt --name="$CREDENTIAL_NAME" - "$CREDENTIAL_PATH"
+  chmod 0600 "$CREDENTIAL_PATH"
+}
+
+enable_and_start() {
+  if [ "$on_host" = 0 ]; then
+    systemctl_cmd enable "$UNIT_NAME"
+    return
+  fi
+  systemctl_cmd daemon-reload
+  if [ "$start" = 1 ]; then
+    systemctl_cmd enable "$UNIT_NAME"
+    systemctl_cmd restart "$UNIT_NAME"
+    note "started; follow it with: journalctl -u $UNIT_NAME -f   (preflight: appliance check)"
+  else
+    systemctl_cmd enable "$UNIT_NAME"
+  fi
+}
+
+do_install() {
+  need_root
+  [ -f "$SRC/systemd/$UNIT_NAME" ] || die "$SRC does not look like the appliance source tree"
+  install_packages
+  install_venv
+  install_unit
+  install_config
+  install_credential
+  enable_and_start
+  note "done"
+}
+
+if [ "$uninstall" = 1 ]; then
+  do_uninstall
+else
+  do_install
+fi
