@@ -86,12 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="demo only this mode (default: every mode in turn)",
     )
-    p.add_argument(
-        "--audio",
-        choices=("file", "pulse"),
-        default="file",
-        help="sample audio from a paced WAV (default) or through PulseAudio",
-    )
     p.add_argument("--digits", default="1 2 3 4 5", help="what the sample audio 'says'")
 
     command(
@@ -141,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        # The emulator parses its own arguments, --help included.
+        return _emulator(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     from appliance.logs import setup_logging
