@@ -33,9 +33,16 @@ The configuration is read from --config FILE, then $APPLIANCE_CONFIG, then
 """
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", help="configuration file (YAML)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+def _add_config(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    # Nested subcommands accept the options too ("spool list --config F"); SUPPRESS keeps
+    # them from overwriting a value given before the nested command.
+    default = {"default": argparse.SUPPRESS} if nested else {}
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="configuration file (YAML)", **default
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at DEBUG level", **default
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("spool", "Inspect and manage recordings waiting for transcription.", _spool)
     spool_sub = p.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
-    spool_sub.add_parser("list", help="recordings with state, size, age and attempts")
+    listing = spool_sub.add_parser("list", help="recordings with state, size, age and attempts")
     retry = spool_sub.add_parser("retry", help="retry failed recordings")
     retry.add_argument("id", nargs="?", help="recording id")
     retry.add_argument("--all", action="store_true", help="retry every failed recording")
@@ -125,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="only completed recordings (their transcripts are kept)",
     )
+
+    for nested in (listing, retry, purge):
+        _add_config(nested, nested=True)
 
     p = command(
         "transcribe", "Upload one audio file now, show progress, print the transcript.", _transcribe
