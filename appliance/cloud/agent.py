@@ -1,0 +1,731 @@
+"""The Voice Agent API conversation as a sans-I/O state machine.
+
+``AgentProtocol`` takes what happened (the socket opened, a server message
+arrived, a chunk of microphone audio is ready, the speaker drained, a tool
+finished, the button was pressed, time passed) and returns what to do about it
+(send this message, play these bytes, flush the speaker, run a tool, log a
+transcript, reconnect).  It never touches a socket, a thread, a clock or the
+speaker, so every ordering rule of the protocol is testable with plain calls:
+
+* ``session.update`` is the first message of a new session, ``session.resume``
+  the first (and only setup) message of a resumed one;
+* ``input.audio`` is only produced after ``session.ready``;
+* ``reply.audio`` carries its PCM in ``data`` (``input.audio`` in ``audio``);
+* ``tool.result`` goes out only after the ``reply.done`` of the reply that
+  asked for it, and never when that reply was interrupted;
+* on ``reply.done`` with ``status: interrupted`` the speaker is flushed;
+* a dropped connection is resumed within the resume window, otherwise (or
+  when the server says the session is gone) a new conversation starts.
+
+Time is always passed in (``now``, monotonic seconds), so timeouts are plain
+arithmetic in tests.  The asyncio runner is ``appliance.agent``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import enum
+import json
+import logging
+from typing import Any, ClassVar
+
+from appliance.config import AgentConfig
+
+#: The Voice Agent API speaks PCM16 mono at 24 kHz both ways.
+AGENT_SAMPLE_RATE = 24_000
+SAMPLE_WIDTH_BYTES = 2
+
+#: ``session.error`` codes after which the session must not be resumed.
+NO_RESUME_CODES = frozenset(
+    {"session_expired", "session_forbidden", "session_not_found", "unauthorized"}
+)
+#: Codes that no reconnect can fix: the conversation ends with the error.
+FATAL_CODES = frozenset({"unauthorized", "session_forbidden", "agent_not_found", "invalid_config"})
+
+#: What each documented ``session.error`` code means, for logs and the error event.
+ERROR_MESSAGES: dict[str, str] = {
+    "agent_not_found": "the agent does not exist",
+    "at_capacity": "the voice agent service is at capacity; retrying",
+    "audio_rate_violation": "microphone audio was sent faster than real time",
+    "concurrency_exceeded": "too many concurrent voice agent sessions on this account",
+    "immutable_field": "a setting that cannot change after the session started was changed",
+    "internal_error": "the voice agent service had an internal error",
+    "invalid_audio": "the service could not decode the microphone audio",
+    "invalid_config": "the agent configuration was rejected (check the agent: section)",
+    "invalid_format": "a message sent to the service was malformed",
+    "invalid_value": "a value sent to the service was rejected",
+    "session_expired": "the conversation expired on the service",
+    "session_forbidden": "this credential may not use that conversation",
+    "session_not_found": "the service no longer knows this conversation",
+    "unauthorized": "the token or API key was rejected",
+}
+
+
+def describe_error(code: str, message: str = "") -> str:
+    """A clear sentence for a ``session.error``: our meaning, then the server's words."""
+    meaning = ERROR_MESSAGES.get(code, f"the voice agent reported error {code!r}")
+    return f"{meaning} ({message})" if message and message != meaning else meaning
+
+
+class Phase(enum.Enum):
+    """Where the conversation's current connection stands."""
+
+    DISCONNECTED = "disconnected"  # no socket (before the first, or between reconnects)
+    OPENING = "opening"  # socket open, setup sent, waiting for session.ready
+    READY = "ready"  # audio flows
+    ENDING = "ending"  # session.end sent, waiting for session.ended
+    FINISHED = "finished"  # the conversation is over; nothing more to do
+
+
+# --------------------------------------------------------------------------
+# Actions: what the I/O layer must do.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Send:
+    """Send one JSON message."""
+
+    message: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Play:
+    """Write 24 kHz PCM16 to the speaker."""
+
+    pcm: bytes
+    reply_id: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FlushPlayback:
+    """Drop everything queued for the speaker, at once."""
+
+    reason: str  # "interrupted" (server barge-in) or "button"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpeakingChanged:
+    """The agent started or stopped being audible (state LED, half-duplex mute)."""
+
+    speaking: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UserTranscript:
+    text: str
+    final: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentTranscript:
+    text: str
+    reply_id: str | None
+    interrupted: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyDone:
+    reply_id: str | None
+    status: str  # "completed" or "interrupted"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallTool:
+    """Run a local tool; report back with :meth:`AgentProtocol.tool_finished`."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionReady:
+    session_id: str
+    resumed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewConversation:
+    """The old session is gone; the next connection starts afresh (tell the user)."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionError:
+    code: str
+    message: str  # already a clear sentence (``describe_error``)
+    fatal: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Log:
+    """Something worth a log line (garbled input, dropped results, ...)."""
+
+    level: int
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Close:
+    """Close the socket (the protocol has nothing more to say on it)."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Open a new connection (with a NEW token) after a backoff delay."""
+
+    resume: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finished:
+    """The conversation is over."""
+
+    reason: str  # "stopped", "idle", "max_length", "ended_by_server", "error"
+    error: str | None = None
+
+
+Action = (
+    Send | Play | FlushPlayback | SpeakingChanged | UserTranscript | AgentTranscript | ReplyDone
+    | CallTool | SessionReady | NewConversation | SessionError | Log | Close | Reconnect | Finished
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# The session.update body
+
+
+def session_config(agent: AgentConfig, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``session`` object of ``session.update``, from the ``agent:`` settings.
+
+    Unset optional values are left out so the service's own defaults apply.
+    ``tools`` are flat-schema definitions (``appliance.tools.ToolRunner.definitions``).
+    """
+    session: dict[str, Any] = {"system_prompt": agent.system_prompt}
+    if agent.greeting:
+        session["greeting"] = agent.greeting
+    turn = {
+        key: value
+        for key, value in dataclasses.asdict(agent.turn_detection).items()
+        if value is not None
+    }
+    session_input: dict[str, Any] = {"format": {"encoding": "audio/pcm"}}
+    if agent.keyterms:
+        session_input["keyterms"] = list(agent.keyterms)
+    if turn:
+        session_input["turn_detection"] = turn
+    session["input"] = session_input
+    output: dict[str, Any] = {"voice": agent.voice, "format": {"encoding": "audio/pcm"}}
+    if agent.volume is not None:
+        output["volume"] = agent.volume
+    session["output"] = output
+    if tools:
+        session["tools"] = tools
+    return session
+
+
+# --------------------------------------------------------------------------
+# The state machine
+
+
+@dataclasses.dataclass
+class ProtocolStats:
+    """Counters for the conversation account and tests."""
+
+    messages_received: int = 0
+    garbled_messages: int = 0
+    unknown_messages: int = 0
+    audio_chunks_sent: int = 0
+    muted_chunks_sent: int = 0
+    reply_audio_bytes_played: int = 0
+    reply_audio_chunks_dropped: int = 0
+    user_turns: int = 0
+    agent_replies: int = 0
+    interrupted_replies: int = 0
+    tool_calls: int = 0
+    tool_results_sent: int = 0
+    tool_results_dropped: int = 0
+    connections: int = 0
+    resumes: int = 0
+    new_conversations: int = 0
+
+
+class AgentProtocol:
+    """One voice-agent conversation across any number of connections.
+
+    Feed it events; execute the actions it returns, in order.  ``half_duplex``
+    sends silence instead of the microphone while the agent is audible (a
+    loudspeaker next to the microphone would otherwise talk to itself); the
+    silence keeps the server's audio clock continuous, so its turn detection
+    and timestamps never see a hole.
+    """
+
+    def __init__(
+        self,
+        session: dict[str, Any],
+        *,
+        echo: str = "half_duplex",
+        resume_window_seconds: float = 30.0,
+        idle_timeout_seconds: float | None = 60.0,
+        max_conversation_seconds: float | None = 1800.0,
+        end_timeout_seconds: float = 5.0,
+        give_up_seconds: float = 60.0,
+    ) -> None:
+        if echo not in ("half_duplex", "full_duplex"):
+            raise ValueError("echo must be half_duplex or full_duplex")
+        self.session = session
+        self.half_duplex = echo == "half_duplex"
+        self.resume_window_seconds = resume_window_seconds
+        self.idle_timeout_seconds = idle_timeout_seconds
+        self.max_conversation_seconds = max_conversation_seconds
+        self.end_timeout_seconds = end_timeout_seconds
+        self.give_up_seconds = give_up_seconds
+
+        self.phase = Phase.DISCONNECTED
+        self.session_id: str | None = None
+        self.session_ids: list[str] = []
+        self.stats = ProtocolStats()
+        self.finish_reason: str | None = None
+        self.error: str | None = None
+
+        self._resuming = False  # this connection sent session.resume
+        self._resumable = True  # the server has not said "this session is gone"
+        self._lost_at: float | None = None  # first drop/failure since the last session.ready
+        self._started_at: float | None = None
+        self._last_activity: float | None = None
+        self._end_deadline: float | None = None
+        self._end_reason = "stopped"
+
+        # Reply and playback state.  Replies are keyed by reply_id, or by a local
+        # key when the server sends none, so "which reply is this" is always answerable.
+        self._reply_id: str | None = None  # key of the reply in progress or last started
+        self._in_reply = False
+        self._reply_counter = 0
+        self._drop_unlabelled = False  # audio without reply_id after an interruption is stale
+        self._suppressed_replies: set[str | None] = set()  # replies the user cut off locally
+        self._speaking = False  # agent audio is (or may still be) audible
+        self._awaiting_drain = False  # reply done; unmute when the speaker has drained
+        self._silence = b""
+
+        # Tools: call_id -> reply it belongs to; results waiting for that reply's reply.done.
+        self._call_reply: dict[str, str | None] = {}
+        self._open_replies: set[str | None] = set()  # replies whose reply.done has not come
+        self._pending_results: dict[str, tuple[str | None, str]] = {}
+        self._interrupted_replies: set[str | None] = set()
+
+    # ----------------------------------------------------------- properties
+
+    @property
+    def ready(self) -> bool:
+        """True when ``input.audio`` may be sent."""
+        return self.phase is Phase.READY
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.FINISHED
+
+    @property
+    def speaking(self) -> bool:
+        """The agent is audible (or its reply has not drained from the speaker yet)."""
+        return self._speaking
+
+    @property
+    def muted(self) -> bool:
+        """The microphone is replaced by silence toward the agent (half duplex only)."""
+        return self.half_duplex and self._speaking
+
+    @property
+    def awaiting_drain(self) -> bool:
+        """The runner should report :meth:`playback_drained` when the speaker is empty."""
+        return self._awaiting_drain
+
+    # --------------------------------------------------------------- events
+
+    def connection_opened(self, now: float) -> list[Action]:
+        """The socket is open: send the setup message at once."""
+        if self.phase is Phase.FINISHED:
+            return [Close("conversation finished")]
+        self.stats.connections += 1
+        self.phase = Phase.OPENING
+        if self._started_at is None:
+            self._started_at = now
+            self._last_activity = now
+        if self.session_id is not None and self._resumable:
+            self._resuming = True
+            return [Send({"type": "session.resume", "session_id": self.session_id})]
+        self._resuming = False
+        return [Send({"type": "session.update", "session": self.session})]
+
+    def receive(self, data: str | bytes, now: float) -> list[Action]:
+        """A frame from the server."""
+        self.stats.messages_received += 1
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return self._garbled("a binary frame that is not UTF-8 text")
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return self._garbled(f"invalid JSON ({len(data)} characters)")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return self._garbled("a JSON message without a type")
+        handler = self._handlers.get(message["type"])
+        if handler is None:
+            self.stats.unknown_messages += 1  # the service adds new events; ignore them
+            return []
+        try:
+            return handler(self, message, now)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            return self._garbled(
+                f"a malformed {message['type']!r} message ({exc.__class__.__name__})"
+            )
+
+    def audio(self, pcm: bytes) -> list[Action]:
+        """Microphone audio (24 kHz PCM16) ready to go: an ``input.audio``, or nothing.
+
+        Callers should only read audio when :attr:`ready`; audio offered earlier
+        is refused (returns nothing) so it can stay in the ring until then.
+        """
+        if self.phase is not Phase.READY or not pcm:
+            return []
+        if self.muted:
+            if len(self._silence) != len(pcm):
+                self._silence = bytes(len(pcm))
+            pcm = self._silence
+            self.stats.muted_chunks_sent += 1
+        self.stats.audio_chunks_sent += 1
+        return [Send({"type": "input.audio", "audio": base64.b64encode(pcm).decode("ascii")})]
+
+    def playback_drained(self, now: float) -> list[Action]:
+        """The speaker has played everything it was given."""
+        if not self._awaiting_drain:
+            return []
+        self._awaiting_drain = False
+        self._last_activity = now
+        return self._set_speaking(False)
+
+    def interrupt(self, now: float) -> list[Action]:
+        """The button was pressed while the agent spoke: silence it, keep listening.
+
+        The rest of the current reply's audio is dropped locally; the server is
+        not told (the API has no "cancel reply" message), so its tool calls and
+        ``reply.done`` are still honoured.
+        """
+        if not self._speaking:
+            return []
+        self._last_activity = now
+        if self._in_reply:
+            self._suppressed_replies.add(self._reply_id)
+        self._drop_unlabelled = True
+        self._awaiting_drain = False
+        return [FlushPlayback("button"), *self._set_speaking(False)]
+
+    def tool_finished(self, call_id: str, result: Any, now: float) -> list[Action]:
+        """A local tool returned ``result`` (any JSON value) for ``call_id``."""
+        reply = self._call_reply.pop(call_id, None)
+        encoded = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+        if reply in self._interrupted_replies:
+            self.stats.tool_results_dropped += 1
+            return [Log(logging.INFO, f"tool result {call_id} dropped: its reply was interrupted")]
+        if reply in self._open_replies or self.phase is not Phase.READY:
+            self._pending_results[call_id] = (reply, encoded)
+            return []
+        self._last_activity = now
+        return [self._tool_result(call_id, encoded)]
+
+    def request_end(self, now: float, reason: str = "stopped") -> list[Action]:
+        """End the conversation: ``session.end``, then wait (bounded) for ``session.ended``."""
+        if self.phase in (Phase.ENDING, Phase.FINISHED):
+            return []
+        self._end_reason = reason
+        if self.phase is Phase.DISCONNECTED:
+            return self._finish(reason)
+        self.phase = Phase.ENDING
+        self._end_deadline = now + self.end_timeout_seconds
+        return [Send({"type": "session.end"})]
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: idle timeout, maximum length, the bound on waiting for ``session.ended``."""
+        if self.phase is Phase.ENDING:
+            if self._end_deadline is not None and now >= self._end_deadline:
+                actions: list[Action] = [
+                    Log(logging.WARNING, "no session.ended in time; closing anyway")
+                ]
+                return actions + self._finish(self._end_reason) + [Close("end timeout")]
+            return []
+        if self.phase is Phase.FINISHED or self._started_at is None:
+            return []
+        limit = self.max_conversation_seconds
+        if limit is not None and now - self._started_at >= limit:
+            note = Log(logging.INFO, "maximum conversation length reached")
+            return [note, *self.request_end(now, "max_length")]
+        idle = self.idle_timeout_seconds
+        if (
+            idle is not None
+            and self._last_activity is not None
+            and not self._speaking
+            and not self._in_reply
+            and not self._call_reply
+            and now - self._last_activity >= idle
+        ):
+            return [
+                Log(logging.INFO, "conversation idle; ending it"),
+                *self.request_end(now, "idle"),
+            ]
+        return []
+
+    def connection_lost(self, now: float, detail: str = "") -> list[Action]:
+        """The socket closed (or could not be opened): reconnect, resume, or finish."""
+        phase = self.phase
+        if phase is Phase.FINISHED:
+            return []
+        if phase is Phase.ENDING:
+            return self._finish(self._end_reason)
+        self.phase = Phase.DISCONNECTED
+        # A reply cut off by the drop will never get its reply.done on this socket.
+        if self._in_reply:
+            self._open_replies.discard(self._reply_id)
+            self._in_reply = False
+        if self._speaking:
+            self._awaiting_drain = True  # what was already queued still plays out
+        if self._lost_at is None:
+            self._lost_at = now
+        away = now - self._lost_at
+        if away > self.give_up_seconds:
+            self.error = f"the voice agent could not be reached for {away:.0f} s"
+            if detail:
+                self.error += f" (last: {detail})"
+            return self._finish("error")
+        actions: list[Action] = []
+        if self.session_id is not None:
+            if self._resumable and away <= self.resume_window_seconds:
+                return [Reconnect(resume=True)]
+            reason = "resume window passed" if self._resumable else "the session is gone"
+            actions += self._start_new_conversation(reason)
+        return [*actions, Reconnect(resume=False)]
+
+    # ------------------------------------------------------ message handlers
+
+    def _on_session_ready(self, message: dict[str, Any], now: float) -> list[Action]:
+        session_id = message.get("session_id")
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("session.ready without session_id")
+        resumed = self._resuming and session_id == self.session_id
+        if self.phase is Phase.OPENING:
+            self.phase = Phase.READY
+        self.session_id = session_id
+        if session_id not in self.session_ids:
+            self.session_ids.append(session_id)
+        self._resumable = True
+        self._lost_at = None
+        self._last_activity = now
+        if resumed:
+            self.stats.resumes += 1
+        actions: list[Action] = [SessionReady(session_id, resumed)]
+        # Results that finished while we were away, for replies that did complete.
+        for call_id, (_reply, encoded) in list(self._pending_results.items()):
+            if _reply not in self._open_replies:
+                del self._pending_results[call_id]
+                actions.append(self._tool_result(call_id, encoded))
+        return actions
+
+    def _on_session_updated(self, message: dict[str, Any], now: float) -> list[Action]:
+        return []
+
+    def _on_speech(self, message: dict[str, Any], now: float) -> list[Action]:
+        self._last_activity = now
+        return []
+
+    def _on_user_delta(self, message: dict[str, Any], now: float) -> list[Action]:
+        self._last_activity = now
+        text = _text_of(message)
+        return [UserTranscript(text, final=False)] if text else []
+
+    def _on_user(self, message: dict[str, Any], now: float) -> list[Action]:
+        self._last_activity = now
+        self.stats.user_turns += 1
+        return [UserTranscript(_text_of(message), final=True)]
+
+    def _on_reply_started(self, message: dict[str, Any], now: float) -> list[Action]:
+        self._last_activity = now
+        self._reply_counter += 1
+        self._reply_id = _optional_str(message.get("reply_id")) or f"#local-{self._reply_counter}"
+        self._in_reply = True
+        self._drop_unlabelled = False
+        self._open_replies.add(self._reply_id)
+        return []
+
+    def _on_reply_audio(self, message: dict[str, Any], now: float) -> list[Action]:
+        reply_id = _optional_str(message.get("reply_id"))
+        unlabelled = reply_id is None
+        if unlabelled and self._in_reply:
+            reply_id = self._reply_id
+        data = message["data"]
+        if not isinstance(data, str):
+            raise TypeError("reply.audio data is not text")
+        if (
+            (unlabelled and not self._in_reply and self._drop_unlabelled)
+            or reply_id in self._suppressed_replies
+            or reply_id in self._interrupted_replies
+            or self.phase in (Phase.ENDING, Phase.FINISHED)
+        ):
+            self.stats.reply_audio_chunks_dropped += 1
+            return []
+        pcm = base64.b64decode(data, validate=True)
+        if len(pcm) % SAMPLE_WIDTH_BYTES:
+            pcm = pcm[: len(pcm) - len(pcm) % SAMPLE_WIDTH_BYTES]
+        if not pcm:
+            return []
+        self._last_activity = now
+        self.stats.reply_audio_bytes_played += len(pcm)
+        self._awaiting_drain = False
+        return [*self._set_speaking(True), Play(pcm, reply_id)]
+
+    def _on_transcript_agent(self, message: dict[str, Any], now: float) -> list[Action]:
+        self._last_activity = now
+        reply_id = _optional_str(message.get("reply_id")) or self._reply_id
+        interrupted = bool(message.get("interrupted")) or reply_id in self._suppressed_replies
+        return [AgentTranscript(_text_of(message), reply_id, interrupted)]
+
+    def _on_reply_done(self, message: dict[str, Any], now: float) -> list[Action]:
+        self._last_activity = now
+        reply_id = _optional_str(message.get("reply_id")) or self._reply_id
+        status = message.get("status") or "completed"
+        if not isinstance(status, str):
+            raise TypeError("reply.done status is not text")
+        if reply_id == self._reply_id:
+            self._in_reply = False
+        self._open_replies.discard(reply_id)
+        self.stats.agent_replies += 1
+        actions: list[Action] = [ReplyDone(reply_id, status)]
+        if status == "interrupted":
+            self.stats.interrupted_replies += 1
+            self._interrupted_replies.add(reply_id)
+            self._drop_unlabelled = True
+            actions.append(FlushPlayback("interrupted"))
+            self._awaiting_drain = False
+            actions += self._set_speaking(False)
+            for call_id, (reply, _encoded) in list(self._pending_results.items()):
+                if reply == reply_id:
+                    del self._pending_results[call_id]
+                    self.stats.tool_results_dropped += 1
+                    actions.append(
+                        Log(logging.INFO, f"tool result {call_id} dropped: reply interrupted")
+                    )
+            return actions
+        if self._speaking:
+            self._awaiting_drain = True  # unmute once the speaker has played the tail
+        for call_id, (reply, encoded) in list(self._pending_results.items()):
+            if reply == reply_id or reply not in self._open_replies:
+                del self._pending_results[call_id]
+                actions.append(self._tool_result(call_id, encoded))
+        return actions
+
+    def _on_tool_call(self, message: dict[str, Any], now: float) -> list[Action]:
+        self._last_activity = now
+        call_id = message["call_id"]
+        name = message["name"]
+        arguments = message.get("arguments") or {}
+        if isinstance(arguments, str):  # be lenient: some servers send the JSON as text
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        if not isinstance(call_id, str) or not isinstance(name, str):
+            raise TypeError("tool.call call_id/name are not text")
+        if not isinstance(arguments, dict):
+            raise TypeError("tool.call arguments are not an object")
+        self.stats.tool_calls += 1
+        self._call_reply[call_id] = self._reply_id if self._in_reply else None
+        return [CallTool(call_id, name, arguments)]
+
+    def _on_session_error(self, message: dict[str, Any], now: float) -> list[Action]:
+        code = str(message.get("code") or "unknown")
+        text = describe_error(code, str(message.get("message") or ""))
+        fatal = code in FATAL_CODES
+        if code in NO_RESUME_CODES:
+            self._resumable = False
+        actions: list[Action] = [SessionError(code, text, fatal)]
+        if fatal:
+            self.error = text
+            actions += [*self._finish("error"), Close(code)]
+        elif code in NO_RESUME_CODES and self._resuming:
+            # The resume was refused; session.update must be a connection's first
+            # message, so a new session needs a new connection (and token).
+            actions.append(Close(code))
+        return actions
+
+    def _on_session_ended(self, message: dict[str, Any], now: float) -> list[Action]:
+        reason = self._end_reason if self.phase is Phase.ENDING else "ended_by_server"
+        return [*self._finish(reason), Close("session ended")]
+
+    _handlers: ClassVar[dict[str, Any]] = {
+        "session.ready": _on_session_ready,
+        "session.updated": _on_session_updated,
+        "input.speech.started": _on_speech,
+        "input.speech.stopped": _on_speech,
+        "transcript.user.delta": _on_user_delta,
+        "transcript.user": _on_user,
+        "reply.started": _on_reply_started,
+        "reply.audio": _on_reply_audio,
+        "transcript.agent": _on_transcript_agent,
+        "reply.done": _on_reply_done,
+        "tool.call": _on_tool_call,
+        "session.error": _on_session_error,
+        "session.ended": _on_session_ended,
+    }
+
+    # -------------------------------------------------------------- helpers
+
+    def _garbled(self, what: str) -> list[Action]:
+        self.stats.garbled_messages += 1
+        return [Log(logging.WARNING, f"ignored a garbled message from the voice agent: {what}")]
+
+    def _set_speaking(self, speaking: bool) -> list[Action]:
+        if self._speaking == speaking:
+            return []
+        self._speaking = speaking
+        return [SpeakingChanged(speaking)]
+
+    def _tool_result(self, call_id: str, encoded: str) -> Send:
+        self.stats.tool_results_sent += 1
+        return Send({"type": "tool.result", "call_id": call_id, "result": encoded})
+
+    def _start_new_conversation(self, reason: str) -> list[Action]:
+        self.session_id = None
+        self._resumable = True
+        self._lost_at = None
+        self._pending_results.clear()
+        self._call_reply.clear()
+        self._open_replies.clear()
+        self.stats.new_conversations += 1
+        return [NewConversation(reason)]
+
+    def _finish(self, reason: str) -> list[Action]:
+        if self.phase is Phase.FINISHED:
+            return []
+        self.phase = Phase.FINISHED
+        self.finish_reason = reason
+        actions: list[Action] = []
+        if self._speaking:
+            self._awaiting_drain = False
+            actions += self._set_speaking(False)
+        dropped = len(self._pending_results)
+        if dropped:
+            self.stats.tool_results_dropped += dropped
+            self._pending_results.clear()
+        return [*actions, Finished(reason, self.error)]
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    text = message.get("text", message.get("transcript", ""))
+    if not isinstance(text, str):
+        raise TypeError("transcript text is not text")
+    return text
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
