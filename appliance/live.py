@@ -1,0 +1,608 @@
+"""Live transcription: one button press to stop, streamed to Universal Streaming v3.
+
+A thin asyncio layer over :class:`appliance.cloud.streaming.StreamingSession`
+(the protocol logic, delivery rule and account live there). This module owns
+the I/O: it moves audio from the capture ring (native rate) through the
+streaming resampler into a 16 kHz *mirror* ring addressed by session sample
+index, fetches a fresh token for every connection, runs the WebSocket,
+writes turns to the log, a JSONL file and the event bus, and hands audio that
+could not be delivered to the spool (origin ``live-gap``, tagged with the
+session id and the sample offset where it starts).
+
+The mirror ring holds as much history as the capture ring, so a reconnect can
+resume from any confirmed point inside it without re-running the resampler;
+anything older is reported lost to the session (and counted), never skipped
+silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import numpy as np
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from appliance import events as ev
+from appliance.audio.resample import STT_RATE, Resampler
+from appliance.audio.ring import RingBuffer
+from appliance.cloud.streaming import (
+    Action,
+    Close,
+    Connect,
+    ConnectFailure,
+    EmitTurn,
+    Finish,
+    Notice,
+    ReconnectAfter,
+    SendAudio,
+    SendJson,
+    SessionAccount,
+    Spool,
+    StreamingLimits,
+    StreamingSession,
+    Turn,
+)
+from appliance.cloud.tokens import (
+    TokenAuthError,
+    TokenError,
+    TokenSource,
+    TokenTransientError,
+)
+from appliance.logs import log_context
+
+log = logging.getLogger(__name__)
+
+#: How often the runner moves audio and checks timers when nothing else happens.
+TICK_SECONDS = 0.02
+#: Bounds on the WebSocket itself (a press must never hang on a dead network).
+OPEN_TIMEOUT_SECONDS = 10.0
+SEND_TIMEOUT_SECONDS = 3.0
+PING_INTERVAL_SECONDS = 5.0
+PING_TIMEOUT_SECONDS = 5.0
+CLOSE_TIMEOUT_SECONDS = 2.0
+#: Largest read from the capture ring per pump step (keeps each step short).
+MAX_PUMP_SECONDS = 1.0
+
+__all__ = ["LiveTranscription", "SessionAccount", "limits_from_config", "live_query"]
+
+
+class RecordingSink(Protocol):
+    def write(self, samples: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+
+
+class SpoolLike(Protocol):
+    def open_recording(
+        self,
+        origin: str,
+        rate: int,
+        session_id: str | None = None,
+        started_at: float | None = None,
+        *,
+        session_offset: int | None = None,
+    ) -> Any: ...
+
+
+def live_query(live: Any) -> dict[str, str]:
+    """The documented query parameters for ``/v3/ws`` from a :class:`LiveConfig`."""
+    q: dict[str, str] = {
+        "sample_rate": str(STT_RATE),
+        "encoding": "pcm_s16le",
+        "speech_model": live.speech_model,
+        "format_turns": "true" if live.format_turns else "false",
+    }
+    if live.keyterms_prompt:
+        q["keyterms_prompt"] = json.dumps(list(live.keyterms_prompt))  # ONE JSON-array param
+    for name in (
+        "min_turn_silence",
+        "max_turn_silence",
+        "end_of_turn_confidence_threshold",
+        "inactivity_timeout",
+        "prompt",
+        "domain",
+    ):
+        value = getattr(live, name, None)
+        if value is not None:
+            q[name] = str(value)
+    return q
+
+
+def limits_from_config(config: Any, history_seconds: float) -> StreamingLimits:
+    """Session limits from the appliance config and the capture ring's history."""
+    live, rc = config.live, config.reconnect
+    return StreamingLimits(
+        chunk_ms=live.chunk_ms,
+        catchup_rate=live.catchup_rate,
+        catchup_chunk_ms=max(live.chunk_ms, 500),
+        backoff_base_seconds=rc.base_seconds,
+        backoff_max_seconds=rc.max_seconds,
+        auth_retry_seconds=rc.auth_retry_seconds,
+        termination_timeout_seconds=live.termination_timeout_seconds,
+        history_samples=int(history_seconds * STT_RATE),
+    )
+
+
+@dataclass
+class _Event:
+    kind: str  # opened | failed | message | closed
+    conn: int
+    data: Any = None
+    extra: Any = None
+
+
+class _Mirror:
+    """The session's 16 kHz stream: capture ring -> resampler -> mirror ring."""
+
+    def __init__(self, ring: RingBuffer, start_index: int) -> None:
+        self.ring = ring
+        self.reader = ring.reader(start_index)
+        self.start_index = start_index
+        self.resampler = Resampler(ring.rate, STT_RATE)
+        self.buffer = RingBuffer(STT_RATE, ring.history_seconds)
+        self.lost_ranges: list[tuple[int, int]] = []
+        self.capture_lost = 0
+        self._max_read = int(ring.rate * MAX_PUMP_SECONDS)
+        self.flushed = False
+
+    @property
+    def end(self) -> int:
+        return self.buffer.write_index
+
+    def pump(self, until: int | None = None) -> None:
+        """Move captured audio (up to capture index ``until``) into the mirror."""
+        while True:
+            limit = self.ring.write_index if until is None else until
+            want = min(self._max_read, limit - self.reader.position)
+            if want <= 0:
+                return
+            result = self.reader.read(want)
+            if result.lost:
+                # The capture ring overwrote what we had not read: keep the index
+                # arithmetic straight with silence, and report the range lost.
+                self.capture_lost += result.lost
+                n = round(result.lost * STT_RATE / self.ring.rate)
+                if n:
+                    start = self.end
+                    self._write(np.zeros(n, dtype=np.int16))
+                    self.lost_ranges.append((start, start + n))
+                self.resampler.reset()
+            if len(result.samples):
+                self._write(self.resampler.process(result.samples))
+            if len(result.samples) < want and not result.lost:
+                return
+
+    def flush(self) -> None:
+        if not self.flushed:
+            self.flushed = True
+            self._write(self.resampler.flush())
+
+    def _write(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self.buffer.write(samples, time.monotonic())
+
+    def read(self, start: int, end: int) -> tuple[np.ndarray, int]:
+        """Samples ``[start, end)`` with anything overwritten as leading zeros; (samples, lost)."""
+        result = self.buffer.read(start, end - start)
+        if result.lost == 0 and len(result.samples) == end - start:
+            return result.samples, 0
+        out = np.zeros(end - start, dtype=np.int16)
+        out[result.start - start : result.end - start] = result.samples
+        return out, result.lost
+
+
+class LiveTranscription:
+    """Runs one live transcription session from a capture index until stopped."""
+
+    def __init__(
+        self,
+        config: Any,
+        ring: RingBuffer,
+        tokens: TokenSource,
+        spool: SpoolLike | None,
+        events: ev.EventBus,
+        state_dir: Path,
+        *,
+        limits: StreamingLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.ring = ring
+        self.tokens = tokens
+        self.spool = spool
+        self.events = events
+        self.state_dir = Path(state_dir)
+        self.limits = limits or limits_from_config(config, ring.history_seconds)
+        self.clock = clock
+        self.session_id = uuid.uuid4().hex[:16]
+        self.transcript_path = self.state_dir / "transcripts" / f"{self.session_id}.jsonl"
+        self.spool_recordings: list[str] = []
+        self.turns: list[Turn] = []
+        self._stop_requested = False
+        self._stop_reason = "stop requested"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    # -------------------------------------------------------------- control
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop the session (safe from any thread); ``run`` then drains and returns."""
+        self._stop_reason = reason
+        self._stop_requested = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    # ----------------------------------------------------------------- run
+
+    async def run(self, start_index: int) -> SessionAccount:
+        """Stream from capture index ``start_index`` until stopped; return the account."""
+        with log_context(SESSION_ID=self.session_id, MODE="live"):
+            return await self._run(start_index)
+
+    async def _run(self, start_index: int) -> SessionAccount:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        live = self.config.live
+        self.machine = machine = StreamingSession(self.limits)
+        machine.format_turns = live.format_turns
+        self._mirror = mirror = _Mirror(self.ring, start_index)
+        self._queue: asyncio.Queue[_Event] = asyncio.Queue()
+        self._conn_id = 0
+        self._ws: ClientConnection | None = None
+        self._conn_task: asyncio.Task[None] | None = None
+        self._writer: Any = None
+        self._writer_end: int | None = None
+        self._start_wall = (
+            time.time() - max(0, self.ring.write_index - start_index) / self.ring.rate
+        )
+        self._last_speech = self.clock()
+        self.transcript_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.events.publish(
+            ev.SESSION, phase="started", mode="live", session_id=self.session_id, account=None
+        )
+        self.events.publish(ev.STATE, state="connecting", mode="live", detail="")
+        log.info("live session %s started", self.session_id)
+        account: SessionAccount | None = None
+        stopped = False
+        max_samples = int(live.max_session_seconds * self.ring.rate)
+        try:
+            account = await self._execute(machine.start(self.clock()))
+            while account is None:
+                await self._wait_for_something()
+                now = self.clock()
+                actions: list[Action] = []
+                while not self._queue.empty():
+                    actions += self._dispatch(self._queue.get_nowait(), now)
+                if not stopped:
+                    reason = self._stop_condition(now, max_samples, start_index)
+                    if reason:
+                        stopped = True
+                        stop_at = min(self.ring.write_index, start_index + max_samples)
+                        mirror.pump(until=stop_at)
+                        mirror.flush()
+                        self._report_lost()
+                        actions += machine.stop(now, mirror.end, reason)
+                    else:
+                        mirror.pump()
+                        self._report_lost()
+                        actions += machine.audio(now, mirror.end)
+                else:
+                    actions += machine.tick(now)
+                account = await self._execute(actions)
+        finally:
+            await self._teardown()
+        log.info("live session %s ended: %s", self.session_id, account.summary())
+        if mirror.capture_lost:
+            log.warning(
+                "capture ring overwrote %d samples before they were read", mirror.capture_lost
+            )
+        self.events.publish(
+            ev.SESSION,
+            phase="ended",
+            mode="live",
+            session_id=self.session_id,
+            account=account_dict(account),
+        )
+        self.events.publish(ev.STATE, state="idle", mode="live", detail="")
+        return account
+
+    def _stop_condition(self, now: float, max_samples: int, start_index: int) -> str | None:
+        if self._stop_requested:
+            return self._stop_reason
+        if self.ring.write_index - start_index >= max_samples:
+            return "maximum session length"
+        timeout = self.config.live.silence_timeout_seconds
+        if timeout is not None and now - self._last_speech >= timeout:
+            return "silence timeout"
+        return None
+
+    async def _wait_for_something(self) -> None:
+        """Until a connection event arrives, a stop is requested, or one tick passes."""
+        if not self._queue.empty() or self._wake is None:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+
+    def _report_lost(self) -> None:
+        mirror = self._mirror
+        for start, end in mirror.lost_ranges:
+            self.machine.lost(start, end)
+        mirror.lost_ranges.clear()
+        oldest = mirror.buffer.oldest_index
+        if oldest > self.machine.confirmed:
+            self.machine.lost(self.machine.confirmed, oldest)
+
+    # ------------------------------------------------------------ dispatch
+
+    def _dispatch(self, event: _Event, now: float) -> list[Action]:
+        if event.conn != self._conn_id:
+            return []  # from a connection we already gave up on
+        m = self.machine
+        if event.kind == "opened":
+            return m.opened(now)
+        if event.kind == "failed":
+            failure, detail, retry_after = event.data
+            return m.connect_failed(now, failure, detail, retry_after)
+        if event.kind == "message":
+            return m.message(now, event.data)
+        if event.kind == "closed":
+            self._ws = None
+            return m.closed(now, event.data, event.extra or "")
+        return []
+
+    async def _execute(self, actions: list[Action]) -> SessionAccount | None:
+        finished: SessionAccount | None = None
+        for action in actions:
+            if isinstance(action, SendAudio):
+                await self._send_audio(action)
+            elif isinstance(action, SendJson):
+                await self._send(json.dumps(action.message))
+            elif isinstance(action, EmitTurn):
+                self._emit_turn(action.turn)
+            elif isinstance(action, Connect):
+                self._start_connection()
+            elif isinstance(action, Close):
+                self._close(action)
+            elif isinstance(action, Spool):
+                await self._spool(action)
+            elif isinstance(action, ReconnectAfter):
+                state = "error" if action.auth_failure else "offline"
+                self.events.publish(ev.STATE, state=state, mode="live", detail=action.reason)
+                if action.auth_failure:
+                    self.events.publish(ev.ERROR, message=action.reason, where="live")
+            elif isinstance(action, Notice):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, Finish):
+                finished = action.account
+        return finished
+
+    # ------------------------------------------------------------ outputs
+
+    async def _send_audio(self, action: SendAudio) -> None:
+        samples, lost = self._mirror.read(action.start, action.end)
+        if lost:
+            self.machine.lost(action.start, action.start + lost)
+        if action.pad:
+            samples = np.concatenate([samples, np.zeros(action.pad, dtype=np.int16)])
+        await self._send(samples.astype("<i2", copy=False).tobytes())
+
+    async def _send(self, data: str | bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            await asyncio.wait_for(ws.send(data), SEND_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("send stalled for %.0f s; dropping the connection", SEND_TIMEOUT_SECONDS)
+            ws.transport.abort()
+        except websockets.ConnectionClosed:
+            pass  # the receive side reports the close
+
+    def _emit_turn(self, turn: Turn) -> None:
+        self._last_speech = self.clock()
+        words = [
+            {"text": w.text, "start_ms": w.start_ms, "end_ms": w.end_ms, "confidence": w.confidence}
+            for w in turn.words
+        ]
+        kind = ev.TURN_FINAL if turn.final else ev.TURN_PARTIAL
+        self.events.publish(
+            kind,
+            session_id=self.session_id,
+            turn_order=turn.order,
+            text=turn.text,
+            words=words,
+            speaker=turn.speaker,
+        )
+        if not turn.final:
+            return
+        self.turns.append(turn)
+        log.info("turn %d: %s", turn.order, turn.text)
+        record = {
+            "session_id": self.session_id,
+            "turn_order": turn.order,
+            "text": turn.text,
+            "words": words,
+            "time": time.time(),
+            "session_start_time": self._start_wall,
+            "server_session_id": turn.server_session_id,
+            "formatted": turn.formatted,
+        }
+        if turn.speaker:
+            record["speaker"] = turn.speaker
+        with open(self.transcript_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    async def _spool(self, action: Spool) -> None:
+        samples, lost = self._mirror.read(action.start, action.end)
+        if lost:
+            log.error("%d samples were overwritten before they could be kept", lost)
+        if self.spool is None:
+            log.error(
+                "no spool: %.2f s of undelivered audio cannot be kept",
+                (action.end - action.start) / STT_RATE,
+            )
+            return
+        if self._writer is None or self._writer_end != action.start:
+            await self._close_writer()
+            self._writer = self.spool.open_recording(
+                "live-gap",
+                STT_RATE,
+                self.session_id,
+                self._start_wall + action.start / STT_RATE,
+                session_offset=action.start,
+            )
+            self.spool_recordings.append(getattr(self._writer, "id", ""))
+        writer = self._writer
+        if lost and hasattr(writer, "note_lost"):
+            writer.note_lost(lost)
+            samples = samples[lost:]
+        await asyncio.to_thread(writer.write, samples)
+        self._writer_end = action.end
+
+    async def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        self._writer_end = None
+        if writer is not None:
+            await asyncio.to_thread(writer.close)
+
+    # ---------------------------------------------------------- connection
+
+    def _start_connection(self) -> None:
+        self._abandon_connection()
+        self._conn_id += 1
+        self._conn_task = asyncio.get_running_loop().create_task(
+            self._connection(self._conn_id), name=f"live-conn-{self._conn_id}"
+        )
+
+    def _abandon_connection(self) -> None:
+        task, self._conn_task = self._conn_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.transport.abort()
+
+    def _close(self, action: Close) -> None:
+        ws = self._ws
+        if ws is None:
+            # Not open (yet): report it closed so the session moves on.
+            self._post(_Event("closed", self._conn_id, action.code, action.reason))
+            self._abandon_connection()
+            return
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await ws.close(action.code, action.reason)
+
+        asyncio.get_running_loop().create_task(close())
+
+    def _post(self, event: _Event) -> None:
+        self._queue.put_nowait(event)
+        self._wake_up()
+
+    async def _connection(self, conn: int) -> None:
+        put = self._post
+        try:
+            token = await self.tokens.fetch()
+        except TokenAuthError as exc:
+            put(_Event("failed", conn, (ConnectFailure.AUTH, str(exc), None)))
+            return
+        except TokenTransientError as exc:
+            failure = ConnectFailure.RATE_LIMITED if exc.retry_after else ConnectFailure.NETWORK
+            put(_Event("failed", conn, (failure, str(exc), exc.retry_after)))
+            return
+        except TokenError as exc:
+            put(_Event("failed", conn, (ConnectFailure.FATAL, str(exc), None)))
+            return
+        fingerprint = hashlib.sha256(token.reveal().encode()).hexdigest()
+        if not self.machine.note_token(fingerprint):
+            put(_Event("failed", conn, (ConnectFailure.FATAL, "token seen before", None)))
+            return
+        query = live_query(self.config.live)
+        query["token"] = token.reveal()
+        url = f"{self.config.urls.streaming_url}?{urlencode(query)}"
+        try:
+            ws = await ws_connect(
+                url,
+                open_timeout=OPEN_TIMEOUT_SECONDS,
+                ping_interval=PING_INTERVAL_SECONDS,
+                ping_timeout=PING_TIMEOUT_SECONDS,
+                close_timeout=CLOSE_TIMEOUT_SECONDS,
+                max_size=2**20,
+            )
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            failure = ConnectFailure.NETWORK
+            retry_after = None
+            if status == 429:
+                failure = ConnectFailure.RATE_LIMITED
+                with contextlib.suppress(TypeError, ValueError):
+                    retry_after = float(exc.response.headers.get("Retry-After"))
+            elif status in (400, 404, 410):
+                failure = ConnectFailure.FATAL
+            put(_Event("failed", conn, (failure, f"HTTP {status} on upgrade", retry_after)))
+            return
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            put(_Event("failed", conn, (ConnectFailure.NETWORK, type(exc).__name__, None)))
+            return
+        except asyncio.CancelledError:
+            raise
+        if conn != self._conn_id:
+            ws.transport.abort()
+            return
+        self._ws = ws
+        put(_Event("opened", conn))
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    put(_Event("message", conn, message))
+        except websockets.ConnectionClosed:
+            pass
+        code = ws.close_code
+        reason = ws.close_reason or ""
+        put(_Event("closed", conn, None if code in (None, 1006) else code, reason))
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _teardown(self) -> None:
+        self._abandon_connection()
+        await self._close_writer()
+
+
+def account_dict(account: SessionAccount) -> dict[str, Any]:
+    """The account in seconds, for logs, events and the status page."""
+    s = account.seconds
+    return {
+        "captured_seconds": s(account.captured_samples),
+        "streamed_seconds": s(account.streamed_samples),
+        "spooled_seconds": s(account.spooled_samples),
+        "lost_seconds": s(account.lost_samples),
+        "caught_up_seconds": s(account.caught_up_samples),
+        "resent_seconds": s(account.resent_samples),
+        "captured_samples": account.captured_samples,
+        "streamed_samples": account.streamed_samples,
+        "spooled_samples": account.spooled_samples,
+        "lost_samples": account.lost_samples,
+        "connections": account.connections,
+        "reconnects": account.reconnects,
+        "turns": account.turns,
+        "stop_reason": account.stop_reason,
+        "server_session_ids": list(account.server_session_ids),
+    }
