@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -137,6 +138,7 @@ class Spool:
         self._written_since_statvfs = 0
         self.full_reason: str | None = None
         self.open_writers: dict[str, RecordingWriter] = {}
+        self._opening: set[str] = set()  # ids between INSERT and their writer existing
         if owner:
             self.recover()
 
@@ -169,7 +171,7 @@ class Spool:
         """
         recovered = []
         for row in self.store.all((st.RECORDING,)):
-            if row.id in self.open_writers:
+            if row.id in self.open_writers or row.id in self._opening:
                 continue
             folder = self.recording_dir(row.id)
             data_bytes = 0
@@ -193,8 +195,8 @@ class Spool:
                 extra={"RECORDING_ID": row.id},
             )
             recovered.append(row.id)
-        self._usage = self._measure_usage()
         if recovered:
+            self._usage = self._measure_usage()
             self.publish_status()
         return recovered
 
@@ -301,19 +303,29 @@ class Spool:
             raise SpoolFull(reason)
         recording_id = new_recording_id()
         started = time.time() if started_at is None else started_at
-        self.store.insert(recording_id, origin, int(rate), session_id, session_offset, started)
-        folder = self.recording_dir(recording_id)
+        self._opening.add(recording_id)
         try:
-            folder.mkdir(mode=0o700)
-            fsync_dir(self.audio_root)
-        except OSError as exc:
-            self.store.delete(recording_id)
-            if is_disk_full(exc):
-                self._report_full(str(exc.strerror), recording_id)
-                raise SpoolFull(f"cannot create recording: {exc.strerror}") from None
-            raise
-        writer = RecordingWriter(self, recording_id, int(rate))
-        self.open_writers[recording_id] = writer
+            try:
+                self.store.insert(
+                    recording_id, origin, int(rate), session_id, session_offset, started
+                )
+            except sqlite3.OperationalError as exc:
+                self._report_full(str(exc), None)
+                raise SpoolFull(f"cannot record the new recording: {exc}") from None
+            folder = self.recording_dir(recording_id)
+            try:
+                folder.mkdir(mode=0o700)
+                fsync_dir(self.audio_root)
+            except OSError as exc:
+                self.store.delete(recording_id)
+                if is_disk_full(exc):
+                    self._report_full(str(exc.strerror), recording_id)
+                    raise SpoolFull(f"cannot create recording: {exc.strerror}") from None
+                raise
+            writer = RecordingWriter(self, recording_id, int(rate))
+            self.open_writers[recording_id] = writer
+        finally:
+            self._opening.discard(recording_id)
         log.info(
             "recording %s started (%s, %d Hz)",
             recording_id,
@@ -514,8 +526,14 @@ class RecordingWriter:
             return
         at = self.samples_written if at_sample is None else at_sample
         self.lost_samples += samples
+        last = self.gaps[-1] if self.gaps else None
+        if last is not None and last["at"] == at:
+            last["samples"] += int(samples)  # one gap, growing (e.g. while the spool is full)
+            return
         self.gaps.append({"at": int(at), "samples": int(samples)})
-        self.spool.store.update(self.id, lost_samples=self.lost_samples, gaps=self.gaps)
+        # Best effort now (the disk may be full); close() stores the final account.
+        with contextlib.suppress(sqlite3.Error):
+            self.spool.store.update(self.id, lost_samples=self.lost_samples, gaps=self.gaps)
 
     def sync(self) -> None:
         """Make everything written so far durable (header sizes rewritten, fsync)."""
@@ -558,15 +576,20 @@ class RecordingWriter:
             return self.id
         fsync_dir(self.folder)
         digest = spool.content_hash(self.id, self.rate)
-        spool.store.transition(
-            self.id,
-            st.RECORDING,
-            st.READY,
-            data_bytes=data_bytes,
-            content_hash=digest,
-            lost_samples=self.lost_samples,
-            gaps=self.gaps,
-        )
+        try:
+            spool.store.transition(
+                self.id,
+                st.RECORDING,
+                st.READY,
+                data_bytes=data_bytes,
+                content_hash=digest,
+                lost_samples=self.lost_samples,
+                gaps=self.gaps,
+            )
+        except sqlite3.Error as exc:
+            # E.g. the disk is full: the audio is durable, recovery finishes the row later.
+            log.error("recording %s closed but its state is not saved yet: %s", self.id, exc)
+            return self.id
         log.info(
             "recording %s ready: %.1f s%s",
             self.id,

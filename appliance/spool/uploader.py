@@ -145,6 +145,7 @@ class Uploader:
                     self._tasks[row.id] = asyncio.create_task(self._process(row.id))
                 with contextlib.suppress(Exception):
                     self.spool.expire()
+                    self.spool.recover()  # rows a full disk kept from being finished
                 timeout = IDLE_RESCAN_SECONDS if next_at is None else max(0.0, next_at - now)
                 self._wake.clear()
                 waiters = [asyncio.ensure_future(self._wake.wait())]

@@ -1,0 +1,143 @@
+"""Field-recorder mode: copy the capture ring into a spool recording until told to stop.
+
+The runner reads from ``start_index`` (the button press minus pre-roll) at
+the capture rate, writes into a spool recording and syncs at least once a
+second, so a power cut costs at most the last second. Audio the reader could
+not get from the ring (it fell behind the history) and audio the spool
+refused (full) are both counted and stored with the recording as gaps:
+never hidden. When the spool has room again, writing simply continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+import numpy as np
+
+from appliance import events as ev
+from appliance.audio.ring import RingBuffer
+from appliance.logs import log_context
+from appliance.spool.spool import RecordingWriter, Spool, SpoolFull
+
+log = logging.getLogger("appliance.spool.recorder")
+
+DEFAULT_CHUNK_SECONDS = 0.1
+# Wait this long for new samples before looking at the stop flag again.
+WAIT_SECONDS = 0.2
+
+
+@dataclasses.dataclass
+class RecordingAccount:
+    """What a recording run did, sample by sample (at the capture rate)."""
+
+    recording_id: str
+    rate: int
+    start_index: int
+    end_index: int = 0
+    samples_written: int = 0
+    lost_samples: int = 0  # overwritten in the ring before we read them
+    refused_samples: int = 0  # read, but the spool was full
+    started_at: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.samples_written / self.rate
+
+
+class Recording:
+    """One field recording: ``await run(start_index)``, ``request_stop()`` to end it."""
+
+    def __init__(
+        self,
+        ring: RingBuffer,
+        spool: Spool,
+        *,
+        origin: str = "record",
+        events: ev.EventBus | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        session_id: str | None = None,
+    ) -> None:
+        self.ring = ring
+        self.spool = spool
+        self.origin = origin
+        self.events = events if events is not None else spool.events
+        self.chunk = max(1, round(ring.rate * chunk_seconds))
+        self.session_id = session_id
+        self._stop_at: int | None = None
+        self._stop = asyncio.Event()
+        self.writer: RecordingWriter | None = None
+        self.account: RecordingAccount | None = None
+
+    def request_stop(self, end_index: int | None = None) -> None:
+        """End the recording at ``end_index`` (default: everything captured up to now)."""
+        self._stop_at = self.ring.write_index if end_index is None else end_index
+        self._stop.set()
+
+    async def run(self, start_index: int) -> RecordingAccount:
+        """Record from ``start_index`` until stopped; return the account. Raises SpoolFull
+        only if the recording cannot even be opened."""
+        ring = self.ring
+        started_at = time.time() - max(0, ring.write_index - start_index) / ring.rate
+        writer = await asyncio.to_thread(
+            self.spool.open_recording,
+            self.origin,
+            ring.rate,
+            self.session_id,
+            started_at,
+        )
+        self.writer = writer
+        account = RecordingAccount(writer.id, ring.rate, start_index, start_index)
+        account.started_at = started_at
+        self.account = account
+        reader = ring.reader(start_index)
+        buf = np.empty(self.chunk, dtype=np.int16)
+        with log_context(RECORDING_ID=writer.id, MODE="record"):
+            try:
+                while True:
+                    stop_at = self._stop_at
+                    if stop_at is not None and reader.position >= stop_at:
+                        break
+                    want = (
+                        self.chunk
+                        if stop_at is None
+                        else min(self.chunk, stop_at - reader.position)
+                    )
+                    if reader.available < want:
+                        if stop_at is None:
+                            await reader.wait_async(want, timeout=WAIT_SECONDS)
+                            continue
+                        if not await reader.wait_async(want, timeout=WAIT_SECONDS):
+                            continue
+                    result = reader.read(want, buf)
+                    if result.lost:
+                        account.lost_samples += result.lost
+                        writer.note_lost(result.lost)
+                        log.error("recorder fell behind: %d samples lost", result.lost)
+                    if len(result.samples):
+                        await self._write(writer, result.samples.copy(), account)
+                    account.end_index = reader.position
+            finally:
+                account.end_index = reader.position
+                await asyncio.to_thread(writer.close)
+        log.info(
+            "recording %s done: %.1f s written, %d lost, %d refused (spool full)",
+            writer.id,
+            account.seconds,
+            account.lost_samples,
+            account.refused_samples,
+        )
+        return account
+
+    async def _write(
+        self, writer: RecordingWriter, samples: np.ndarray, account: RecordingAccount
+    ) -> None:
+        try:
+            await asyncio.to_thread(writer.write, samples)
+        except SpoolFull:
+            account.refused_samples += len(samples)
+            writer.note_lost(len(samples))
+            return
+        account.samples_written += len(samples)
