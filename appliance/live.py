@@ -73,6 +73,8 @@ SEND_TIMEOUT_SECONDS = 3.0
 PING_INTERVAL_SECONDS = 5.0
 PING_TIMEOUT_SECONDS = 5.0
 CLOSE_TIMEOUT_SECONDS = 2.0
+#: RMS (int16 units, about -50 dBFS) below which 10 ms of audio counts as a pause.
+QUIET_RMS = 100.0
 #: Largest read from the capture ring per pump step (keeps each step short).
 MAX_PUMP_SECONDS = 1.0
 
@@ -259,6 +261,7 @@ class LiveTranscription:
         live = self.config.live
         self.machine = machine = StreamingSession(self.limits)
         machine.format_turns = live.format_turns
+        machine.quiet_point = self._quiet_point
         self._mirror = mirror = _Mirror(self.ring, start_index)
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._conn_id = 0
@@ -337,6 +340,22 @@ class LiveTranscription:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+
+    def _quiet_point(self, start: int, end: int) -> int:
+        """The end of the latest quiet 10 ms window in ``[start, end]`` (within the last second).
+
+        Spooled ranges end there, so a word is never split between the spool and the live stream.
+        """
+        window = STT_RATE // 100
+        lowest = max(start, end - STT_RATE)
+        buf = self._mirror.buffer
+        pos = end
+        while pos - window >= lowest and pos - window >= buf.oldest_index:
+            chunk = buf.read(pos - window, window).samples.astype(np.float32)
+            if len(chunk) == window and float(np.sqrt(np.mean(chunk * chunk))) < QUIET_RMS:
+                return pos
+            pos -= window
+        return end
 
     def _report_lost(self) -> None:
         mirror = self._mirror

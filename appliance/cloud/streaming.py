@@ -55,6 +55,7 @@ import enum
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,6 +347,8 @@ class StreamingSession:
         self._turn_open = False  # speech reported but its final turn not yet seen
         self._last_frame_pad = 0
         self.format_turns = True
+        # Optional hint from the runner: the latest quiet index in [start, end] (a pause).
+        self.quiet_point: Callable[[int, int], int] | None = None
         self.token_fingerprints: set[str] = set()
         self.garbled_messages = 0
         self.ignored_messages = 0
@@ -801,7 +804,11 @@ class StreamingSession:
             )
         # Spool whole seconds at a time while it is still arriving (fewer, larger writes).
         if backlog >= STREAM_RATE or too_big or too_long:
-            actions += self._spool_to(self._available)
+            end = self._available
+            if self.quiet_point is not None:
+                # End the range in a pause so live streaming resumes between words.
+                end = max(self._confirmed, min(end, self.quiet_point(self._confirmed, end)))
+            actions += self._spool_to(end)
         return actions
 
     def _pump(self, now: float) -> list[Action]:
