@@ -134,3 +134,24 @@ def test_inside_refuses_escapes(tmp_path):
     os.symlink("/etc", tmp_path / "link")
     with pytest.raises(InvalidId):
         inside(tmp_path, "link", "passwd")
+
+
+def test_free_space_floor_refuses_before_the_disk_is_full(tmp_path):
+    s = os.statvfs(tmp_path)
+    free = s.f_bavail * s.f_frsize
+    spool = Spool(params(tmp_path, min_free_bytes=free + 1_000_000_000))
+    with pytest.raises(SpoolFull, match="free-space floor"):
+        spool.open_recording("record", RATE)
+    assert spool.list() == []
+
+
+def test_retention_deletes_only_transcribed_audio_after_its_time(tmp_path):
+    spool = Spool(params(tmp_path, retention_days=1))
+    w = spool.open_recording("record", RATE)
+    w.write(ramp(1600))
+    rid = w.close()
+    assert spool.expire(now=10**10) == []  # not transcribed: kept whatever its age
+    spool.store.transition(rid, st.READY, st.COMPLETED, completed_at=1000.0)
+    assert spool.expire(now=1000.0 + 3600) == []  # transcribed, but within retention
+    assert spool.expire(now=1000.0 + 86400) == [rid]
+    assert spool.segments(rid) == [] and spool.get(rid).audio_deleted
