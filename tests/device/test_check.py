@@ -129,7 +129,7 @@ def test_real_microphone_level_through_pulseaudio(pulse_server, tmp_path: Path) 
     player = pulse_server.play_into_mic(speech, rate)
     try:
         out = io.StringIO()
-        args = argparse.Namespace(config=str(config), verbose=False, tone=True, seconds=1.0)
+        args = argparse.Namespace(config=str(config), verbose=False, tone=True, seconds=0.5)
         code = run_check(args, out=out)
     finally:
         player.kill()
