@@ -1,0 +1,614 @@
+"""Voice agent mode: a push-button spoken conversation on the Voice Agent API.
+
+A thin asyncio layer over the sans-I/O :class:`appliance.cloud.agent.AgentProtocol`:
+it fetches a fresh token for every connection, pumps microphone audio from the
+capture ring (resampled to 24 kHz) into ``input.audio`` messages, writes
+``reply.audio`` into the playback stream, runs tools, keeps the conversation's
+transcript, and reconnects (resuming the session when it can) with backoff.
+
+Who calls what:
+
+* the daemon: ``await VoiceAgentConversation(...).run(start_index)``; from any
+  thread ``request_stop()`` (a press: ``session.end``, bounded wait for
+  ``session.ended``) and ``interrupt()`` (a press while the agent speaks:
+  silence the speaker at once, keep listening);
+* ``on_notice("new_conversation")`` tells the daemon to play an earcon when a
+  drop could not be resumed and the agent lost the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import websockets
+
+from appliance import events as ev
+from appliance.audio.resample import AGENT_RATE, Resampler
+from appliance.audio.ring import RingBuffer
+from appliance.backoff import Backoff
+from appliance.cloud import agent as proto
+from appliance.cloud.tokens import TokenAuthError, TokenError, TokenSource
+from appliance.config import Config
+from appliance.logs import log_context
+from appliance.secrets import Secret, redact
+from appliance.tools import ToolRunner
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ConversationAccount", "ConversationLimits", "PlaybackSink", "VoiceAgentConversation"]
+
+NOTICE_NEW_CONVERSATION = "new_conversation"
+
+
+class PlaybackSink(Protocol):
+    """What the conversation needs from the speaker (24 kHz PCM16 mono)."""
+
+    def write(self, pcm: bytes) -> None:
+        """Queue audio; must not block the event loop."""
+
+    def flush(self) -> None:
+        """Drop everything queued, at once."""
+
+    @property
+    def drained(self) -> bool:
+        """True when everything written has been played."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationLimits:
+    """Timing limits of the runner (the protocol's own come from ``agent:``)."""
+
+    #: Period of the timer that checks idle/max length, speaker drain and the end bound.
+    tick_seconds: float = 0.02
+    #: How long to wait for ``session.ended`` after ``session.end``.
+    end_timeout_seconds: float = 5.0
+    #: WebSocket opening handshake bound.
+    open_timeout_seconds: float = 10.0
+    #: Largest server message accepted (reply audio chunks are a few kB).
+    max_message_bytes: int = 2**20
+    #: A backlog (pre-roll, audio captured while reconnecting) is sent at most this
+    #: many times real time, after an initial burst, so the service's real-time
+    #: check never fires.
+    catchup_rate: float = 1.25
+    catchup_burst_seconds: float = 0.5
+    #: Stop reconnecting after the service was unreachable this long.
+    give_up_seconds: float = 60.0
+    #: How often the pump looks for new microphone audio when none is waiting.
+    poll_seconds: float = 0.01
+
+
+@dataclasses.dataclass
+class ConversationAccount:
+    """What happened in one conversation (ring samples are at the capture rate).
+
+    ``captured == sent + skipped + lost``: every capture sample from
+    ``start_index`` to ``end_index`` was sent (``muted`` of them as silence in
+    half duplex), skipped on purpose (audio of a lost session's context, listed
+    in ``skipped_ranges`` so the caller may keep it), or lost (overwritten in
+    the ring before it could be sent).
+    """
+
+    start_index: int
+    end_index: int = 0
+    rate: int = 0
+    sent_samples: int = 0
+    muted_samples: int = 0
+    skipped_samples: int = 0
+    lost_samples: int = 0
+    skipped_ranges: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    session_ids: list[str] = dataclasses.field(default_factory=list)
+    connections: int = 0
+    resumes: int = 0
+    new_conversations: int = 0
+    user_turns: int = 0
+    agent_replies: int = 0
+    interrupted_replies: int = 0
+    tool_calls: int = 0
+    garbled_messages: int = 0
+    stop_reason: str = ""
+    error: str | None = None
+    transcript_path: str | None = None
+
+    @property
+    def captured_samples(self) -> int:
+        return self.end_index - self.start_index
+
+    @property
+    def balanced(self) -> bool:
+        return self.captured_samples == self.sent_samples + self.skipped_samples + self.lost_samples
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["captured_samples"] = self.captured_samples
+        return data
+
+
+class VoiceAgentConversation:
+    """One push-button conversation with the voice agent, across reconnects."""
+
+    def __init__(
+        self,
+        config: Config,
+        ring: RingBuffer,
+        playback: PlaybackSink,
+        tokens: TokenSource,
+        events: ev.EventBus,
+        state_dir: Path,
+        *,
+        on_notice: Callable[[str], None] | None = None,
+        tools: ToolRunner | None = None,
+        limits: ConversationLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.ring = ring
+        self.playback = playback
+        self.tokens = tokens
+        self.events = events
+        self.state_dir = Path(state_dir)
+        self.on_notice = on_notice
+        self.limits = limits or ConversationLimits()
+        self.clock = clock
+        agent = config.agent
+        self.tools = tools if tools is not None else ToolRunner(agent.tools)
+        self.url = config.urls.agent_url
+        self.protocol = proto.AgentProtocol(
+            proto.session_config(agent, self.tools.definitions()),
+            echo=agent.echo,
+            resume_window_seconds=agent.resume_window_seconds,
+            idle_timeout_seconds=agent.idle_timeout_seconds,
+            max_conversation_seconds=agent.max_conversation_seconds,
+            end_timeout_seconds=self.limits.end_timeout_seconds,
+            give_up_seconds=self.limits.give_up_seconds,
+        )
+        self.account = ConversationAccount(start_index=0, rate=ring.rate)
+        self._chunk_samples = max(1, ring.rate * agent.chunk_ms // 1000)
+        self._resampler = Resampler(ring.rate, AGENT_RATE)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._wake = asyncio.Event()
+        self._stop_requested = False
+        self._ws: Any = None
+        self._outbox: asyncio.Queue[dict[str, Any]] | None = None
+        self._ready = asyncio.Event()
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._transcript: IO[str] | None = None
+        self._position = 0  # next ring index to send
+        self._reply_started_at: float | None = None
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def session_id(self) -> str | None:
+        """The service's id of the current session (None before the first ``session.ready``)."""
+        return self.protocol.session_id
+
+    @property
+    def speaking(self) -> bool:
+        """The agent is audible right now (a press should interrupt rather than stop)."""
+        return self.protocol.speaking
+
+    def request_stop(self) -> None:
+        """End the conversation politely (``session.end``); safe from any thread."""
+        self._call_on_loop(self._stop_now)
+
+    def interrupt(self) -> None:
+        """Silence the agent's current reply at once and keep listening; safe from any thread."""
+        self._call_on_loop(self._interrupt_now)
+
+    async def run(self, start_index: int) -> ConversationAccount:
+        """Converse, sending microphone audio from ring index ``start_index``, until it ends."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._position = start_index
+        self.account = ConversationAccount(start_index=start_index, rate=self.ring.rate)
+        self._open_transcript()
+        with log_context(MODE="agent"):
+            try:
+                await self._connect_loop()
+            finally:
+                await self._teardown()
+        account = self.account
+        log.info(
+            "conversation ended (%s): %d user turns, %d replies, %d connections, %d resumed",
+            account.stop_reason,
+            account.user_turns,
+            account.agent_replies,
+            account.connections,
+            account.resumes,
+        )
+        return account
+
+    # ----------------------------------------------------------- connections
+
+    async def _connect_loop(self) -> None:
+        backoff = Backoff(self.config.reconnect.base_seconds, self.config.reconnect.max_seconds)
+        self._backoff = backoff
+        while not self.protocol.finished:
+            if self._stop_requested:
+                self._apply(self.protocol.request_end(self.clock()))
+                if self.protocol.finished:
+                    break
+            self._publish_state("connecting")
+            detail = await self._connect_once()
+            if self.protocol.finished:
+                break
+            delay = 0.0
+            for action in self.protocol.connection_lost(self.clock(), detail):
+                if isinstance(action, proto.Reconnect):
+                    delay = backoff.next_delay()
+                    kind = "resuming" if action.resume else "reconnecting"
+                    log.warning(
+                        "voice agent connection lost (%s); %s in %.1f s", detail, kind, delay
+                    )
+                else:
+                    self._apply([action])
+            if delay and not self._stop_requested:
+                await self._sleep(delay)
+
+    async def _connect_once(self) -> str:
+        """One connection attempt and its whole life; returns why it ended."""
+        try:
+            token = await self.tokens.fetch()
+        except TokenAuthError as exc:
+            self._fail(f"the voice agent token was refused: {exc}")
+            return "token refused"
+        except TokenError as exc:
+            return f"no token: {exc}"
+        try:
+            async with websockets.connect(
+                _with_token(self.url, token),
+                open_timeout=self.limits.open_timeout_seconds,
+                max_size=self.limits.max_message_bytes,
+                close_timeout=2.0,
+                compression=None,
+                proxy=None,
+            ) as ws:
+                return await self._serve(ws)
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            return redact(f"{exc.__class__.__name__}: {exc}")
+
+    async def _serve(self, ws: Any) -> str:
+        self._ws = ws
+        self._outbox = asyncio.Queue()
+        self._ready = asyncio.Event()
+        sender = asyncio.create_task(self._send_loop(ws, self._outbox), name="agent-send")
+        ticker = asyncio.create_task(self._tick_loop(), name="agent-tick")
+        pump = asyncio.create_task(self._pump_audio(ws), name="agent-audio")
+        try:
+            self._apply(self.protocol.connection_opened(self.clock()))
+            async for message in ws:
+                self._apply(self.protocol.receive(message, self.clock()))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            self._ws = None
+            for task in (pump, ticker, sender):
+                task.cancel()
+            for task in (pump, ticker, sender):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        close = getattr(ws.protocol, "close_rcvd", None)
+        if close is None:
+            return "connection dropped"
+        return f"closed by the service ({close.code}{': ' + close.reason if close.reason else ''})"
+
+    async def _send_loop(self, ws: Any, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            message = await outbox.get()
+            try:
+                await ws.send(json.dumps(message))
+            except websockets.exceptions.ConnectionClosed:
+                return
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.tick_seconds)
+            now = self.clock()
+            if self.protocol.awaiting_drain and self.playback.drained:
+                self._apply(self.protocol.playback_drained(now))
+            self._apply(self.protocol.tick(now))
+
+    async def _pump_audio(self, ws: Any) -> None:
+        """Ring -> 24 kHz -> ``input.audio``, only while the session is ready, paced."""
+        await self._ready.wait()
+        ring, limits = self.ring, self.limits
+        chunk = self._chunk_samples
+        buf = np.empty(chunk, dtype=np.int16)
+        started = self.clock()
+        sent = 0  # capture samples sent on this connection
+        while self.protocol.ready:
+            budget = limits.catchup_burst_seconds + limits.catchup_rate * (self.clock() - started)
+            room = int(budget * ring.rate) - sent
+            available = ring.write_index - self._position
+            if room < chunk or available < chunk:
+                await asyncio.sleep(limits.poll_seconds)
+                continue
+            start = self._position
+            result = ring.read(start, chunk, out=buf)
+            if result.lost:
+                self.account.lost_samples += result.lost
+                self._resampler.reset()
+                log.warning("voice agent fell %d samples behind the ring; lost", result.lost)
+            muted = self.protocol.muted
+            pcm = self._resampler.process(result.samples)
+            actions = self.protocol.audio(pcm.astype("<i2", copy=False).tobytes())
+            if not actions:  # too little output yet (resampler warm-up)
+                self._advance(result, muted)
+                sent += len(result.samples)
+                continue
+            try:
+                for action in actions:
+                    if isinstance(action, proto.Send):
+                        await ws.send(json.dumps(action.message))
+            except websockets.exceptions.ConnectionClosed:
+                self._resampler.reset()  # this chunk goes again on the next connection
+                return
+            self._advance(result, muted)
+            sent += len(result.samples)
+
+    def _advance(self, result: Any, muted: bool) -> None:
+        n = len(result.samples)
+        self._position = result.end
+        self.account.sent_samples += n
+        if muted:
+            self.account.muted_samples += n
+
+    # --------------------------------------------------------------- actions
+
+    def _apply(self, actions: list[proto.Action]) -> None:
+        """Carry out the protocol's actions (never blocks: sends are queued)."""
+        for action in actions:
+            if isinstance(action, proto.Send):
+                if self._outbox is not None:
+                    self._outbox.put_nowait(action.message)
+            elif isinstance(action, proto.Play):
+                self.playback.write(action.pcm)
+            elif isinstance(action, proto.FlushPlayback):
+                self._flush_playback(action.reason)
+            elif isinstance(action, proto.SpeakingChanged):
+                self._publish_state("agent_speaking" if action.speaking else "listening")
+            elif isinstance(action, proto.UserTranscript):
+                self._on_user(action)
+            elif isinstance(action, proto.AgentTranscript):
+                self._on_agent(action)
+            elif isinstance(action, proto.ReplyDone):
+                log.debug("reply %s %s", action.reply_id, action.status)
+            elif isinstance(action, proto.CallTool):
+                self._start_tool(action)
+            elif isinstance(action, proto.SessionReady):
+                self._on_ready(action)
+            elif isinstance(action, proto.NewConversation):
+                self._on_new_conversation(action)
+            elif isinstance(action, proto.SessionError):
+                level = logging.ERROR if action.fatal else logging.WARNING
+                log.log(level, "voice agent error %s: %s", action.code, action.message)
+                if not action.fatal:  # a fatal one is published once, with Finished
+                    self.events.publish(ev.ERROR, message=action.message, where="agent")
+            elif isinstance(action, proto.Log):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, proto.Close):
+                self._close_socket(action.reason)
+            elif isinstance(action, proto.Finished):
+                self._on_finished(action)
+
+    def _flush_playback(self, reason: str) -> None:
+        started = time.perf_counter()
+        self.playback.flush()
+        log.info("speaker flushed (%s) in %.1f ms", reason, (time.perf_counter() - started) * 1e3)
+
+    def _on_ready(self, action: proto.SessionReady) -> None:
+        self._backoff.reset()
+        self._ready.set()
+        if action.resumed:
+            log.info("voice agent session %s resumed", action.session_id)
+            self._write_record({"event": "resumed"})
+            self.events.publish(
+                ev.SESSION, phase="resumed", mode="agent", session_id=action.session_id
+            )
+        else:
+            log.info("voice agent session %s ready", action.session_id)
+            self._write_record({"event": "session_started"})
+        self._publish_state("agent_speaking" if self.protocol.speaking else "listening")
+
+    def _on_new_conversation(self, action: proto.NewConversation) -> None:
+        # The agent lost the context: the audio of the outage belongs to the old
+        # conversation, so the new one starts from now; the skipped range is kept
+        # in the account for the caller.
+        now_index = self.ring.write_index
+        if now_index > self._position:
+            self.account.skipped_ranges.append((self._position, now_index))
+            self.account.skipped_samples += now_index - self._position
+            self._position = now_index
+        self._resampler.reset()
+        log.warning(
+            "voice agent session could not be resumed (%s); starting a new conversation",
+            action.reason,
+        )
+        self._write_record({"event": "new_conversation", "reason": action.reason})
+        self.events.publish(
+            ev.SESSION, phase="new_conversation", mode="agent", reason=action.reason
+        )
+        if self.on_notice is not None:
+            try:
+                self.on_notice(NOTICE_NEW_CONVERSATION)
+            except Exception:
+                log.exception("new-conversation notice failed")
+
+    def _on_user(self, action: proto.UserTranscript) -> None:
+        self.events.publish(ev.AGENT_USER, text=action.text, final=action.final)
+        if action.final:
+            log.info("user: %s", action.text)
+            self._write_record({"role": "user", "text": action.text})
+
+    def _on_agent(self, action: proto.AgentTranscript) -> None:
+        self.events.publish(
+            ev.AGENT_REPLY,
+            text=action.text,
+            reply_id=action.reply_id,
+            interrupted=action.interrupted,
+        )
+        log.info("agent%s: %s", " (interrupted)" if action.interrupted else "", action.text)
+        self._write_record(
+            {
+                "role": "agent",
+                "text": action.text,
+                "reply_id": action.reply_id,
+                "interrupted": action.interrupted,
+            }
+        )
+
+    def _on_finished(self, action: proto.Finished) -> None:
+        self.account.stop_reason = action.reason
+        if action.error:
+            self.account.error = action.error
+            self.events.publish(ev.ERROR, message=action.error, where="agent")
+        self._ready.clear()
+
+    def _fail(self, message: str) -> None:
+        log.error("%s", message)
+        self.protocol.error = message
+        self._apply(self.protocol.request_end(self.clock(), "error"))
+
+    def _close_socket(self, reason: str) -> None:
+        ws = self._ws
+        if ws is not None:
+            task = asyncio.create_task(ws.close(1000, reason[:100]))
+            self._tool_tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tool_tasks.discard)
+
+    # ----------------------------------------------------------------- tools
+
+    def _start_tool(self, call: proto.CallTool) -> None:
+        log.info("tool call %s: %s", call.call_id, call.name)
+        self._write_record(
+            {
+                "event": "tool_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            }
+        )
+        task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
+        self._tool_tasks.add(task)
+        task.add_done_callback(self._tool_tasks.discard)
+
+    async def _run_tool(self, call: proto.CallTool) -> None:
+        result = await self.tools.run(call.name, call.arguments)
+        self._write_record({"event": "tool_result", "call_id": call.call_id, "result": result})
+        self._apply(self.protocol.tool_finished(call.call_id, result, self.clock()))
+
+    # ------------------------------------------------------- thread-safe calls
+
+    def _call_on_loop(self, func: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None:  # not running yet: remember a stop for when it does
+            if func == self._stop_now:
+                self._stop_requested = True
+            return
+        if threading.get_ident() == self._loop_thread:
+            func()
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed: nothing to do
+                loop.call_soon_threadsafe(func)
+
+    def _stop_now(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+        self._apply(self.protocol.request_end(self.clock(), "stopped"))
+
+    def _interrupt_now(self) -> None:
+        self._apply(self.protocol.interrupt(self.clock()))
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    # -------------------------------------------------------- state & records
+
+    def _publish_state(self, state: str) -> None:
+        self.events.publish(ev.STATE, state=state, mode="agent", detail="voice agent")
+
+    def _open_transcript(self) -> None:
+        directory = self.state_dir / "conversations"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        for n in range(100):
+            path = directory / (f"{stamp}.jsonl" if n == 0 else f"{stamp}-{n}.jsonl")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            self._transcript = os.fdopen(fd, "w", encoding="utf-8")
+            self.account.transcript_path = str(path)
+            return
+        log.error("could not create a conversation file in %s", directory)
+
+    def _write_record(self, record: dict[str, Any]) -> None:
+        file = self._transcript
+        if file is None:
+            return
+        line = {
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            "session_id": self.protocol.session_id,
+            **record,
+        }
+        try:
+            file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+            file.flush()
+        except OSError as exc:
+            log.error("conversation file write failed: %s", exc)
+
+    async def _teardown(self) -> None:
+        for task in list(self._tool_tasks):
+            task.cancel()
+        for task in list(self._tool_tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if not self.playback.drained:  # the conversation is over: nothing more may be heard
+            self.playback.flush()
+        stats = self.protocol.stats
+        account = self.account
+        account.end_index = self._position
+        account.session_ids = list(self.protocol.session_ids)
+        account.connections = stats.connections
+        account.resumes = stats.resumes
+        account.new_conversations = stats.new_conversations
+        account.user_turns = stats.user_turns
+        account.agent_replies = stats.agent_replies
+        account.interrupted_replies = stats.interrupted_replies
+        account.tool_calls = stats.tool_calls
+        account.garbled_messages = stats.garbled_messages
+        if not account.stop_reason:
+            account.stop_reason = self.protocol.finish_reason or "cancelled"
+        if account.error is None:
+            account.error = self.protocol.error
+        self._write_record(
+            {"event": "ended", "reason": account.stop_reason, "error": account.error}
+        )
+        if self._transcript is not None:
+            with contextlib.suppress(OSError):
+                self._transcript.close()
+            self._transcript = None
+
+
+def _with_token(url: str, token: Secret) -> str:
+    """The WebSocket URL with ``?token=`` (never logged: it carries a credential)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "token"]
+    query.append(("token", token.reveal()))
+    return urlunsplit(parts._replace(query=urlencode(query)))
