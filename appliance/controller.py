@@ -81,8 +81,10 @@ class Controller:
     def on_gesture(self, gesture: Gesture) -> list[Action]:
         if gesture.kind in ("press", "release"):
             return self._hold_to_talk(gesture)
-        if self._holds_to_talk() and gesture.kind == "short":
-            return []  # the press and release already did the work
+        if self._holds_to_talk() and (gesture.kind == "short" or self.phase is not Phase.IDLE):
+            # The press and release already did the work; holding while talking is not a
+            # long press. When idle, long and double presses keep their meaning.
+            return []
         actions = getattr(self.button, self.mode)
         action = getattr(actions, gesture.kind, "none")
         return self._do(action, gesture.at)

@@ -89,3 +89,19 @@ def test_session_ending_on_its_own_returns_to_idle() -> None:
 def test_none_action_does_nothing() -> None:
     c = Controller(ButtonConfig(), "live")
     assert c.on_gesture(press("double")) == []
+
+
+def test_holding_to_talk_past_the_long_press_time_does_not_switch_mode() -> None:
+    c = Controller(ButtonConfig(hold_to_talk=True), "live")
+    c.on_gesture(press("press"))
+    assert c.on_gesture(press("long")) == []
+    assert c.mode == "live"
+    assert c.on_gesture(press("release")) == [StopSession()]
+
+
+def test_hold_to_talk_long_press_when_idle_still_switches_mode() -> None:
+    c = Controller(ButtonConfig(hold_to_talk=True), "record")
+    c.on_gesture(press("press"))
+    c.on_gesture(press("release"))
+    c.on_session_ended()
+    assert c.on_gesture(press("long"))[-1] == ModeChanged("live")
