@@ -39,6 +39,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from appliance.config import WebConfig
 from appliance.events import ERROR, TURN_FINAL, TURN_PARTIAL, EventBus
@@ -88,6 +89,7 @@ class WebLimits:
     history_errors: int = DEFAULT_HISTORY_ERRORS
     control_timeout_s: float = 10.0
     max_incoming_message: int = 4096  # the page never sends anything but pongs
+    request_timeout_s: float = 5.0  # a socket that sends no request by then is dropped
 
 
 class WebServer:
@@ -114,6 +116,7 @@ class WebServer:
         self._guard = ControlGuard(False, None)
         self._pages: dict[str, bytes] = {}
         self._feed_clients = 0
+        self._sockets: set[ServerConnection] = set()
 
     @property
     def controls_available(self) -> bool:
@@ -136,7 +139,9 @@ class WebServer:
             server_header=None,
             max_size=self.limits.max_incoming_message,
             max_queue=4,
+            open_timeout=self.limits.request_timeout_s,
             logger=_protocol_log,
+            create_connection=_tracked_connection_class(self._sockets),
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info(
@@ -149,6 +154,11 @@ class WebServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close(close_connections=True)
+            # Browsers keep idle spare sockets open; those that never sent a request
+            # (or got their page and lingered) would hold shutdown for open_timeout.
+            for connection in list(self._sockets):
+                if connection.protocol.state is not State.OPEN:
+                    connection.transport.abort()
             await self._server.wait_closed()
             self._server = None
         if self._history_task is not None:
@@ -298,6 +308,22 @@ class WebServer:
                     await ws.send(encode("status", self.snapshot()))
                 else:
                     await ws.send(encode_event(item))
+
+
+def _tracked_connection_class(live: set[ServerConnection]) -> type[ServerConnection]:
+    """A connection class that keeps ``live`` up to date, idle sockets included
+    (websockets itself only lists connections that completed a WebSocket handshake)."""
+
+    class TrackedConnection(ServerConnection):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            live.add(self)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            live.discard(self)
+            super().connection_lost(exc)
+
+    return TrackedConnection
 
 
 def _peer(connection: ServerConnection) -> str:

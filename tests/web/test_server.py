@@ -310,3 +310,14 @@ async def test_controls_are_off_by_default_even_with_the_token(server, daemon, t
 async def test_status_says_whether_controls_are_available(control_server):
     async with httpx.AsyncClient(base_url=base(control_server), timeout=STEP) as client:
         assert (await client.get("/api/status")).json()["controls"] is True
+
+
+async def test_stop_does_not_wait_for_idle_sockets(bus, daemon):
+    """Browsers open spare connections that never send a request; shutdown must not
+    wait for the request timeout (5 s) on them."""
+    server = await started(bus, daemon)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(server.stop(), STEP)
+    assert await asyncio.wait_for(reader.read(), STEP) == b""
+    writer.close()
