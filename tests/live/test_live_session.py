@@ -14,7 +14,7 @@ from appliance import events as ev
 from appliance.audio.ring import RingBuffer
 from appliance.cloud.streaming import STREAM_RATE
 from appliance.cloud.tokens import MintedTokens
-from appliance.config import Config
+from appliance.config import Config, ReconnectConfig
 from appliance.emulator.recognizer import digits_of
 from appliance.live import LiveTranscription, live_query
 from appliance.secrets import Secret
@@ -163,3 +163,86 @@ async def test_press_speak_stop_yields_the_digits_exactly(emulator, tmp_path):  
     assert len(sessions) == 1 and sessions[0].auth == "token"
     # The Terminate handshake happened: the server sent Termination.
     assert sessions[0].sent("Termination")
+
+
+def _fault_plan(emu):
+    """Twenty faults of every kind, applied one after another."""
+    return [
+        ("drop", lambda: emu.drop()),
+        ("close 3005", lambda: emu.close(3005, "Session cancelled")),
+        ("token refused once", lambda: (emu.refuse_tokens(1), emu.drop())),
+        ("close 3009", lambda: emu.close(3009, "Too many concurrent sessions")),
+        ("garbled message", lambda: emu.garble(1)),
+        ("session expired 3008", lambda: emu.expire_sessions()),
+        ("close 3006", lambda: emu.close(3006, "Invalid Message")),
+        ("close 3007", lambda: emu.close(3007, "Input duration violation: 20 ms")),
+        ("tokens refused twice", lambda: (emu.refuse_tokens(2), emu.drop())),
+        ("network down > ring history", lambda: emu.network_down(5.0)),
+        ("drop", lambda: emu.drop()),
+        (
+            "token endpoint 503",
+            lambda: (emu.fail_http(503, 1, path_prefix="/v3/token"), emu.drop()),
+        ),
+        ("token endpoint 429", lambda: (emu.fail_http(429, 1, 1, "/v3/token"), emu.drop())),
+        ("unknown message type", lambda: emu.garble(1, "unknown_type")),
+        ("close 1011", lambda: emu.close(1011, "internal error")),
+        ("drop", lambda: emu.drop()),
+        ("close 3005", lambda: emu.close(3005, "Session cancelled")),
+        ("delayed messages", lambda: emu.delay_messages(0.3, 3)),
+        ("drop", lambda: emu.drop()),
+        ("session expired 3008", lambda: emu.expire_sessions()),
+    ]
+
+
+async def test_twenty_faults_lose_and_duplicate_nothing(emulator, tmp_path):  # noqa: F811
+    groups = ["12", "34", "56", "78", "90", "21", "43", "65", "87", "09"] * 2
+    digits = " ".join(groups)
+    audio = dtmf.generate(digits, CAPTURE_RATE, lead_ms=300, trail_ms=1500)
+    ring = RingBuffer(CAPTURE_RATE, 4.0)  # short history: the outage outlasts it
+    config = make_config(emulator, tmp_path, catchup_rate=1.4)
+    config.reconnect = ReconnectConfig(base_seconds=0.2, max_seconds=1.0, auth_retry_seconds=1.0)
+    tokens = MintedTokens.streaming(
+        config.urls.streaming_token_url, Secret(emulator.api_key), expires_in_seconds=60
+    )
+    spool = MemorySpool()
+    live = LiveTranscription(config, ring, tokens, spool, ev.EventBus(), config.state_path)
+    feeder = Feeder(ring, audio)
+    feeder.start()
+    applied = []
+    try:
+        task = asyncio.create_task(live.run(0))
+        await asyncio.sleep(1.0)
+        for name, fault in _fault_plan(emulator):
+            await asyncio.to_thread(fault)
+            applied.append(name)
+            await asyncio.sleep(1.2 if "network" not in name else 6.0)
+        while not feeder.done.is_set():
+            await asyncio.sleep(0.05)
+        live.request_stop()
+        account = await asyncio.wait_for(task, 40)
+    finally:
+        feeder.halt.set()
+    assert len(applied) == 20
+    # Every digit exactly once, in order, across live turns and spooled audio.
+    heard: list[tuple[float, str]] = []
+    for turn in live.turns:
+        for word in turn.words:
+            for d in digits_of(word.text):
+                heard.append((word.start_ms / 1000, d))
+    for offset, samples in spool.audio():
+        decoder = dtmf.DtmfDecoder(STREAM_RATE)
+        for e in list(decoder.feed(samples)) + list(decoder.flush()):
+            heard.append((offset / STREAM_RATE + e.start_s, e.digit))
+    heard.sort()
+    assert "".join(d for _, d in heard) == digits.replace(" ", "")
+    assert account.balanced
+    assert account.spooled_samples > 0  # the long outage went to the spool
+    assert account.streamed_samples > 0 and live.turns  # and the rest streamed live
+    assert account.lost_samples == 0
+    assert account.reconnects >= 15
+    assert all(r["session_id"] == live.session_id for r in spool.recordings)
+    assert all(r["writer"].closed for r in spool.recordings)
+    state = emulator.state
+    assert state.token_reuse_attempts == 0
+    assert state.counters["chunk_size_violations"] == 0
+    assert state.counters["rate_violations"] == 0
