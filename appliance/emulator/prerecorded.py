@@ -255,6 +255,58 @@ def _lookup(
     return emu, record, None
 
 
+LIST_DEFAULT_LIMIT = 10
+LIST_MAX_LIMIT = 200
+
+
+async def list_transcripts(request: web.Request) -> web.Response:
+    """``GET /v2/transcript``: newest first, ``limit`` 1..200, ``before_id`` pages to older ones.
+
+    Each item carries ``audio_url``, which a client needs to find out whether a
+    submit whose answer it never got was accepted.
+    """
+    emu = _emu(request)
+    if not _authorised(request):
+        return web.json_response(REST_AUTH_ERROR, status=401)
+    try:
+        limit = int(request.query.get("limit", LIST_DEFAULT_LIMIT))
+    except ValueError:
+        return _error(400, "limit must be an integer")
+    if not 1 <= limit <= LIST_MAX_LIMIT:
+        return _error(400, f"limit must be between 1 and {LIST_MAX_LIMIT}")
+    records = [r for r in emu.state.transcripts.values() if not r.deleted]
+    records.sort(key=lambda r: r.created_at, reverse=True)
+    before = request.query.get("before_id")
+    if before is not None:
+        ids = [r.id for r in records]
+        if before not in ids:
+            return _error(400, "before_id is not a known transcript id")
+        records = records[ids.index(before) + 1 :]
+    page = records[:limit]
+    base = f"{emu.http_url}/v2/transcript"
+    items = []
+    for record in page:
+        view = _view(emu, record)
+        items.append(
+            {
+                "id": record.id,
+                "resource_url": f"{base}/{record.id}",
+                "status": view["status"],
+                "audio_url": record.request["audio_url"],
+                "error": view.get("error"),
+            }
+        )
+    older = len(records) > limit
+    details = {
+        "limit": limit,
+        "result_count": len(items),
+        "current_url": str(request.url),
+        "prev_url": f"{base}?limit={limit}&before_id={page[-1].id}" if older and page else None,
+        "next_url": None,
+    }
+    return web.json_response({"page_details": details, "transcripts": items})
+
+
 async def get_transcript(request: web.Request) -> web.Response:
     emu, record, problem = _lookup(request)
     if problem:
@@ -392,6 +444,7 @@ def add_prerecorded_routes(app: web.Application) -> None:
     app.router.add_post("/v2/upload", upload)
     app.router.add_get("/v2/upload/files/{id}", uploaded_file)
     app.router.add_post("/v2/transcript", submit)
+    app.router.add_get("/v2/transcript", list_transcripts)
     app.router.add_get("/v2/transcript/{id}", get_transcript)
     app.router.add_delete("/v2/transcript/{id}", delete_transcript)
     app.router.add_get("/v2/transcript/{id}/sentences", sentences)

@@ -181,3 +181,24 @@ def test_network_down_resets_connections_then_recovers(client, emulator):
     time.sleep(0.35)
     assert client.get("/v2/transcript/x").status_code == 404
     assert emulator.state.counters["connections_refused"] >= 1
+
+
+def test_list_transcripts_pages_newest_first_with_audio_urls(client, tmp_path):
+    url = client.post("/v2/upload", content=wav_bytes(tmp_path, "1")).json()["upload_url"]
+    body = {"audio_url": url, "speech_models": ["universal-2"]}
+    ids = [client.post("/v2/transcript", json=body).json()["id"] for _ in range(3)]
+    first = client.get("/v2/transcript", params={"limit": 2}).json()
+    assert [t["id"] for t in first["transcripts"]] == [ids[2], ids[1]]
+    assert all(t["audio_url"] == url for t in first["transcripts"])
+    assert first["page_details"]["result_count"] == 2
+    older = client.get(first["page_details"]["prev_url"]).json()
+    assert [t["id"] for t in older["transcripts"]] == [ids[0]]
+    assert older["page_details"]["prev_url"] is None
+
+
+def test_list_transcripts_rejects_bad_limits_and_auth(client, emulator):
+    assert client.get("/v2/transcript", params={"limit": 0}).status_code == 400
+    assert client.get("/v2/transcript", params={"limit": 201}).status_code == 400
+    assert client.get("/v2/transcript", params={"before_id": "nope"}).status_code == 400
+    anonymous = httpx.get(f"{emulator.http_url}/v2/transcript", timeout=10)
+    assert anonymous.status_code == 401
