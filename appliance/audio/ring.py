@@ -32,6 +32,7 @@ captured; the index itself stays gapless and monotonic.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -112,7 +113,6 @@ class RingBuffer:
         self._segment: tuple[int, float] | None = None
         self._last_t_first: float | None = None
         self._gap_pending = False
-        self._discontinuities: tuple[Discontinuity, ...] = ()
 
     # ------------------------------------------------------------------ writer
 
@@ -157,12 +157,8 @@ class RingBuffer:
             self._segment = (start, candidate)
         elif self._gap_pending:
             self._gap_pending = False
-            expected = segment[1] + start / rate
-            missing = max(0, round((t_first - expected) * rate))
             self._closed_segments = (*self._closed_segments, segment)[-self._max_discontinuities :]
             self._segment = (start, candidate)
-            record = Discontinuity(index=start, missing_samples=missing, time=t_first)
-            self._discontinuities = (*self._discontinuities, record)[-self._max_discontinuities :]
         else:
             seg_start, t0 = segment
             last = self._last_t_first
@@ -191,12 +187,27 @@ class RingBuffer:
 
     @property
     def discontinuities(self) -> tuple[Discontinuity, ...]:
-        """Every capture gap recorded so far (bounded), oldest first."""
-        return self._discontinuities
+        """Every capture gap recorded so far (bounded), oldest first.
+
+        Derived from the segment clocks each time, so the gap length uses the
+        settled clock origin rather than the first (possibly late) block.
+        """
+        segments = self._segments()
+        rate = self.rate
+        return tuple(
+            Discontinuity(
+                index=start,
+                missing_samples=max(0, round((t0 - prev_t0) * rate)),
+                time=t0 + start / rate,
+            )
+            for (_, prev_t0), (start, t0) in itertools.pairwise(segments)
+        )
 
     def discontinuities_between(self, start: int, end: int) -> tuple[Discontinuity, ...]:
         """Capture gaps whose index lies in ``[start, end)``."""
-        return tuple(d for d in self._discontinuities if start <= d.index < end)
+        if not self._closed_segments:
+            return ()
+        return tuple(d for d in self.discontinuities if start <= d.index < end)
 
     def _segments(self) -> tuple[tuple[int, float], ...]:
         current = self._segment
@@ -283,7 +294,7 @@ class RingBuffer:
                 dst = dst[drop:]
                 pos_start += drop
         end = pos_start + len(dst)
-        gaps = self.discontinuities_between(pos_start, end) if self._discontinuities else ()
+        gaps = self.discontinuities_between(pos_start, end)
         return ReadResult(
             samples=dst, start=pos_start, lost=pos_start - start, discontinuities=gaps
         )
