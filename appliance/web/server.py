@@ -13,8 +13,10 @@ Routes
   GET  /feed?kinds=a,b    WebSocket: a ``hello`` message, then events as JSON
   POST /api/control/<action>?arg=value   with ``Authorization: Bearer <token>``
 
-The status snapshot is whatever the daemon's ``status()`` returns, plus
-``controls`` (bool) and, if the daemon gives none, ``errors`` from the feed.
+The status snapshot is what the newest events say (state, mode, session,
+level: ``snapshot.from_events``), overlaid with whatever the daemon's
+``status()`` returns, plus ``controls`` (bool) and, if the daemon gives none,
+``errors`` from the feed. ``snapshot.spool_section(spool)`` makes the spool part.
 The page understands these keys, all optional: ``mode``, ``state``,
 ``connection``, ``session`` (``{"id", "mode", ...}`` or null), ``level_dbfs``,
 ``spool`` (``{"waiting", "bytes", "recordings": [{"id", "state", ...}]}``),
@@ -57,6 +59,7 @@ from appliance.web.feed import (
     parse_kinds,
 )
 from appliance.web.guard import ControlGuard, Verdict, host_allowed, origin_allowed
+from appliance.web.snapshot import from_events
 
 log = logging.getLogger(__name__)
 # websockets logs every plain HTTP answer as "connection rejected" at INFO; keep that quiet.
@@ -171,11 +174,12 @@ class WebServer:
 
     def snapshot(self) -> dict[str, Any]:
         """The status view's data: the daemon's status plus what the page itself knows."""
+        status = from_events(self.events.last)
         try:
-            status = dict(self._status())
+            status.update(self._status())
         except Exception:
             log.exception("the status callback failed")
-            status = {"state": "unknown"}
+            status["state"] = "unknown"
         status["controls"] = self.controls_available
         if "errors" not in status:
             status["errors"] = [

@@ -1,0 +1,63 @@
+"""Building blocks of the status view's snapshot, so the daemon's ``status()`` stays short.
+
+``from_events`` reads what the event bus last said (state, mode, session,
+microphone level); the server puts it under whatever ``status()`` returns, so
+the daemon only has to add what events do not carry (connection, spool).
+``spool_section`` turns the spool into the rows the page shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.events import LEVEL, SESSION, STATE, Event
+
+DEFAULT_SPOOL_ROWS = 20
+#: Recordings the page lists: everything not yet transcribed (done ones are history).
+_SHOWN_STATES = ("recording", "ready", "uploading", "uploaded", "submitting", "submitted", "failed")
+
+
+def from_events(last: dict[str, Event]) -> dict[str, Any]:
+    """State, mode, running session and level as the newest events tell them."""
+    out: dict[str, Any] = {}
+    state = last.get(STATE)
+    if state is not None:
+        out["state"] = state.data.get("state")
+        if state.data.get("mode") in ("live", "agent", "record"):
+            out["mode"] = state.data["mode"]
+    session = last.get(SESSION)
+    if session is not None:
+        started = session.data.get("phase") == "started"
+        out["session"] = (
+            {"id": session.data.get("session_id"), "mode": session.data.get("mode")}
+            if started
+            else None
+        )
+    level = last.get(LEVEL)
+    if level is not None:
+        out["level_dbfs"] = level.data.get("dbfs")
+    return out
+
+
+def spool_section(spool: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]:
+    """``{"waiting", "bytes", "full", "recordings": [{"id", "state", "bytes", "detail"}]}``
+    from an ``appliance.spool.Spool`` (its ``status()`` and ``list()``), newest first."""
+    summary = spool.status()
+    rows = [r for r in spool.list() if r.state in _SHOWN_STATES]
+    rows.sort(key=lambda r: r.created_at, reverse=True)
+    return {
+        "waiting": summary.get("waiting", 0),
+        "bytes": summary.get("bytes", 0),
+        "full": getattr(spool, "full_reason", None) is not None,
+        "recordings": [
+            {
+                "id": r.id,
+                "state": r.state,
+                "origin": r.origin,
+                "bytes": r.data_bytes,
+                "seconds": round(r.duration_seconds, 1),
+                "detail": r.last_error or "",
+            }
+            for r in rows[:limit]
+        ],
+    }

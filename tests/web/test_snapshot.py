@@ -1,0 +1,46 @@
+"""The status view's snapshot pieces: from the bus's newest events, and from a real spool."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.events import LEVEL, SESSION, STATE, EventBus
+from appliance.spool.spool import Spool, SpoolParams
+from appliance.web.snapshot import from_events, spool_section
+
+
+def test_state_session_and_level_come_from_the_newest_events():
+    bus = EventBus()
+    assert from_events(bus.last) == {}
+    bus.publish(SESSION, phase="started", mode="live", session_id="abc", account=None)
+    bus.publish(STATE, state="listening", mode="live", detail="")
+    bus.publish(LEVEL, dbfs=-31.5)
+    assert from_events(bus.last) == {
+        "state": "listening",
+        "mode": "live",
+        "session": {"id": "abc", "mode": "live"},
+        "level_dbfs": -31.5,
+    }
+    bus.publish(SESSION, phase="ended", mode="live", session_id="abc", account={})
+    bus.publish(STATE, state="idle", mode="upload", detail="")  # not a button mode
+    snapshot = from_events(bus.last)
+    assert snapshot["session"] is None and snapshot["state"] == "idle"
+    assert "mode" not in snapshot  # "upload" is not what a button press starts
+
+
+def test_spool_section_lists_waiting_recordings_newest_first(tmp_path):
+    spool = Spool(SpoolParams(directory=tmp_path / "spool"))
+    try:
+        ids = []
+        for _ in range(2):
+            writer = spool.open_recording("record", 16_000)
+            writer.write(np.zeros(16_000, dtype=np.int16))
+            ids.append(writer.close())
+        section = spool_section(spool)
+    finally:
+        spool.close()
+    assert section["waiting"] == 2
+    assert section["full"] is False
+    assert [r["id"] for r in section["recordings"]] == ids[::-1]
+    assert all(r["state"] == "ready" and r["bytes"] == 32_000 for r in section["recordings"])
+    assert section["recordings"][0]["seconds"] == 1.0
