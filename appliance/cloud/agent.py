@@ -42,7 +42,9 @@ NO_RESUME_CODES = frozenset(
     {"session_expired", "session_forbidden", "session_not_found", "unauthorized"}
 )
 #: Codes that no reconnect can fix: the conversation ends with the error.
-FATAL_CODES = frozenset({"unauthorized", "session_forbidden", "agent_not_found", "invalid_config"})
+FATAL_CODES = frozenset({"session_forbidden", "agent_not_found", "invalid_config"})
+#: ``unauthorized`` on this many connections in a row is fatal (one refused token is not).
+MAX_AUTH_FAILURES = 3
 
 #: What each documented ``session.error`` code means, for logs and the error event.
 ERROR_MESSAGES: dict[str, str] = {
@@ -293,6 +295,7 @@ class AgentProtocol:
         self.finish_reason: str | None = None
         self.error: str | None = None
 
+        self._auth_failures = 0  # consecutive connections refused as unauthorized
         self._resuming = False  # this connection sent session.resume
         self._resumable = True  # the server has not said "this session is gone"
         self._lost_at: float | None = None  # first drop/failure since the last session.ready
@@ -524,6 +527,7 @@ class AgentProtocol:
             self.session_ids.append(session_id)
         self._resumable = True
         self._lost_at = None
+        self._auth_failures = 0
         self._last_activity = now
         if resumed:
             self.stats.resumes += 1
@@ -645,7 +649,9 @@ class AgentProtocol:
     def _on_session_error(self, message: dict[str, Any], now: float) -> list[Action]:
         code = str(message.get("code") or "unknown")
         text = describe_error(code, str(message.get("message") or ""))
-        fatal = code in FATAL_CODES
+        if code == "unauthorized":
+            self._auth_failures += 1
+        fatal = code in FATAL_CODES or self._auth_failures >= MAX_AUTH_FAILURES
         if code in NO_RESUME_CODES:
             self._resumable = False
         actions: list[Action] = [SessionError(code, text, fatal)]

@@ -296,10 +296,21 @@ def test_session_error_codes_map_to_clear_messages():
 def test_fatal_session_error_finishes_the_conversation():
     proto = make()
     ready(proto)
-    actions = proto.receive(msg("session.error", code="unauthorized", message="bad"), 1.0)
+    actions = proto.receive(msg("session.error", code="invalid_config", message="bad"), 1.0)
     assert of(SessionError, actions)[0].fatal
     assert of(Finished, actions) == [Finished("error", proto.error)]
     assert of(Close, actions)
+    assert proto.finished and "agent configuration was rejected" in proto.error
+
+
+def test_one_refused_token_is_retried_three_in_a_row_are_fatal():
+    proto = make()
+    for attempt in range(3):
+        proto.connection_opened(float(attempt))
+        actions = proto.receive(msg("session.error", code="unauthorized", message="no"), attempt)
+        assert of(SessionError, actions)[0].fatal == (attempt == 2)
+        if attempt < 2:
+            assert proto.connection_lost(attempt + 0.5) == [Reconnect(resume=False)]
     assert proto.finished and "rejected" in proto.error
 
 
