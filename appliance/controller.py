@@ -103,6 +103,17 @@ class Controller:
     def on_agent_speaking(self, speaking: bool) -> None:
         self.agent_speaking = speaking
 
+    # -- direct requests (the local page's controls), same rules as the button --
+
+    def request_start(self, at: float) -> list[Action]:
+        return self._start(at) if self.phase is Phase.IDLE else []
+
+    def request_stop(self) -> list[Action]:
+        return self._stop()
+
+    def request_switch_mode(self) -> list[Action]:
+        return self._switch_mode()
+
     # -- rules -------------------------------------------------------------
 
     def _holds_to_talk(self) -> bool:

@@ -105,3 +105,12 @@ def test_hold_to_talk_long_press_when_idle_still_switches_mode() -> None:
     c.on_gesture(press("release"))
     c.on_session_ended()
     assert c.on_gesture(press("long"))[-1] == ModeChanged("live")
+
+
+def test_page_controls_follow_the_same_rules_as_the_button() -> None:
+    c = Controller(ButtonConfig(), "live")
+    assert c.request_stop() == []  # nothing to stop
+    assert c.request_start(4.0) == [Earcon("start"), StartSession("live", 4.0)]
+    assert c.request_start(5.0) == []  # one session at a time
+    assert c.request_switch_mode() == [StopSession()]
+    assert c.on_session_ended() == [Earcon("stop"), ModeChanged("agent")]
