@@ -1,0 +1,213 @@
+"""Shared life cycle of the PortAudio streams: state, liveness, and reopening after loss.
+
+A USB microphone or speaker can vanish (unplugged, audio server restarted)
+and come back.  Neither capture nor playback may take the process down with
+it: a supervisor thread watches the stream (inactive, or no callback for a
+while), closes it, reports ``LOST``, and reopens with exponential backoff
+until the device is back.  Subclasses say how to open the stream and what to
+do when it is lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pyaudio
+
+log = logging.getLogger(__name__)
+
+# PortAudio/PulseAudio can take ~2 s to deliver the first block after open().
+DEFAULT_FIRST_CALLBACK_TIMEOUT = 5.0
+# After the first block, no callback for this long (or 10 blocks, if longer) means the stream died.
+DEFAULT_STALL_TIMEOUT = 1.0
+DEFAULT_RETRY_INITIAL = 0.5
+DEFAULT_RETRY_MAX = 10.0
+SUPERVISOR_PERIOD = 0.05
+
+
+class StreamState(enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"  # opening, or waiting for the first block
+    RUNNING = "running"
+    LOST = "lost"  # device gone or stream dead; retrying
+
+
+StateCallback = Callable[[StreamState, str], None]
+
+
+class StreamStatus:
+    """State and liveness every audio endpoint (device or file) exposes.
+
+    ``last_callback_time`` (time.monotonic(), 0.0 before the first block) and
+    ``blocks`` are plain attributes written by the audio thread: cheap to read
+    for LEDs, ``appliance check`` and the watchdog.
+    """
+
+    def __init__(self, on_state: StateCallback | None = None) -> None:
+        self.last_callback_time = 0.0
+        self.blocks = 0
+        self.state = StreamState.STOPPED
+        self.state_detail = ""
+        self.losses = 0
+        self._on_state = on_state
+
+    def _set_state(self, state: StreamState, detail: str = "") -> None:
+        if state == self.state and detail == self.state_detail:
+            return
+        if state == StreamState.LOST and self.state != StreamState.LOST:
+            self.losses += 1
+        self.state, self.state_detail = state, detail
+        if self._on_state is not None:
+            try:
+                self._on_state(state, detail)
+            except Exception:
+                log.exception("audio state callback failed")
+
+    def seconds_since_last_block(self, now: float | None = None) -> float:
+        """Liveness: how long ago the last block was handled (inf before the first)."""
+        if not self.last_callback_time:
+            return float("inf")
+        return (time.monotonic() if now is None else now) - self.last_callback_time
+
+
+class SupervisedStream(StreamStatus):
+    """A PortAudio callback stream that a supervisor thread reopens after loss."""
+
+    kind = "stream"  # for thread names and log lines
+
+    def __init__(
+        self,
+        block_ms: int,
+        on_state: StateCallback | None,
+        first_callback_timeout: float,
+        stall_timeout: float,
+        retry_initial: float,
+        retry_max: float,
+    ) -> None:
+        super().__init__(on_state)
+        self.block_ms = block_ms
+        self.first_callback_timeout = first_callback_timeout
+        self.stall_timeout = stall_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.device_label = ""
+        self._pa: pyaudio.PyAudio | None = None
+        self._stream: pyaudio.Stream | None = None
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._opened_at = 0.0
+        self._blocks_at_open = 0
+
+    # Subclass hooks ----------------------------------------------------
+
+    def _open_stream(self, pa: pyaudio.PyAudio, first: bool) -> pyaudio.Stream:
+        """Open and start the PortAudio stream (set ``device_label``)."""
+        raise NotImplementedError
+
+    def _on_lost(self) -> None:
+        """Called (supervisor thread) after a lost stream was closed."""
+
+    # Life cycle --------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the device and start; raises if the first open fails."""
+        if self._supervisor is not None:
+            return
+        self._stop.clear()
+        self._set_state(StreamState.STARTING, "opening")
+        try:
+            self._open(first=True)
+        except Exception:
+            self._close()
+            self._set_state(StreamState.STOPPED, "open failed")
+            raise
+        self._supervisor = threading.Thread(
+            target=self._supervise, name=f"audio-{self.kind}-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
+        self._close()
+        self._set_state(StreamState.STOPPED)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _open(self, first: bool) -> None:
+        self._pa = pyaudio.PyAudio()
+        self._opened_at = time.monotonic()
+        self._blocks_at_open = self.blocks
+        self._stream = self._open_stream(self._pa, first)
+        log.info("%s opened %s, %d ms blocks", self.kind, self.device_label, self.block_ms)
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        pa, self._pa = self._pa, None
+        if stream is not None:
+            try:
+                stream.stop_stream()
+            except Exception:
+                log.debug("stop_stream failed", exc_info=True)
+            try:
+                stream.close()
+            except Exception:
+                log.debug("close failed", exc_info=True)
+        if pa is not None:
+            pa.terminate()
+
+    def _stream_dead(self, now: float) -> str | None:
+        """Why the open stream should be considered lost, or None if it is healthy."""
+        stream = self._stream
+        if stream is None:
+            return "no stream"
+        try:
+            if not stream.is_active():
+                return "stream stopped"
+        except Exception as exc:
+            return f"stream error: {exc}"
+        if self.blocks == self._blocks_at_open:
+            if now - self._opened_at > self.first_callback_timeout:
+                return "no callback after open"
+            return None
+        stall = max(self.stall_timeout, 10 * self.block_ms / 1000)
+        if now - self.last_callback_time > stall:
+            return f"no callback for {now - self.last_callback_time:.1f} s"
+        return None
+
+    def _supervise(self) -> None:
+        delay = self.retry_initial
+        while not self._stop.wait(SUPERVISOR_PERIOD):
+            if self._stream is not None:
+                reason = self._stream_dead(time.monotonic())
+                if reason is None:
+                    if self.blocks != self._blocks_at_open:
+                        self._set_state(StreamState.RUNNING, self.device_label)
+                        delay = self.retry_initial
+                    continue
+                log.warning("%s lost: %s (%s)", self.kind, reason, self.device_label)
+                self._close()
+                self._on_lost()
+                self._set_state(StreamState.LOST, reason)
+            # Reopen with exponential backoff.
+            if self._stop.wait(delay):
+                break
+            delay = min(delay * 2, self.retry_max)
+            try:
+                self._open(first=False)
+                self._set_state(StreamState.STARTING, "reopened")
+            except Exception as exc:
+                self._close()
+                log.info("%s reopen failed: %s; retry in %.1f s", self.kind, exc, delay)
+                self._set_state(StreamState.LOST, f"reopen failed: {exc}")
