@@ -54,17 +54,19 @@ NOTICE_NEW_CONVERSATION = "new_conversation"
 
 
 class PlaybackSink(Protocol):
-    """What the conversation needs from the speaker (24 kHz PCM16 mono)."""
+    """What the conversation needs from the speaker (24 kHz PCM16 mono).
+
+    ``appliance.audio.playback.AudioPlayback`` is one.  Two more members are
+    used when present: ``idle`` (bool: everything written has been played;
+    absent = always drained) and ``end_of_stream()`` (a reply ended: play what
+    is queued even if it is shorter than the jitter buffer).
+    """
 
     def write(self, pcm: bytes) -> None:
         """Queue audio; must not block the event loop."""
 
     def flush(self) -> None:
         """Drop everything queued, at once."""
-
-    @property
-    def drained(self) -> bool:
-        """True when everything written has been played."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +246,7 @@ class VoiceAgentConversation:
                     break
             self._publish_state("connecting")
             detail = await self._connect_once()
+            self._end_of_stream()  # a reply cut off by the drop: let its queued part play out
             if self.protocol.finished:
                 break
             delay = 0.0
@@ -318,7 +321,7 @@ class VoiceAgentConversation:
         while True:
             await asyncio.sleep(self.limits.tick_seconds)
             now = self.clock()
-            if self.protocol.awaiting_drain and self.playback.drained:
+            if self.protocol.awaiting_drain and self._playback_idle():
                 self._apply(self.protocol.playback_drained(now))
             self._apply(self.protocol.tick(now))
 
@@ -387,6 +390,8 @@ class VoiceAgentConversation:
                 self._on_agent(action)
             elif isinstance(action, proto.ReplyDone):
                 log.debug("reply %s %s", action.reply_id, action.status)
+                if action.status != "interrupted":
+                    self._end_of_stream()
             elif isinstance(action, proto.CallTool):
                 self._start_tool(action)
             elif isinstance(action, proto.SessionReady):
@@ -404,6 +409,15 @@ class VoiceAgentConversation:
                 self._close_socket(action.reason)
             elif isinstance(action, proto.Finished):
                 self._on_finished(action)
+
+    def _playback_idle(self) -> bool:
+        idle = getattr(self.playback, "idle", True)
+        return bool(idle)
+
+    def _end_of_stream(self) -> None:
+        end = getattr(self.playback, "end_of_stream", None)
+        if end is not None:
+            end()
 
     def _flush_playback(self, reason: str) -> None:
         started = time.perf_counter()
@@ -579,7 +593,7 @@ class VoiceAgentConversation:
         for task in list(self._tool_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if not self.playback.drained:  # the conversation is over: nothing more may be heard
+        if not self._playback_idle():  # the conversation is over: nothing more may be heard
             self.playback.flush()
         stats = self.protocol.stats
         account = self.account

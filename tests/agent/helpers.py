@@ -105,7 +105,7 @@ class SimulatedSpeaker:
         self._end = now
 
     @property
-    def drained(self) -> bool:
+    def idle(self) -> bool:
         return time.monotonic() >= self._end
 
     def heard(self) -> np.ndarray:

@@ -50,7 +50,7 @@ async def test_greeting_question_reply_and_transcript_file(emulator, ring, tmp_p
         config, ring, speaker, agent_tokens(emulator), bus, config.state_path
     )
     task = asyncio.create_task(conv.run(ring.write_index))
-    await wait_for(lambda: digits_heard(speaker) == "5" and speaker.drained, 10, "greeting")
+    await wait_for(lambda: digits_heard(speaker) == "5" and speaker.idle, 10, "greeting")
     ring.feeder.say_digits("12")
     await wait_for(lambda: digits_heard(speaker) == "512", 10, "the reply 12")
     conv.request_stop()
@@ -164,7 +164,7 @@ async def test_half_duplex_mutes_the_microphone_while_the_agent_speaks(emulator,
     run = Running(emulator, ring, tmp_path, echo="half_duplex")
     await wait_for(lambda: run.heard().startswith("1"), 10, "the greeting to start")
     ring.feeder.say_digits("9")  # spoken over the reply: the agent must not hear it
-    await wait_for(lambda: run.heard() == "1234567890" and run.speaker.drained, 10, "greeting")
+    await wait_for(lambda: run.heard() == "1234567890" and run.speaker.idle, 10, "greeting")
     await wait_for(lambda: not run.conv.speaking, 2, "unmute after drain")
     ring.feeder.say_digits("3")
     await wait_for(lambda: run.heard() == "12345678903", 10, "the reply to 3")
@@ -215,11 +215,11 @@ async def test_tool_calls_round_trip_through_http_and_command_tools(
     emulator.add_tool_trigger("7", "weather", {"city": "Oslo"})
     emulator.add_tool_trigger("8", "count", {"n": 3})
     run = Running(emulator, ring, tmp_path, tools=tools)
-    await wait_for(lambda: run.heard() == "0" and run.speaker.drained, 10, "greeting")
+    await wait_for(lambda: run.heard() == "0" and run.speaker.idle, 10, "greeting")
     await wait_for(lambda: not run.conv.speaking, 2, "unmute")
     ring.feeder.say_digits("7")
     await wait_for(lambda: run.heard() == "021", 10, "the weather reply (21)")
-    await wait_for(lambda: run.speaker.drained and not run.conv.speaking, 5, "unmute")
+    await wait_for(lambda: run.speaker.idle and not run.conv.speaking, 5, "unmute")
     ring.feeder.say_digits("8")
     await wait_for(lambda: run.heard() == "021333", 10, "the count reply (333)")
     account = await run.stop()
@@ -245,7 +245,7 @@ async def test_tool_calls_round_trip_through_http_and_command_tools(
 async def test_dropped_connection_resumes_with_a_new_token(emulator, ring, tmp_path):
     emulator.set_agent_script(greeting_digits="0")
     run = Running(emulator, ring, tmp_path)
-    await wait_for(lambda: run.heard() == "0" and run.speaker.drained, 10, "greeting")
+    await wait_for(lambda: run.heard() == "0" and run.speaker.idle, 10, "greeting")
     await wait_for(lambda: not run.conv.speaking, 2, "unmute")
     first_id = run.conv.session_id
     emulator.drop(kind="agent")
@@ -267,7 +267,7 @@ async def test_resume_refused_after_the_window_starts_a_new_conversation(emulato
     notices: list[str] = []
     emulator.set_agent_script(greeting_digits="0")
     run = Running(emulator, ring, tmp_path, on_notice=notices.append)
-    await wait_for(lambda: run.heard() == "0" and run.speaker.drained, 10, "greeting")
+    await wait_for(lambda: run.heard() == "0" and run.speaker.idle, 10, "greeting")
     first_id = run.conv.session_id
     # Down longer than the service's (scaled, 1.5 s) resume window.
     emulator.network_down(2.5)
@@ -302,12 +302,12 @@ async def test_idle_conversation_ends_itself(emulator, ring, tmp_path):
 async def test_garbled_messages_are_survived(emulator, ring, tmp_path):
     emulator.set_agent_script(greeting_digits="0")
     run = Running(emulator, ring, tmp_path)
-    await wait_for(lambda: run.heard() == "0" and run.speaker.drained, 10, "greeting")
+    await wait_for(lambda: run.heard() == "0" and run.speaker.idle, 10, "greeting")
     await wait_for(lambda: not run.conv.speaking, 2, "unmute")
     emulator.garble(count=2, mode="invalid_json", kind="agent")
     ring.feeder.say_digits("3")
     await wait_for(lambda: run.conv.protocol.stats.garbled_messages == 2, 10, "garbled input")
-    await wait_for(lambda: run.speaker.drained and not run.conv.speaking, 10, "the reply to 3")
+    await wait_for(lambda: run.speaker.idle and not run.conv.speaking, 10, "the reply to 3")
     emulator.garble(count=1, mode="unknown_type", kind="agent")
     ring.feeder.say_digits("4")
     await wait_for(lambda: run.heard().endswith("4"), 10, "a reply after the garbage")

@@ -36,10 +36,10 @@ QUIET_DBFS = -45.0
 
 
 class PortAudioSpeaker:
-    """A minimal 24 kHz PyAudio output stream (callback mode) for these tests.
+    """A minimal 24 kHz PyAudio output stream (callback mode).
 
-    Stands in for the audio engine's playback stream until it lands: the
-    conversation only needs ``write``/``flush``/``drained``.
+    Stands in for ``appliance.audio.playback.AudioPlayback`` (not yet usable
+    here): the conversation needs just ``write``/``flush``/``idle``.
     """
 
     def __init__(self, rate: int = SPEAKER_RATE, block: int = 480) -> None:
@@ -73,7 +73,7 @@ class PortAudioSpeaker:
             self._buf.clear()
 
     @property
-    def drained(self) -> bool:
+    def idle(self) -> bool:
         with self._lock:
             return not self._buf
 
