@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ from appliance.cloud.tokens import (
     TokenTransientError,
 )
 from appliance.logs import log_context
+from appliance.spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +79,15 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 QUIET_RMS = 100.0
 #: Largest read from the capture ring per pump step (keeps each step short).
 MAX_PUMP_SECONDS = 1.0
+#: Audio waiting for the spool's worker thread beyond this is worth one warning (a slow disk).
+SPOOL_BACKLOG_WARN_SECONDS = 30.0
 
 __all__ = ["LiveTranscription", "SessionAccount", "limits_from_config", "live_query"]
 
 
 class RecordingSink(Protocol):
     def write(self, samples: np.ndarray) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> Any: ...
 
 
 class SpoolLike(Protocol):
@@ -205,6 +209,143 @@ class _Mirror:
         return out, result.lost
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """What the spool did with one range: ``kept`` of ``offered`` samples were written."""
+
+    start: int  # session offset of the range
+    offered: int
+    kept: int
+    opened: str | None = None  # id of a recording this range started
+    failure: str | None = None  # why not all of it was kept
+
+
+class _SpoolKeeper:
+    """Writes a session's undelivered audio to the spool on ONE worker thread, in order.
+
+    Opening a recording commits SQLite, and writes and closes fsync: on the event
+    loop they would stall the audio pump, the WebSocket and the watchdog. Every
+    job goes to a single-thread executor, so ranges land in stream order and one
+    writer is never used by two threads. ``keep`` returns at once; ``on_result``
+    runs on the loop with each range's outcome (in order), so the session's
+    account is only ever touched there.
+
+    A range that does not continue the open recording (a gap, or a failure before
+    it) starts a new recording positioned by its ``session_offset``, so every
+    recording is contiguous stream audio.
+    """
+
+    def __init__(
+        self,
+        spool: SpoolLike,
+        session_id: str,
+        start_wall: float,
+        on_result: Callable[[_Kept], None],
+    ) -> None:
+        self.spool = spool
+        self.session_id = session_id
+        self.start_wall = start_wall
+        self.on_result = on_result
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-spool")
+        self._pending: set[asyncio.Future[Any]] = set()
+        self.queued_samples = 0  # handed over, not yet written (loop side)
+        self._backlog_warned = False
+        # Worker-thread state only.
+        self._writer: Any = None
+        self._writer_end: int | None = None
+
+    # -- loop side -------------------------------------------------------------
+
+    def keep(self, start: int, samples: np.ndarray) -> None:
+        """Queue stream samples starting at session index ``start`` (``samples`` is ours)."""
+        self.queued_samples += len(samples)
+        if not self._backlog_warned and self.queued_samples > SPOOL_BACKLOG_WARN_SECONDS * STT_RATE:
+            self._backlog_warned = True
+            log.warning(
+                "spool writes are %.0f s behind (slow storage); the audio is held in memory",
+                self.queued_samples / STT_RATE,
+            )
+        self._submit(self._write, start, samples)
+
+    async def close(self) -> None:
+        """Finish the open recording and wait for every queued job (they run even if cancelled)."""
+        self._submit(self._finish)
+        try:
+            while self._pending:
+                await asyncio.wait(set(self._pending))
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _submit(self, fn: Callable[..., _Kept | None], *args: Any) -> None:
+        future = self._loop.run_in_executor(self._executor, fn, *args)
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:  # _write catches everything; this is a bug, say so
+            log.error("spool worker failed: %r", exc)
+            return
+        result = future.result()
+        if result is not None:
+            self.queued_samples -= result.offered
+            self.on_result(result)
+
+    # -- worker thread -----------------------------------------------------------
+
+    def _write(self, start: int, samples: np.ndarray) -> _Kept:
+        opened = None
+        writer = self._writer
+        before = 0
+        try:
+            if writer is None or self._writer_end != start:
+                self._finish()
+                writer = None
+                writer = self.spool.open_recording(
+                    "live-gap",
+                    STT_RATE,
+                    self.session_id,
+                    self.start_wall + start / STT_RATE,
+                    session_offset=start,
+                )
+                self._writer, self._writer_end = writer, start
+                opened = str(getattr(writer, "id", ""))
+            before = getattr(writer, "samples_written", 0)
+            writer.write(samples)
+            self._writer_end = start + len(samples)
+            return _Kept(start, len(samples), len(samples), opened)
+        except Exception as exc:  # SpoolFull above all; anything else must not end the session
+            kept = 0
+            if writer is not None:
+                kept = max(0, getattr(writer, "samples_written", before) - before)
+                if kept < len(samples) and hasattr(writer, "note_lost"):
+                    with contextlib.suppress(Exception):
+                        writer.note_lost(len(samples) - kept)
+            # End this recording here: what comes next starts a new, contiguous one.
+            self._finish()
+            if kept == 0:
+                opened = None  # a recording that got nothing is removed when it closes
+            return _Kept(start, len(samples), kept, opened, _describe(exc))
+
+    def _finish(self) -> None:
+        writer, self._writer, self._writer_end = self._writer, None, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception as exc:  # the audio written so far is durable; recovery finishes it
+                log.error("closing spooled recording failed: %s", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SpoolFull):
+        return f"spool full: {exc}"
+    return f"spool error: {type(exc).__name__}: {exc}"
+
+
 class LiveTranscription:
     """Runs one live transcription session from a capture index until stopped."""
 
@@ -232,6 +373,8 @@ class LiveTranscription:
         self.transcript_path = self.state_dir / "transcripts" / f"{self.session_id}.jsonl"
         self.spool_recordings: list[str] = []
         self.turns: list[Turn] = []
+        self.unkept_samples = 0  # handed to the spool but not kept (full, absent): lost
+        self._spool_trouble: str | None = None  # why audio is not being kept right now
         self._stop_requested = False
         self._stop_reason = "stop requested"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -267,10 +410,13 @@ class LiveTranscription:
         self._conn_id = 0
         self._ws: ClientConnection | None = None
         self._conn_task: asyncio.Task[None] | None = None
-        self._writer: Any = None
-        self._writer_end: int | None = None
         self._start_wall = (
             time.time() - max(0, self.ring.write_index - start_index) / self.ring.rate
+        )
+        self._keeper = (
+            _SpoolKeeper(self.spool, self.session_id, self._start_wall, self._on_kept)
+            if self.spool is not None
+            else None
         )
         self._last_speech = self.clock()
         self.transcript_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -308,7 +454,12 @@ class LiveTranscription:
                 account = await self._execute(actions)
         finally:
             await self._teardown()
-        log.info("live session %s ended: %s", self.session_id, account.summary())
+        log.log(
+            logging.ERROR if account.lost_samples else logging.INFO,
+            "live session %s ended: %s",
+            self.session_id,
+            account.summary(),
+        )
         if mirror.capture_lost:
             log.warning(
                 "capture ring overwrote %d samples before they were read", mirror.capture_lost
@@ -398,7 +549,7 @@ class LiveTranscription:
             elif isinstance(action, Close):
                 self._close(action)
             elif isinstance(action, Spool):
-                await self._spool(action)
+                self._spool(action)
             elif isinstance(action, ReconnectAfter):
                 state = "error" if action.auth_failure else "offline"
                 self.events.publish(ev.STATE, state=state, mode="live", detail=action.reason)
@@ -466,38 +617,45 @@ class LiveTranscription:
         with open(self.transcript_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    async def _spool(self, action: Spool) -> None:
+    def _spool(self, action: Spool) -> None:
+        """Hand ``[start, end)`` to the spool's worker thread; never blocks the loop."""
         samples, lost = self._mirror.read(action.start, action.end)
         if lost:
+            # Already counted lost by the session (reported before it chose to spool).
             log.error("%d samples were overwritten before they could be kept", lost)
-        if self.spool is None:
-            log.error(
-                "no spool: %.2f s of undelivered audio cannot be kept",
-                (action.end - action.start) / STT_RATE,
-            )
+        start, samples = action.start + lost, samples[lost:]
+        if not len(samples):
             return
-        if self._writer is None or self._writer_end != action.start:
-            await self._close_writer()
-            self._writer = self.spool.open_recording(
-                "live-gap",
-                STT_RATE,
-                self.session_id,
-                self._start_wall + action.start / STT_RATE,
-                session_offset=action.start,
-            )
-            self.spool_recordings.append(getattr(self._writer, "id", ""))
-        writer = self._writer
-        if lost and hasattr(writer, "note_lost"):
-            writer.note_lost(lost)
-            samples = samples[lost:]
-        await asyncio.to_thread(writer.write, samples)
-        self._writer_end = action.end
+        if self._keeper is None:
+            self._on_kept(_Kept(start, len(samples), 0, failure="no spool configured"))
+            return
+        self._keeper.keep(start, samples)
 
-    async def _close_writer(self) -> None:
-        writer, self._writer = self._writer, None
-        self._writer_end = None
-        if writer is not None:
-            await asyncio.to_thread(writer.close)
+    def _on_kept(self, result: _Kept) -> None:
+        """On the loop: settle the account for one spooled range, and say so once if not kept."""
+        if result.opened:
+            self.spool_recordings.append(result.opened)
+        unkept = result.offered - result.kept
+        if unkept <= 0:
+            if self._spool_trouble is not None:
+                self._spool_trouble = None
+                log.warning(
+                    "the spool keeps undelivered audio again (%.2f s lost meanwhile)",
+                    self.unkept_samples / STT_RATE,
+                )
+            return
+        self.machine.account.spool_failed(unkept)
+        self.unkept_samples += unkept
+        why = result.failure or "not kept"
+        if self._spool_trouble is None:
+            self._spool_trouble = why
+            message = (
+                f"undelivered audio cannot be kept ({why}): it is counted as lost; "
+                "live streaming goes on"
+            )
+            log.error("%s", message)
+            self.events.publish(ev.ERROR, message=message, where="live")
+            self.events.publish(ev.STATE, state="error", mode="live", detail=why)
 
     # ---------------------------------------------------------- connection
 
@@ -602,7 +760,8 @@ class LiveTranscription:
 
     async def _teardown(self) -> None:
         self._abandon_connection()
-        await self._close_writer()
+        if self._keeper is not None:
+            await self._keeper.close()
 
 
 def account_dict(account: SessionAccount) -> dict[str, Any]:

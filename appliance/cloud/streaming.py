@@ -245,6 +245,16 @@ class SessionAccount:
     def seconds(self, samples: int) -> float:
         return samples / self.rate
 
+    def spool_failed(self, samples: int) -> None:
+        """``samples`` handed to the spool were not kept (spool full or absent): they are lost.
+
+        The session counts a range as spooled when it hands it over; the runner learns
+        later (the write happens off the event loop) whether the spool took it.
+        """
+        samples = max(0, min(samples, self.spooled_samples))
+        self.spooled_samples -= samples
+        self.lost_samples += samples
+
     @property
     def balanced(self) -> bool:
         return self.captured_samples == (
