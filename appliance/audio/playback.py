@@ -1,0 +1,317 @@
+"""One warm speaker stream fed from a small jitter buffer, with fast barge-in.
+
+Opening an output stream takes hundreds of milliseconds (seconds on some
+PulseAudio setups) and clips the first syllable, so the stream is opened
+once and kept running, playing silence while idle.  Agent replies arrive in
+network bursts; playback starts only when ``jitter_buffer_ms`` is queued (or
+the reply has ended), so a late packet does not stutter.  Starts and stops
+are faded over a few milliseconds so they do not pop.  ``flush()`` (the user
+talks over the agent) drops everything queued and fades out within one small
+callback period.
+
+``write()`` may be called from any thread (or an asyncio loop); the callback
+and writers share one short lock that is never held across I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import threading
+import time
+
+import numpy as np
+import pyaudio
+
+from appliance.audio.devices import PREFERRED_OUTPUT_RATES, choose_rate, find_device
+from appliance.audio.resample import AGENT_RATE, Resampler
+from appliance.audio.stream import (
+    DEFAULT_FIRST_CALLBACK_TIMEOUT,
+    DEFAULT_RETRY_INITIAL,
+    DEFAULT_RETRY_MAX,
+    DEFAULT_STALL_TIMEOUT,
+    StateCallback,
+    StreamState,
+    SupervisedStream,
+)
+
+__all__ = ["AudioPlayback", "PlaybackState", "StreamState"]
+
+DEFAULT_JITTER_BUFFER_MS = 60
+# Small callback periods keep barge-in fast; 10 ms is cheap even on a Pi.
+DEFAULT_PLAYBACK_BLOCK_MS = 10
+DEFAULT_FADE_MS = 5
+# Most audio that may be queued (a long reply arriving faster than real time).
+DEFAULT_MAX_BUFFER_SECONDS = 300.0
+
+
+class PlaybackState(enum.Enum):
+    IDLE = "idle"  # nothing queued; the stream plays silence
+    BUFFERING = "buffering"  # collecting the jitter buffer before (re)starting
+    PLAYING = "playing"
+
+
+class BufferFull(RuntimeError):
+    """More audio was written than ``max_buffer_seconds`` can hold."""
+
+
+class AudioPlayback(SupervisedStream):
+    """Persistent PortAudio output stream playing PCM16 mono written at ``input_rate``.
+
+    ``device``: name substring (None = default output).  ``rate``: device
+    rate (None = ``input_rate`` if supported, else the first of
+    ``preferred_rates``, else the device default); audio is resampled when it
+    differs from ``input_rate``.
+    """
+
+    kind = "playback"
+
+    def __init__(
+        self,
+        device: str | None = None,
+        rate: int | None = None,
+        *,
+        input_rate: int = AGENT_RATE,
+        jitter_buffer_ms: int = DEFAULT_JITTER_BUFFER_MS,
+        block_ms: int = DEFAULT_PLAYBACK_BLOCK_MS,
+        fade_ms: float = DEFAULT_FADE_MS,
+        volume: float = 1.0,
+        max_buffer_seconds: float = DEFAULT_MAX_BUFFER_SECONDS,
+        preferred_rates: tuple[int, ...] = PREFERRED_OUTPUT_RATES,
+        on_state: StateCallback | None = None,
+        first_callback_timeout: float = DEFAULT_FIRST_CALLBACK_TIMEOUT,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        retry_initial: float = DEFAULT_RETRY_INITIAL,
+        retry_max: float = DEFAULT_RETRY_MAX,
+    ) -> None:
+        super().__init__(
+            block_ms, on_state, first_callback_timeout, stall_timeout, retry_initial, retry_max
+        )
+        self.device_name = device
+        self.requested_rate = rate
+        self.input_rate = input_rate
+        self.jitter_buffer_ms = jitter_buffer_ms
+        self.fade_ms = fade_ms
+        self.max_buffer_seconds = max_buffer_seconds
+        self.preferred_rates = preferred_rates
+        self.volume = volume
+        self.rate = 0
+        self.underruns = 0  # reply audio ran out before the reply ended
+        self.device_underflows = 0  # PortAudio reported an output underflow
+        self.playback_state = PlaybackState.IDLE
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # keeps resampler state in write order
+        self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._head_offset = 0
+        self._queued = 0
+        self._ended = False
+        self._fade_in = False
+        self._fade_out: np.ndarray | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._idle_since = 0.0
+        self._resampler: Resampler | None = None
+        self._generation = 0  # bumped by flush(): writes racing a flush are dropped
+        self._output_latency = 0.0
+
+    # ------------------------------------------------------------- writers
+
+    @property
+    def volume(self) -> float:
+        return self._volume
+
+    @volume.setter
+    def volume(self, value: float) -> None:
+        self._volume = min(max(float(value), 0.0), 4.0)
+
+    @property
+    def idle(self) -> bool:
+        return self.playback_state == PlaybackState.IDLE
+
+    @property
+    def playing(self) -> bool:
+        return self.playback_state == PlaybackState.PLAYING
+
+    @property
+    def queued_seconds(self) -> float:
+        return self._queued / self.rate if self.rate else 0.0
+
+    def write(self, pcm16: bytes | bytearray | memoryview | np.ndarray) -> None:
+        """Queue PCM16 little-endian mono audio at ``input_rate`` (any thread)."""
+        samples = (
+            np.asarray(pcm16, dtype=np.int16)
+            if isinstance(pcm16, np.ndarray)
+            else np.frombuffer(pcm16, dtype="<i2").astype(np.int16)
+        )
+        if len(samples) == 0:
+            return
+        with self._write_lock:
+            generation = self._generation
+            if self._resampler is not None:
+                samples = self._resampler.process(samples)
+            self._enqueue(samples, generation)
+
+    def end_of_stream(self) -> None:
+        """The reply is complete: play what is queued even if below the jitter buffer."""
+        with self._write_lock:
+            generation = self._generation
+            if self._resampler is not None:
+                self._enqueue(self._resampler.flush(), generation)
+            with self._lock:
+                if generation == self._generation:
+                    self._ended = True
+                    if self._queued == 0 and self.playback_state != PlaybackState.PLAYING:
+                        self._become_idle()
+
+    def _enqueue(self, samples: np.ndarray, generation: int) -> None:
+        if len(samples) == 0:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return  # flushed while we were resampling
+            if self._queued + len(samples) > self.max_buffer_seconds * max(self.rate, 1):
+                raise BufferFull(f"playback buffer over {self.max_buffer_seconds} s")
+            self._queue.append(np.array(samples, dtype=np.int16, copy=True))
+            self._queued += len(samples)
+            self._ended = False
+            self._idle.clear()
+            if self.playback_state == PlaybackState.IDLE:
+                self.playback_state = PlaybackState.BUFFERING
+
+    def flush(self) -> None:
+        """Barge-in: drop everything queued and fade out what is playing now."""
+        with self._write_lock, self._lock:
+            self._generation += 1
+            if self.playback_state == PlaybackState.PLAYING:
+                fade_n = max(1, int(self.rate * self.fade_ms / 1000))
+                tail = self._take(fade_n).astype(np.float32)
+                self._fade_out = tail * np.linspace(1.0, 0.0, len(tail), dtype=np.float32)
+            self._queue.clear()
+            self._queued = 0
+            self._head_offset = 0
+            self._ended = False
+            self._become_idle()
+            if self._resampler is not None:
+                self._resampler.reset()
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """Block until everything written has been played out of the speaker."""
+        if not self._idle.wait(timeout):
+            return False
+        remaining = self._idle_since + self._output_latency - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        return True
+
+    async def wait_drained_async(self, timeout: float | None = None) -> bool:
+        """Asyncio form of :meth:`wait_drained` (polls; never blocks the loop)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._idle.is_set():
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        remaining = self._idle_since + self._output_latency - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        return True
+
+    # ------------------------------------------------------------ callback
+
+    def _become_idle(self) -> None:
+        self.playback_state = PlaybackState.IDLE
+        self._idle_since = time.monotonic()
+        self._idle.set()
+
+    def _take(self, n: int) -> np.ndarray:
+        """Pop up to ``n`` queued samples (lock held)."""
+        parts = []
+        need = n
+        while need and self._queue:
+            head = self._queue[0]
+            chunk = head[self._head_offset : self._head_offset + need]
+            parts.append(chunk)
+            need -= len(chunk)
+            self._head_offset += len(chunk)
+            if self._head_offset >= len(head):
+                self._queue.popleft()
+                self._head_offset = 0
+        taken = n - need
+        self._queued -= taken
+        if not parts:
+            return np.zeros(0, dtype=np.int16)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _callback(self, in_data, frame_count, time_info, status):
+        # Hot path: one short lock (never across I/O), small numpy ops, no logging.
+        self.last_callback_time = time.monotonic()
+        self.blocks += 1
+        if status & pyaudio.paOutputUnderflow:
+            self.device_underflows += 1
+        out = np.zeros(frame_count, dtype=np.float32)
+        fade_n = max(1, int(self.rate * self.fade_ms / 1000))
+        with self._lock:
+            if self._fade_out is not None:
+                tail, self._fade_out = self._fade_out, None
+                out[: len(tail)] = tail[:frame_count]
+            state = self.playback_state
+            if state == PlaybackState.BUFFERING and (
+                self._queued >= self._jitter_samples() or (self._ended and self._queued)
+            ):
+                state = self.playback_state = PlaybackState.PLAYING
+                self._fade_in = True
+            if state == PlaybackState.PLAYING:
+                chunk = self._take(frame_count)
+                n = len(chunk)
+                out[:n] = chunk
+                if self._fade_in:
+                    k = min(fade_n, n)
+                    out[:k] *= np.linspace(0.0, 1.0, fade_n, endpoint=False)[:k]
+                    self._fade_in = False
+                if n < frame_count:
+                    k = min(fade_n, n)
+                    if k:
+                        out[n - k : n] *= np.linspace(1.0, 0.0, k)
+                    if self._ended:
+                        self._become_idle()
+                    else:
+                        self.underruns += 1
+                        self.playback_state = PlaybackState.BUFFERING
+        volume = self._volume
+        if volume != 1.0:
+            out *= volume
+        np.clip(out, -32768, 32767, out=out)
+        return (out.astype(np.int16).tobytes(), pyaudio.paContinue)
+
+    def _jitter_samples(self) -> int:
+        return int(self.rate * self.jitter_buffer_ms / 1000)
+
+    # ------------------------------------------------------------- stream
+
+    def _open_stream(self, pa: pyaudio.PyAudio, first: bool) -> pyaudio.Stream:
+        info = find_device(pa, self.device_name, "output")
+        if first:
+            preferred = (self.input_rate, *self.preferred_rates)
+            self.rate = choose_rate(pa, info, "output", 1, self.requested_rate, preferred)
+            if self.rate != self.input_rate:
+                self._resampler = Resampler(self.input_rate, self.rate)
+        else:
+            choose_rate(pa, info, "output", 1, self.rate, ())
+        self.device_label = f"{info.name} (#{info.index}) {self.rate} Hz"
+        stream = pa.open(
+            rate=self.rate,
+            channels=1,
+            format=pyaudio.paInt16,
+            output=True,
+            output_device_index=info.index,
+            frames_per_buffer=max(1, self.rate * self.block_ms // 1000),
+            stream_callback=self._callback,
+            start=True,
+        )
+        self._output_latency = float(stream.get_output_latency())
+        return stream
+
+    def _on_lost(self) -> None:
+        # What was queued is stale by the time the device returns.
+        self.flush()
