@@ -131,8 +131,7 @@ def test_flush_silences_the_speaker_and_stale_audio_is_never_heard(
     assert np.all(env[loud[-1] + 1 :] <= QUIET)
     # What was heard is a prefix of the reply: nothing after the flush point.
     got = dtmf.decode_digits(heard, RATE)
-    assert 2 <= len(got) <= 5 and digits.startswith(got)
-    assert len(got) < len(digits)
+    assert 1 <= len(got) < len(digits) and digits.startswith(got)
 
 
 def test_volume_scales_the_output(playback, pulse_server, tmp_path):

@@ -1,0 +1,87 @@
+"""The WAV stand-ins for microphone and speaker (no audio stack needed)."""
+
+import threading
+import time
+import wave
+
+import numpy as np
+
+from appliance import dtmf
+from appliance.audio.playback import PlaybackState
+from appliance.audio.sources import FileSink, FileSource
+from appliance.audio.stream import StreamState
+from tests.audio.signals import wait_for
+
+
+def test_file_source_plays_the_wav_into_the_ring_in_real_time(tmp_path):
+    path = tmp_path / "in.wav"
+    digits = dtmf.generate("147", 16000, lead_ms=50, trail_ms=50)
+    dtmf.write_wav(path, digits, 16000)
+    source = FileSource(path, lead_silence_seconds=0.1, trail_silence_seconds=0.1, block_ms=20)
+    started = time.monotonic()
+    with source:
+        assert source.state == StreamState.RUNNING
+        assert source.finished.wait(timeout=5)
+        elapsed = time.monotonic() - started
+        heard = source.ring.read(0, len(source.program)).samples
+    assert dtmf.decode_digits(heard, 16000) == "147"
+    np.testing.assert_array_equal(heard[1600 : 1600 + len(digits)], digits)
+    # Paced, not dumped: it cannot have been faster than real time.
+    assert elapsed >= len(source.program) / 16000 - 0.05
+    span = source.ring.time_at(len(source.program)) - source.ring.time_at(0)
+    assert abs(span - len(source.program) / 16000) < 0.01
+    assert source.overflows == 0 and source.seconds_since_last_block() < 1.0
+
+
+def test_file_source_loops_and_picks_a_channel_and_rate(tmp_path):
+    path = tmp_path / "stereo.wav"
+    left = dtmf.generate("9", 48000, lead_ms=20, trail_ms=20)
+    right = dtmf.generate("3", 48000, lead_ms=20, trail_ms=20)
+    dtmf.write_wav(path, np.stack([left, right], axis=1), 48000)
+    with FileSource(path, rate=16000, channel=1, loop=True, block_ms=20) as source:
+        loop_len = len(source.program)
+        assert source.rate == 16000
+        assert source.ring.wait_until(3 * loop_len, timeout=5)
+        heard = source.ring.read(0, 3 * loop_len).samples
+    assert dtmf.decode_digits(heard, 16000) == "333"
+
+
+def read_wav(path):
+    with wave.open(str(path), "rb") as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"), w.getframerate()
+
+
+def test_file_sink_writes_what_would_be_played_and_drains(tmp_path):
+    path = tmp_path / "out.wav"
+    reply = dtmf.generate("2468", 24000, lead_ms=20, trail_ms=20)
+    sink = FileSink(path, input_rate=24000)
+    with sink:
+        threads = [
+            threading.Thread(target=sink.write, args=(reply[i : i + 2400].tobytes(),))
+            for i in range(0, len(reply), 2400)
+        ]
+        for thread in threads:  # written in order, from other threads
+            thread.start()
+            thread.join()
+        sink.end_of_stream()
+        assert sink.wait_drained(timeout=5)
+        assert sink.idle and sink.underruns == 0
+    samples, rate = read_wav(path)
+    assert rate == 24000
+    assert dtmf.decode_digits(samples, rate) == "2468"
+    assert len(samples) >= len(reply)
+
+
+def test_file_sink_flush_drops_the_rest_of_the_reply(tmp_path):
+    path = tmp_path / "out.wav"
+    sink = FileSink(path, rate=48000, input_rate=24000)  # resampled on the way
+    with sink:
+        sink.write(dtmf.generate("13579", 24000, lead_ms=0).tobytes())
+        assert wait_for(lambda: sink.playing, 5.0)
+        time.sleep(0.45)
+        sink.flush()
+        assert sink.playback_state == PlaybackState.IDLE
+        time.sleep(0.2)
+    samples, rate = read_wav(path)
+    got = dtmf.decode_digits(samples, rate)
+    assert rate == 48000 and 1 <= len(got) < 5 and "13579".startswith(got)
