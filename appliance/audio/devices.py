@@ -16,6 +16,8 @@ from typing import Literal, TextIO
 
 import pyaudio
 
+from appliance.audio.stream import PORTAUDIO_LOCK
+
 Kind = Literal["input", "output"]
 
 COMMON_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
@@ -162,13 +164,14 @@ def devices_command(
     Returns 0 when both configured devices are found, 1 otherwise.
     """
     out = stream or sys.stdout
-    pa = pyaudio.PyAudio()
-    try:
-        devices = list_devices(pa)
-        chosen_in = _selected(pa, input_name, "input")
-        chosen_out = _selected(pa, output_name, "output")
-    finally:
-        pa.terminate()
+    with PORTAUDIO_LOCK:
+        pa = pyaudio.PyAudio()
+        try:
+            devices = list_devices(pa)
+            chosen_in = _selected(pa, input_name, "input")
+            chosen_out = _selected(pa, output_name, "output")
+        finally:
+            pa.terminate()
     header = f"{'':2}{'#':>3}  {'name':<40} {'api':<6} {'in':>3} {'out':>3}  rates (Hz)"
     print(header, file=out)
     for d in devices:

@@ -28,6 +28,12 @@ DEFAULT_RETRY_INITIAL = 0.5
 DEFAULT_RETRY_MAX = 10.0
 SUPERVISOR_PERIOD = 0.05
 
+# Pa_Initialize/Pa_Terminate and device enumeration are not thread-safe: two
+# supervisors reopening at once (capture and playback after the audio server
+# came back) aborted the process.  Every PortAudio set-up and tear-down call
+# takes this lock; audio callbacks never do.
+PORTAUDIO_LOCK = threading.RLock()
+
 
 class StreamState(enum.Enum):
     STOPPED = "stopped"
@@ -146,13 +152,18 @@ class SupervisedStream(StreamStatus):
         self.stop()
 
     def _open(self, first: bool) -> None:
-        self._pa = pyaudio.PyAudio()
-        self._opened_at = time.monotonic()
-        self._blocks_at_open = self.blocks
-        self._stream = self._open_stream(self._pa, first)
+        with PORTAUDIO_LOCK:
+            self._pa = pyaudio.PyAudio()
+            self._opened_at = time.monotonic()
+            self._blocks_at_open = self.blocks
+            self._stream = self._open_stream(self._pa, first)
         log.info("%s opened %s, %d ms blocks", self.kind, self.device_label, self.block_ms)
 
     def _close(self) -> None:
+        with PORTAUDIO_LOCK:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
         stream, self._stream = self._stream, None
         pa, self._pa = self._pa, None
         if stream is not None:

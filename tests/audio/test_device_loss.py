@@ -8,6 +8,7 @@ import pytest
 
 from appliance import dtmf
 from appliance.audio.capture import AudioCapture, StreamState
+from appliance.audio.playback import AudioPlayback
 from tests.audio.signals import wait_for
 
 pytestmark = pytest.mark.audio
@@ -25,8 +26,10 @@ def test_capture_reports_device_loss_and_resumes_with_the_gap_recorded(pulse_ser
             events.append((state, detail))
 
     cap = AudioCapture(rate=RATE, on_state=on_state, retry_initial=0.2, retry_max=1.0)
-    with cap:
+    out = AudioPlayback(retry_initial=0.2, retry_max=1.0)
+    with cap, out:
         assert wait_for(lambda: cap.state == StreamState.RUNNING, 10.0)
+        assert wait_for(lambda: out.state == StreamState.RUNNING, 10.0)
         last_before = cap.ring.time_at(cap.ring.write_index)
         pulse_server.stop()  # the "USB microphone" disappears
         assert wait_for(lambda: cap.state == StreamState.LOST, 5.0), cap.state
@@ -44,6 +47,13 @@ def test_capture_reports_device_loss_and_resumes_with_the_gap_recorded(pulse_ser
         assert pulse_server.play_into_mic(dtmf.generate("42", RATE), RATE).wait(timeout=10) == 0
         assert cap.ring.wait_until(cap.ring.write_index + RATE // 2, timeout=5)
         after = cap.ring.read(start, cap.ring.write_index - start)
+
+        # The speaker came back too and plays.
+        assert wait_for(lambda: out.state == StreamState.RUNNING, 10.0)
+        out.write(dtmf.generate("7", 24000).tobytes())
+        out.end_of_stream()
+        assert out.wait_drained(timeout=5)
+        assert out.losses == 1
 
     states = [state for state, _ in events]
     assert StreamState.LOST in states
