@@ -514,6 +514,22 @@ def test_stopping_while_offline_spools_everything_unconfirmed():
     assert acc.balanced and acc.streamed_samples == 1000 * MS
 
 
+def test_spool_refusing_a_range_moves_it_from_spooled_to_lost():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.message(2.0, turn(0, [("1", 100, 1000)]))
+    s.closed(2.0, None)
+    actions = s.stop(2.5, int(2.5 * STREAM_RATE))
+    acc = of(actions, Finish)[0].account
+    spooled = acc.spooled_samples
+    acc.spool_failed(300)  # the runner learns later that the spool kept all but 300
+    assert acc.balanced and acc.lost_samples == 300 and acc.spooled_samples == spooled - 300
+    acc.spool_failed(10 * spooled)  # never more than was handed over
+    assert acc.balanced and acc.spooled_samples == 0 and acc.lost_samples == spooled
+
+
 def test_a_drop_while_draining_spools_the_rest_instead_of_reconnecting():
     s = make(resume_guard_ms=0)
     s.audio(0.0, 0)
