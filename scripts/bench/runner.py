@@ -1,0 +1,666 @@
+"""Run every benchmark and write BENCHMARKS.md (entry point: scripts/bench.py).
+
+One private PulseAudio (null sinks ``mic`` and ``spk``, audio looping into
+``mic`` the whole time) and one emulator on loopback serve every run.  Each
+workload runs as its own process; its CPU and memory come from the kernel's
+accounting of that process tree (scripts/bench/measure.py), its latencies from
+the emulator's receive times (time.monotonic() is one clock for every process
+on the machine).  Variants alternate (A B C A B C ...) and figures are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scripts.bench.audiostack import MicFeeder, PulseStack, test_signal
+from scripts.bench.measure import RssSampler, Window, machine_info, median, percentile
+from scripts.bench.notify import NotifyListener
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+#: How long a workload may take from spawn to READY=1 before the run is abandoned.
+READY_TIMEOUT_SECONDS = 20.0
+#: Time after the press before CPU is counted (connection set-up, first turn).
+WARMUP_SECONDS = 2.0
+#: Presses and drops per latency experiment.
+LATENCY_TRIALS_QUICK = 3
+LATENCY_TRIALS_FULL = 8
+#: Wait after a press or a drop for audio to reach the emulator.
+FIRST_AUDIO_TIMEOUT_SECONDS = 10.0
+
+
+# ----------------------------------------------------------------------------- workloads
+
+
+@dataclass
+class Variant:
+    """One program under test: how to start it and what it is called in the report."""
+
+    key: str
+    label: str
+    argv: list[str]
+    streams: bool = True  # does a press start a streaming session?
+    trace_kind: str = "none"  # how capture->send latency is derived: sdk | ring | none
+
+    def command(self, http_url: str, api_key: str, trace: Path) -> list[str]:
+        return [
+            *self.argv,
+            "--http-url",
+            http_url,
+            "--api-key",
+            api_key,
+            "--trace",
+            str(trace),
+        ]
+
+
+def workload(name: str, *extra: str) -> list[str]:
+    return [PYTHON, "-m", "scripts.bench.workloads", name, *extra]
+
+
+def variants(patches: list[str] | None = None) -> dict[str, Variant]:
+    table = {
+        "floor": Variant(
+            "floor",
+            "floor: bare PyAudio callback, 48 kHz, 20 ms blocks",
+            workload("floor"),
+            streams=False,
+        ),
+        "floor100": Variant(
+            "floor100",
+            "floor: bare PyAudio callback, 48 kHz, 100 ms blocks (the SDK pipeline's block)",
+            workload("floor", "--block-ms", "100"),
+            streams=False,
+        ),
+        "sdk": Variant(
+            "sdk",
+            "SDK pipeline: PyAudio 100 ms reads + audioop + StreamingClient",
+            workload("sdk"),
+            trace_kind="sdk",
+        ),
+        "live": Variant(
+            "live",
+            "ours: live transcription (AudioCapture + LiveTranscription)",
+            workload("live", "--prefetch"),
+            trace_kind="ring",
+        ),
+    }
+    for spec in patches or []:
+        table[f"live+{spec}"] = Variant(
+            f"live+{spec}",
+            f"ours, live, trying `{spec}`",
+            workload("live", "--prefetch", "--patch", spec),
+            trace_kind="ring",
+        )
+    return table
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+@dataclass
+class RunResult:
+    variant: str
+    ready_s: float = math.nan
+    cpu_per_min: float = math.nan
+    window_s: float = 0.0
+    rss_peak_mb: float = math.nan
+    rss_steady_mb: float = math.nan
+    trace: dict[str, Any] = field(default_factory=dict)
+    sessions: list[Any] = field(default_factory=list)  # emulator SessionRecords
+    send_latencies_ms: list[float] = field(default_factory=list)
+    error: str = ""
+
+
+class Harness:
+    """The shared audio stack and emulator, and how a workload is run against them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stack: PulseStack | None = None
+        self.feeder: MicFeeder | None = None
+        self.emu: Any = None
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.log = open(self.tmp / "workloads.log", "ab")  # noqa: SIM115 - closed in stop()
+
+    def start(self) -> None:
+        from appliance.emulator.config import EmulatorConfig
+        from appliance.emulator.server import EmulatorThread
+
+        self.stack = PulseStack().start()
+        self.feeder = MicFeeder(self.stack, test_signal()).start()
+        self.emu = EmulatorThread(EmulatorConfig(port=0, save_session_audio=False)).start()
+
+    def stop(self) -> None:
+        if self.emu is not None:
+            self.emu.stop()
+        if self.feeder is not None:
+            self.feeder.stop()
+        if self.stack is not None:
+            self.stack.stop()
+        self.log.close()
+
+    @property
+    def api_key(self) -> str:
+        return self.emu.api_key
+
+    def spawn(
+        self, variant: Variant, trace: Path, notify: NotifyListener, cpus: set[int] | None = None
+    ) -> subprocess.Popen[str]:
+        assert self.stack is not None
+        env = dict(self.stack.env, NOTIFY_SOCKET=notify.path, PYTHONPATH=str(ROOT))
+
+        def pin() -> None:
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
+        return subprocess.Popen(
+            variant.command(self.emu.http_url, self.api_key, trace),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=self.log,
+            stderr=self.log,
+            text=True,
+            preexec_fn=pin,
+        )
+
+    @staticmethod
+    def press(proc: subprocess.Popen[str]) -> float:
+        """A button press (a line on stdin); returns its time.monotonic()."""
+        assert proc.stdin is not None
+        t = time.monotonic()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        return t
+
+    @staticmethod
+    def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+        """End of stdin ends the workload; it is killed (by its pid) if it hangs."""
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def new_sessions(self, since: int, kind: str = "streaming") -> list[Any]:
+        return [s for s in self.emu.state.sessions[since:] if s.kind == kind]
+
+    def wait_first_audio(self, since: int, after: float, timeout: float) -> float | None:
+        """Time (monotonic) of the first binary frame after ``after`` in a session opened
+        since index ``since``; None on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for s in self.new_sessions(since):
+                for m in list(s.messages):
+                    if m.direction == "in" and m.kind == "binary" and m.t >= after:
+                        return m.t
+            time.sleep(0.005)
+        return None
+
+    # ------------------------------------------------------------------ CPU / memory run
+
+    def cpu_run(self, variant: Variant, seconds: float, cpus: set[int] | None = None) -> RunResult:
+        result = RunResult(variant.key)
+        trace = self.tmp / f"trace-{variant.key}-{time.monotonic_ns()}.json"
+        notify = NotifyListener()
+        since = len(self.emu.state.sessions)
+        t_spawn = time.monotonic()
+        proc = self.spawn(variant, trace, notify, cpus)
+        try:
+            if not notify.ready.wait(READY_TIMEOUT_SECONDS):
+                result.error = "no READY=1"
+                return result
+            result.ready_s = (notify.ready_at or math.nan) - t_spawn
+            time.sleep(0.5)
+            if variant.streams:
+                self.press(proc)
+            time.sleep(WARMUP_SECONDS)
+            window = Window(proc.pid)
+            rss = RssSampler(proc.pid).start()
+            window.begin()
+            time.sleep(seconds)
+            window.end()
+            rss.stop()
+            result.cpu_per_min = window.cpu_per_audio_minute
+            result.window_s = window.seconds
+            result.rss_peak_mb = rss.peak_kib / 1024
+            result.rss_steady_mb = rss.steady_kib() / 1024
+            window_range = (window.t0, window.t0 + window.seconds)
+        finally:
+            self.finish(proc)
+            notify.close()
+        with contextlib.suppress(OSError, ValueError):
+            result.trace = json.loads(trace.read_text())
+        result.sessions = self.new_sessions(since)
+        if proc.returncode not in (0, None):
+            result.error = f"exit code {proc.returncode}"
+        result.send_latencies_ms = send_latencies(variant, result, window_range)
+        return result
+
+
+# ----------------------------------------------------------------------------- latency math
+
+
+def _binary_frames(session: Any) -> list[tuple[float, int]]:
+    """(receive time, bytes) of each audio frame a session received, in order."""
+    return [(m.t, int(m.payload)) for m in session.messages if m.kind == "binary"]
+
+
+def send_latencies(variant: Variant, result: RunResult, window: tuple[float, float]) -> list[float]:
+    """Capture -> WebSocket send (arrival at the emulator), ms, for frames inside ``window``.
+
+    SDK pipeline: the k-th frame a session received is the k-th 100 ms chunk it
+    read, and the trace holds the time each read returned.  Ours: the ring's
+    workload logs each capture callback (ring write index after it, time), so
+    the frame's end (its cumulative 16 kHz sample count mapped back to a capture
+    index) finds the callback that delivered that sample.
+    """
+    lo, hi = window
+    out: list[float] = []
+    if variant.trace_kind == "sdk":
+        reads = [s["reads"] for s in result.trace.get("sessions", [])]
+        for session, times in zip(result.sessions, reads, strict=False):
+            for (t_recv, _), t_read in zip(_binary_frames(session), times, strict=False):
+                if lo <= t_recv <= hi:
+                    out.append((t_recv - t_read) * 1000)
+    elif variant.trace_kind == "ring":
+        rate = result.trace.get("rate")
+        traced = result.trace.get("sessions", [])
+        callbacks = result.trace.get("callbacks", [])
+        if not rate or not traced or not callbacks:
+            return out
+        ends = [c[0] for c in callbacks]
+        # One press per run, so one ring session; later connections of it (reconnects)
+        # resend from the last confirmed point, so only the first is mapped.
+        start = traced[0]["start_index"]
+        sent = 0
+        frames = _binary_frames(result.sessions[0]) if result.sessions else []
+        for t_recv, nbytes in frames:
+            sent += nbytes // 2
+            last = start + math.ceil(sent * rate / 16000) - 1
+            i = bisect.bisect_right(ends, last)  # first callback whose block holds `last`
+            if i < len(callbacks) and lo <= t_recv <= hi:
+                out.append((t_recv - callbacks[i][1]) * 1000)
+    return out
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+def cpu_experiment(
+    h: Harness, table: dict[str, Variant], keys: list[str], reps: int, seconds: float
+) -> dict[str, list]:
+    runs: dict[str, list[RunResult]] = {k: [] for k in keys}
+    for rep in range(reps):
+        for key in keys:
+            print(f"[bench] cpu {key} run {rep + 1}/{reps} ({seconds:.0f} s)", flush=True)
+            r = h.cpu_run(table[key], seconds)
+            if r.error:
+                print(f"[bench]   {key}: {r.error}", flush=True)
+            else:
+                print(
+                    f"[bench]   {key}: {r.cpu_per_min:.2f} CPU-s/min, "
+                    f"RSS {r.rss_steady_mb:.1f}/{r.rss_peak_mb:.1f} MB, ready {r.ready_s:.2f} s",
+                    flush=True,
+                )
+            runs[key].append(r)
+    return runs
+
+
+def press_experiment(h: Harness, variant: Variant, trials: int) -> list[float]:
+    """Press -> first audio byte at the emulator, ms, ``trials`` presses in one process."""
+    notify = NotifyListener()
+    trace = h.tmp / f"trace-press-{variant.key}-{time.monotonic_ns()}.json"
+    proc = h.spawn(variant, trace, notify)
+    out: list[float] = []
+    try:
+        if not notify.ready.wait(READY_TIMEOUT_SECONDS):
+            return out
+        time.sleep(1.5)  # let a prefetched token arrive, as it would long before a real press
+        for _ in range(trials):
+            since = len(h.emu.state.sessions)
+            t_press = h.press(proc)
+            t_first = h.wait_first_audio(since, t_press, FIRST_AUDIO_TIMEOUT_SECONDS)
+            if t_first is not None:
+                out.append((t_first - t_press) * 1000)
+            time.sleep(0.5)
+            h.press(proc)  # stop
+            time.sleep(1.5)
+    finally:
+        h.finish(proc)
+        notify.close()
+    return out
+
+
+def reconnect_experiment(h: Harness, variant: Variant, trials: int) -> list[float]:
+    """Emulator ``drop`` (TCP reset, no close frame) -> first audio byte on the new connection."""
+    notify = NotifyListener()
+    trace = h.tmp / f"trace-reconnect-{variant.key}-{time.monotonic_ns()}.json"
+    proc = h.spawn(variant, trace, notify)
+    out: list[float] = []
+    try:
+        if not notify.ready.wait(READY_TIMEOUT_SECONDS):
+            return out
+        time.sleep(0.5)
+        since = len(h.emu.state.sessions)
+        h.press(proc)
+        if h.wait_first_audio(since, 0.0, FIRST_AUDIO_TIMEOUT_SECONDS) is None:
+            return out
+        for _ in range(trials):
+            time.sleep(2.0)
+            since = len(h.emu.state.sessions)
+            t_drop = time.monotonic()
+            h.emu.drop(kind="streaming")
+            t_first = h.wait_first_audio(since, t_drop, FIRST_AUDIO_TIMEOUT_SECONDS)
+            if t_first is not None:
+                out.append((t_first - t_drop) * 1000)
+    finally:
+        h.finish(proc)
+        notify.close()
+    return out
+
+
+def soak_experiment(h: Harness, variant: Variant, seconds: float) -> dict[str, Any]:
+    """A long run pinned to core 0 with a busy loop pinned to core 1."""
+    cpus = sorted(os.sched_getaffinity(0))
+    busy = None
+    pin_to: set[int] | None = None
+    if len(cpus) >= 2:
+        pin_to = {cpus[0]}
+        busy = subprocess.Popen(
+            [PYTHON, "-c", "while True: pass"],
+            preexec_fn=lambda: os.sched_setaffinity(0, {cpus[1]}),
+        )
+    try:
+        r = h.cpu_run(variant, seconds, cpus=pin_to)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    received = sum(sum(c.size for c in s.audio_chunks) / s.rate for s in r.sessions)
+    return {
+        "variant": variant.key,
+        "seconds": r.window_s,
+        "overflows": r.trace.get("overflows"),
+        "cpu_per_min": r.cpu_per_min,
+        "received_s": received,
+        "connections": len(r.sessions),
+        "account": r.trace.get("account"),
+        "loaded_core": cpus[1] if len(cpus) >= 2 else None,
+        "error": r.error,
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+def summarise(runs: dict[str, list[RunResult]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for key, rs in runs.items():
+        ok = [r for r in rs if not r.error]
+        lat = [x for r in ok for x in r.send_latencies_ms]
+        out[key] = {
+            "runs": len(ok),
+            "cpu": median([r.cpu_per_min for r in ok]),
+            "cpu_all": [r.cpu_per_min for r in ok],
+            "rss_peak": median([r.rss_peak_mb for r in ok]),
+            "rss_steady": median([r.rss_steady_mb for r in ok]),
+            "ready": median([r.ready_s for r in ok]),
+            "overflows": sum(int(r.trace.get("overflows") or 0) for r in ok),
+            "send_p50": percentile(lat, 50),
+            "send_p99": percentile(lat, 99),
+            "send_n": len(lat),
+        }
+    return out
+
+
+def write_report(path: Path, ctx: dict[str, Any]) -> None:
+    s = ctx["summary"]
+    labels = ctx["labels"]
+    floor = s.get("floor", {}).get("cpu", math.nan)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `.venv/bin/python scripts/bench.py"
+        + (" --quick" if ctx["quick"] else "")
+        + f"` on {ctx['date']} ({ctx['wall_minutes']:.1f} min). Do not edit by hand.",
+        "",
+        "## Machine",
+        "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in ctx["machine"].items()]
+    lines += [
+        "",
+        "## Method",
+        "",
+        "- Audio: a private PulseAudio, null sink `mic` (48 kHz) whose monitor is the default "
+        "source; `pacat` plays looped DTMF turns over noise into it for the whole run. "
+        "Cloud: the project's emulator on 127.0.0.1 in the harness process.",
+        f"- Each CPU run: spawn, wait for READY=1, press, {WARMUP_SECONDS:.0f} s warm-up, then "
+        f"{ctx['seconds']:.0f} s measured. CPU is user+system of the whole process tree from "
+        f"/proc/<pid>/stat; RSS from /proc/<pid>/status (peak = VmHWM, steady = median of the "
+        f"later half of 0.5 s samples). Variants alternate, {ctx['reps']} run(s) each; "
+        f"figures are medians.",
+        "- Capture -> send: arrival time of each audio frame at the emulator minus when the "
+        "capture delivered the frame's last sample (SDK: when its 100 ms read returned; "
+        "ours: the ring's clock mapping, callback time of the block holding that sample).",
+        "",
+        "## CPU and memory",
+        "",
+        "| variant | CPU-s per audio min | above floor | runs (each) | steady RSS MB "
+        "| peak RSS MB | start -> READY=1 s | overflows |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in s.items():
+        above = row["cpu"] - floor if key != "floor" else math.nan
+        each = ", ".join(fmt(x) for x in row["cpu_all"])
+        lines.append(
+            f"| {labels.get(key, key)} | {fmt(row['cpu'])} | {fmt(above)} | {each} "
+            f"| {fmt(row['rss_steady'], 1)} | {fmt(row['rss_peak'], 1)} | {fmt(row['ready'])} "
+            f"| {row['overflows']} |"
+        )
+    lines += ["", "## Latency", "", "| what | ours | SDK pipeline |", "|---|---|---|"]
+    live, sdk = s.get("live", {}), s.get("sdk", {})
+    lines.append(
+        f"| capture -> WebSocket send, p50 / p99 ms (frames) | "
+        f"{fmt(live.get('send_p50'), 1)} / {fmt(live.get('send_p99'), 1)} ({live.get('send_n')}) | "
+        f"{fmt(sdk.get('send_p50'), 1)} / {fmt(sdk.get('send_p99'), 1)} ({sdk.get('send_n')}) |"
+    )
+    lat = ctx["latency"]
+
+    def cell(xs: list[float]) -> str:
+        if not xs:
+            return "n/a"
+        return f"median {median(xs):.0f}, max {max(xs):.0f} (n={len(xs)})"
+
+    lines.append(
+        "| press -> first audio byte, pre-minted token, ms "
+        f"| {cell(lat.get('press_live_prefetch', []))} "
+        f"| n/a (the SDK cannot mint over plain HTTP; see notes) |"
+    )
+    lines.append(
+        f"| press -> first audio byte, token minted at the press (SDK: API key), ms "
+        f"| {cell(lat.get('press_live_mint', []))} | {cell(lat.get('press_sdk', []))} |"
+    )
+    lines.append(
+        f"| reconnect after `drop` -> first audio byte, ms | {cell(lat.get('reconnect_live', []))} "
+        f"| {cell(lat.get('reconnect_sdk', []))} |"
+    )
+    lines += ["", "## Ours / SDK pipeline", ""]
+    sdk_above = sdk.get("cpu", math.nan) - floor
+    live_above = live.get("cpu", math.nan) - floor
+    lines.append(
+        f"- CPU above the floor: {fmt(live_above)} / {fmt(sdk_above)} = "
+        f"{fmt(live_above / sdk_above if sdk_above else math.nan)}"
+    )
+    lines.append(
+        f"- Total CPU: {fmt(live.get('cpu'))} / {fmt(sdk.get('cpu'))} = "
+        f"{fmt(live.get('cpu', math.nan) / sdk.get('cpu', math.nan))}"
+    )
+    lines.append(
+        f"- Steady RSS: {fmt(live.get('rss_steady'), 1)} / {fmt(sdk.get('rss_steady'), 1)} = "
+        f"{fmt(live.get('rss_steady', math.nan) / sdk.get('rss_steady', math.nan))}"
+    )
+    lines.append(
+        f"- Capture -> send p50: {fmt(live.get('send_p50'), 1)} / "
+        f"{fmt(sdk.get('send_p50'), 1)} = "
+        f"{fmt(live.get('send_p50', math.nan) / sdk.get('send_p50', math.nan))}"
+    )
+    soak = ctx.get("soak")
+    lines += ["", "## Loaded soak", ""]
+    if soak:
+        lines.append(
+            f"- {soak['variant']}: {soak['seconds'] / 60:.1f} min pinned to one core with a busy "
+            f"loop on core {soak['loaded_core']}: overflows {soak['overflows']}, "
+            f"{fmt(soak['cpu_per_min'])} CPU-s/min, audio received {soak['received_s']:.1f} s over "
+            f"{soak['connections']} connection(s)"
+            + (f", error: {soak['error']}" if soak["error"] else "")
+        )
+    else:
+        lines.append("- not run (pass `--soak`).")
+    lines += ["", "## Targets", "", "| target | figure | met |", "|---|---|---|"]
+    for name, figure, met in ctx["targets"]:
+        lines.append(f"| {name} | {figure} | {met} |")
+    if ctx.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in ctx["notes"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def targets(summary: dict, lat: dict, soak: dict | None) -> list[tuple[str, str, str]]:
+    def verdict(value: float, limit: float) -> str:
+        if value is None or math.isnan(value):
+            return "not measured"
+        return "yes" if value <= limit else "NO"
+
+    floor = summary.get("floor", {}).get("cpu", math.nan)
+    live = summary.get("live", {})
+    sdk = summary.get("sdk", {})
+    live_above = live.get("cpu", math.nan) - floor
+    sdk_above = sdk.get("cpu", math.nan) - floor
+    rows = [
+        (
+            "live CPU above floor <= 1/2 of the SDK's above floor",
+            f"{fmt(live_above)} vs {fmt(sdk_above / 2)}",
+            verdict(live_above, sdk_above / 2),
+        ),
+    ]
+    steady = [row["rss_steady"] for key, row in summary.items() if key != "floor"]
+    worst = max(steady) if steady else math.nan
+    rows.append(
+        ("steady RSS <= 60 MB in any mode", f"worst {fmt(worst, 1)} MB", verdict(worst, 60))
+    )
+    press = lat.get("press_live_prefetch", [])
+    pm = median(press) if press else math.nan
+    rows.append(
+        ("press -> first audio byte <= 150 ms (pre-minted)", f"{fmt(pm, 0)} ms", verdict(pm, 150))
+    )
+    rc = lat.get("reconnect_live", [])
+    rm = max(rc) if rc else math.nan
+    rows.append(("reconnect <= 1 s on loopback (worst)", f"{fmt(rm, 0)} ms", verdict(rm, 1000)))
+    if soak:
+        ov = soak.get("overflows")
+        rows.append(
+            ("zero overflows in the loaded 10-minute run", str(ov), "yes" if ov == 0 else "NO")
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench.py", description="Measure every mode against the obvious alternative."
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs, one of each (~2 min)")
+    parser.add_argument("--minutes", type=float, default=None, help="measured minutes per run")
+    parser.add_argument("--reps", type=int, default=None, help="runs of each variant")
+    parser.add_argument("--soak", action="store_true", help="add the 10-minute loaded run")
+    parser.add_argument("--soak-minutes", type=float, default=10.0)
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--try",
+        dest="patches",
+        action="append",
+        default=[],
+        metavar="PATCHES",
+        help="also measure ours with proposed changes, e.g. nodeflate,tick=0.1 (repeatable)",
+    )
+    parser.add_argument(
+        "--only-cpu", action="store_true", help="skip the latency experiments (profiling aid)"
+    )
+    args = parser.parse_args(argv)
+    seconds = 60 * (args.minutes if args.minutes is not None else (0.25 if args.quick else 1.0))
+    reps = args.reps if args.reps is not None else (1 if args.quick else 3)
+    trials = LATENCY_TRIALS_QUICK if args.quick else LATENCY_TRIALS_FULL
+
+    why = PulseStack.available()
+    if why:
+        print(f"bench: {why}", file=sys.stderr)
+        return 4
+    started = time.monotonic()
+    h = Harness(args)
+    table = variants(args.patches)
+    notes: list[str] = []
+    try:
+        h.start()
+        runs = cpu_experiment(h, table, list(table), reps, seconds)
+        lat: dict[str, list[float]] = {}
+        soak = None
+        if not args.only_cpu:
+            print("[bench] press -> first audio byte", flush=True)
+            lat["press_live_prefetch"] = press_experiment(h, table["live"], trials)
+            minting = Variant("live-mint", "ours, no prefetch", workload("live"))
+            lat["press_live_mint"] = press_experiment(h, minting, trials)
+            lat["press_sdk"] = press_experiment(h, table["sdk"], trials)
+            print("[bench] reconnect after drop", flush=True)
+            lat["reconnect_live"] = reconnect_experiment(h, table["live"], trials)
+            lat["reconnect_sdk"] = reconnect_experiment(h, table["sdk"], trials)
+        if args.soak:
+            print(f"[bench] loaded soak ({args.soak_minutes:.0f} min)", flush=True)
+            soak = soak_experiment(h, table["live"], args.soak_minutes * 60)
+        summary = summarise(runs)
+    finally:
+        h.stop()
+    ctx = {
+        "quick": args.quick,
+        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "wall_minutes": (time.monotonic() - started) / 60,
+        "machine": machine_info(),
+        "seconds": seconds,
+        "reps": reps,
+        "summary": summary,
+        "latency": lat,
+        "soak": soak,
+        "targets": targets(summary, lat, soak),
+        "notes": notes,
+        "labels": {k: v.label for k, v in table.items()},
+    }
+    write_report(args.output, ctx)
+    print(f"[bench] wrote {args.output} in {ctx['wall_minutes']:.1f} min", flush=True)
+    return 0

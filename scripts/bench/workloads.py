@@ -1,0 +1,325 @@
+"""The programs the benchmark measures, each run as its own process.
+
+    python -m scripts.bench.workloads floor|sdk|live [options]
+
+Shared protocol with the harness (scripts/bench/runner.py):
+
+* READY=1 goes to ``$NOTIFY_SOCKET`` once the microphone delivers audio;
+* each line on stdin is a button press (a session starts, the next press
+  stops it); end of stdin or SIGTERM ends the program cleanly;
+* ``--trace FILE`` receives one JSON object at exit: what the harness needs
+  to turn the emulator's receive times into latencies (per-chunk read times
+  for the SDK pipeline; the ring's clock mapping for ours).
+
+``floor`` is the cheapest possible always-on capture: a PyAudio callback that
+does nothing.  ``sdk`` is the pipeline a developer would write with the
+official ``assemblyai`` SDK: PyAudio blocking reads of 100 ms, ``audioop``
+resampling to 16 kHz, ``StreamingClient.stream``, and a plain reconnect on
+error.  ``live`` is ours: :class:`AudioCapture` into the ring and
+:class:`LiveTranscription`, wired the way the daemon wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from scripts.bench.notify import notify
+
+MIC_RATE = 48_000
+STT_RATE = 16_000
+
+
+class Buttons:
+    """Presses from stdin lines, delivered to ``on_press``; ``done`` is set at end of input."""
+
+    def __init__(self, on_press) -> None:
+        self.on_press = on_press
+        self.done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: self.done.set())
+        threading.Thread(target=self._run, name="stdin-button", daemon=True).start()
+
+    def _run(self) -> None:
+        for _line in sys.stdin:
+            self.on_press(time.monotonic())
+        self.done.set()
+
+
+def write_trace(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data))
+
+
+# --------------------------------------------------------------------------- floor
+
+
+def run_floor(args: argparse.Namespace) -> None:
+    import pyaudio
+
+    blocks = 0
+    overflows = 0
+
+    def callback(in_data, frame_count, time_info, status):
+        nonlocal blocks, overflows
+        blocks += 1
+        if status & pyaudio.paInputOverflow:
+            overflows += 1
+        return (None, pyaudio.paContinue)
+
+    buttons = Buttons(lambda t: None)
+    pa = pyaudio.PyAudio()
+    stream = pa.open(
+        rate=args.rate,
+        channels=1,
+        format=pyaudio.paInt16,
+        input=True,
+        frames_per_buffer=args.rate * args.block_ms // 1000,
+        stream_callback=callback,
+    )
+    while blocks == 0 and not buttons.done.is_set():
+        time.sleep(0.01)
+    notify("READY=1")
+    buttons.done.wait()
+    stream.stop_stream()
+    stream.close()
+    pa.terminate()
+    write_trace(args.trace, {"blocks": blocks, "overflows": overflows})
+
+
+# --------------------------------------------------------------------------- SDK
+
+
+def run_sdk(args: argparse.Namespace) -> None:
+    """The obvious SDK program: read 100 ms, resample, stream; reconnect when it breaks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+    import pyaudio
+    from assemblyai.streaming.v3 import (
+        StreamingClient,
+        StreamingClientOptions,
+        StreamingEvents,
+        StreamingParameters,
+    )
+
+    chunk_frames = args.rate * 100 // 1000
+    presses: list[float] = []
+    lock = threading.Lock()
+    buttons = Buttons(lambda t: (lock.acquire(), presses.append(t), lock.release()))
+    pa = pyaudio.PyAudio()
+    stream = pa.open(
+        rate=args.rate,
+        channels=1,
+        format=pyaudio.paInt16,
+        input=True,
+        frames_per_buffer=chunk_frames,
+    )
+    params = StreamingParameters(sample_rate=STT_RATE, speech_model="u3-rt-pro", format_turns=True)
+    options = StreamingClientOptions(api_key=args.api_key, api_host=args.ws_host)
+    state = {"broken": False, "turns": 0, "errors": 0}
+
+    def on_turn(client, event) -> None:
+        if event.end_of_turn:
+            state["turns"] += 1
+
+    def on_error(client, error) -> None:
+        state["errors"] += 1
+        state["broken"] = True
+
+    def connect() -> StreamingClient:
+        client = StreamingClient(options)
+        client.on(StreamingEvents.Turn, on_turn)
+        client.on(StreamingEvents.Error, on_error)
+        state["broken"] = False
+        client.connect(params)
+        return client
+
+    client: StreamingClient | None = None
+    ratecv_state = None
+    sessions: list[dict] = []  # per connection: chunk read times, in send order
+    overflows = 0
+    ready = False
+    handled = 0
+    while not buttons.done.is_set():
+        try:
+            data = stream.read(chunk_frames, exception_on_overflow=True)
+        except OSError:
+            overflows += 1
+            continue
+        t_read = time.monotonic()
+        if not ready:
+            notify("READY=1")
+            ready = True
+        with lock:
+            pending = presses[handled:]
+            handled = len(presses)
+        for _ in pending:
+            if client is None:
+                client = connect()
+                sessions.append({"reads": []})
+            else:
+                client.disconnect(terminate=True)
+                client = None
+        if client is None:
+            continue
+        if state["broken"]:
+            client.disconnect()
+            client = connect()
+            sessions.append({"reads": []})
+        converted, ratecv_state = audioop.ratecv(data, 2, 1, args.rate, STT_RATE, ratecv_state)
+        client.stream(converted)
+        sessions[-1]["reads"].append(t_read)
+    if client is not None:
+        client.disconnect(terminate=True)
+    stream.stop_stream()
+    stream.close()
+    pa.terminate()
+    write_trace(
+        args.trace,
+        {"sessions": sessions, "overflows": overflows, "turns": state["turns"], **state},
+    )
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def apply_patches(spec: str) -> None:
+    """Try a proposed change to ours without editing its module (``--patch a,b=c``).
+
+    ``nodeflate``: WebSocket without permessage-deflate (audio does not compress);
+    ``tick=S``: the live runner's idle tick; ``quality=Q``: the soxr quality.
+    """
+    import functools
+
+    import appliance.audio.resample as resample
+    import appliance.live as live
+
+    for item in filter(None, spec.split(",")):
+        name, _, value = item.partition("=")
+        if name == "nodeflate":
+            live.ws_connect = functools.partial(live.ws_connect, compression=None)
+        elif name == "tick":
+            live.TICK_SECONDS = float(value)
+        elif name == "quality":
+            resample.DEFAULT_QUALITY = value
+            resample.Resampler.__init__.__defaults__ = (value,)
+        else:
+            raise SystemExit(f"unknown patch {name!r}")
+
+
+def run_live(args: argparse.Namespace) -> None:
+    """Ours, wired like the daemon: capture -> ring -> LiveTranscription on a press."""
+    import logging
+    import tempfile
+
+    from appliance import events as ev
+    from appliance.audio.capture import AudioCapture
+    from appliance.cloud.tokens import MintedTokens, PrefetchingTokens
+    from appliance.config import Config
+    from appliance.live import LiveTranscription
+    from appliance.secrets import Secret
+
+    logging.basicConfig(level=logging.WARNING)
+    apply_patches(args.patch)
+    config = Config()
+    config.endpoints.base_url = args.http_url
+    config.state_dir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    config.api_key = Secret(args.api_key, "bench")
+    capture = AudioCapture(rate=args.rate, block_ms=args.block_ms)
+    callbacks: list[tuple[int, float]] = []  # (ring write index after, callback time)
+    if args.trace:
+        # Record when each block reached the ring: the start of capture -> send latency.
+        untraced = capture._callback
+
+        def traced(in_data, frame_count, time_info, status):
+            result = untraced(in_data, frame_count, time_info, status)
+            callbacks.append((capture.ring.write_index, capture.last_callback_time))
+            return result
+
+        capture._callback = traced
+    capture.start()
+    while capture.blocks == 0:
+        time.sleep(0.005)
+    notify("READY=1")
+    ring = capture.ring
+    trace: dict = {
+        "rate": ring.rate,
+        "block": max(1, capture.rate * capture.block_ms // 1000),
+        "sessions": [],
+    }
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        presses: asyncio.Queue[float] = asyncio.Queue()
+        done = asyncio.Event()
+        buttons = Buttons(lambda t: loop.call_soon_threadsafe(presses.put_nowait, t))
+        threading.Thread(
+            target=lambda: (buttons.done.wait(), loop.call_soon_threadsafe(done.set)),
+            daemon=True,
+        ).start()
+        minted = MintedTokens.streaming(config.urls.streaming_token_url, config.api_key)
+        tokens = PrefetchingTokens(minted) if args.prefetch else minted
+        if args.prefetch:
+            tokens.start()
+        bus = ev.EventBus()
+        session: LiveTranscription | None = None
+        task: asyncio.Task | None = None
+        while not done.is_set():
+            getter = asyncio.ensure_future(presses.get())
+            waiter = asyncio.ensure_future(done.wait())
+            await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if not getter.done():
+                getter.cancel()
+                break
+            t_press = getter.result()
+            if session is None:
+                start = ring.preroll_index(t_press, config.audio.preroll_seconds)
+                session = LiveTranscription(config, ring, tokens, None, bus, config.state_path)
+                trace["sessions"].append(
+                    {"start_index": start, "t0": ring.time_at(0), "press": t_press}
+                )
+                task = asyncio.create_task(session.run(start))
+            else:
+                session.request_stop()
+                await task
+                session = task = None
+        if session is not None:
+            session.request_stop()
+            await task
+        if args.prefetch:
+            await tokens.aclose()
+
+    asyncio.run(main())
+    capture.stop()
+    trace["overflows"] = capture.overflows
+    trace["t0_end"] = ring.time_at(0)
+    trace["callbacks"] = callbacks
+    write_trace(args.trace, trace)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workload", choices=("floor", "sdk", "live"))
+    parser.add_argument("--rate", type=int, default=MIC_RATE)
+    parser.add_argument("--block-ms", type=int, default=20)
+    parser.add_argument("--http-url", default="http://127.0.0.1:8765")
+    parser.add_argument("--api-key", default=os.environ.get("BENCH_API_KEY", ""))
+    parser.add_argument("--prefetch", action="store_true", help="keep a token ready (ours)")
+    parser.add_argument("--trace")
+    parser.add_argument("--patch", default="", help="live: proposed changes to try")
+    args = parser.parse_args()
+    args.ws_host = "ws" + args.http_url[4:]
+    {"floor": run_floor, "sdk": run_sdk, "live": run_live}[args.workload](args)
+
+
+if __name__ == "__main__":
+    main()
