@@ -557,8 +557,15 @@ class RecordingWriter:
         if self.closed:
             return self.id
         self.closed = True
+        try:
+            return self._finish()
+        finally:
+            # Only now: until the row is ready, recover() (the uploader, on another
+            # thread) must see this recording as open and leave it alone.
+            self.spool.open_writers.pop(self.id, None)
+
+    def _finish(self) -> str:
         spool = self.spool
-        spool.open_writers.pop(self.id, None)
         if self._segment is not None:
             try:
                 self._segment.close()

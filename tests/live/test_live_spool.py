@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from appliance import dtmf
@@ -226,3 +227,37 @@ async def test_without_a_spool_undeliverable_audio_is_counted_lost_loudly(
     ended = [r for r in caplog.records if "ended: captured" in r.getMessage()]
     assert len(ended) == 1 and ended[0].levelno == logging.ERROR
     assert out.live_digits().endswith("78")
+
+
+def test_a_gap_closing_on_the_worker_is_not_recovered_under_it(spool):
+    """The uploader calls ``spool.recover()`` on the loop while the worker thread closes a
+    recording (final fsync, content hash): recovery must leave a closing recording alone."""
+    writer = spool.open_recording("live-gap", 16_000, "session", session_offset=0)
+    writer.write(np.full(16_000, 1000, dtype=np.int16))
+    hashing, go_on = threading.Event(), threading.Event()
+    real_hash = spool.content_hash
+
+    def slow_hash(recording_id: str, rate: int) -> str:
+        hashing.set()
+        go_on.wait(PATIENCE_SECONDS)
+        return real_hash(recording_id, rate)
+
+    spool.content_hash = slow_hash  # widen the window the close spends hashing
+    failures: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            writer.close()
+        except BaseException as exc:
+            failures.append(exc)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    assert hashing.wait(PATIENCE_SECONDS)
+    recovered = spool.recover()
+    go_on.set()
+    closer.join(PATIENCE_SECONDS)
+    assert recovered == [] and failures == []
+    row = spool.get(writer.id)
+    assert row.state == "ready" and row.data_bytes == 32_000
+    assert row.content_hash == real_hash(writer.id, 16_000)
