@@ -9,6 +9,11 @@ writes turns to the log, a JSONL file and the event bus, and hands audio that
 could not be delivered to the spool (origin ``live-gap``, tagged with the
 session id and the sample offset where it starts).
 
+Spool work (SQLite commits, fsync) runs on one worker thread per session, in
+order, never on the event loop. Audio the spool cannot take (full, or no spool
+at all) is moved from "spooled" to "lost" in the account, said once in the log
+and on the event bus, and the session keeps streaming.
+
 The mirror ring holds as much history as the capture ring, so a reconnect can
 resume from any confirmed point inside it without re-running the resampler;
 anything older is reported lost to the session (and counted), never skipped
