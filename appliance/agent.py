@@ -218,11 +218,14 @@ class VoiceAgentConversation:
         self._position = start_index
         self.account = ConversationAccount(start_index=start_index, rate=self.ring.rate)
         self._open_transcript()
+        self.events.publish(ev.SESSION, phase="started", mode="agent", session_id=None)
         with log_context(MODE="agent"):
             try:
                 await self._connect_loop()
             finally:
                 await self._teardown()
+                self.events.publish(ev.SESSION, phase="ended", mode="agent",
+                                    session_id=self.session_id, account=self.account.as_dict())
         account = self.account
         log.info(
             "conversation ended (%s): %d user turns, %d replies, %d connections, %d resumed",

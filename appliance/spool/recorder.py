@@ -94,6 +94,8 @@ class Recording:
         self.account = account
         reader = ring.reader(start_index)
         buf = np.empty(self.chunk, dtype=np.int16)
+        self._publish(ev.SESSION, phase="started", mode="record", session_id=writer.id)
+        self._publish(ev.STATE, state="recording", mode="record", detail=writer.id)
         with log_context(RECORDING_ID=writer.id, MODE="record"):
             try:
                 while True:
@@ -122,6 +124,8 @@ class Recording:
             finally:
                 account.end_index = reader.position
                 await asyncio.to_thread(writer.close)
+                self._publish(ev.SESSION, phase="ended", mode="record", session_id=writer.id,
+                              account=dataclasses.asdict(account))
         log.info(
             "recording %s done: %.1f s written, %d lost, %d refused (spool full)",
             writer.id,
@@ -130,6 +134,10 @@ class Recording:
             account.refused_samples,
         )
         return account
+
+    def _publish(self, kind: str, **data: object) -> None:
+        if self.events is not None:
+            self.events.publish(kind, **data)
 
     async def _write(
         self, writer: RecordingWriter, samples: np.ndarray, account: RecordingAccount

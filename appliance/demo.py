@@ -1,0 +1,248 @@
+"""``appliance demo``: the whole appliance end to end on one machine.
+
+It starts the local AssemblyAI emulator in-process, makes microphone audio
+that "says" a few DTMF digits (the emulator's recogniser turns them into the
+words "one", "two"...), and runs the real daemon on it once per mode, with
+simulated button presses:
+
+- live: press, the digits are spoken, press; turns appear as they arrive;
+- record: the same, then the recording is uploaded and transcribed;
+- agent: press, the greeting plays, the digits are the question, the agent's
+  reply is "heard" in the speaker file, a long press ends the conversation.
+
+Everything the daemon does here it does on a device: only the microphone is a
+paced WAV file, the speaker a WAV file and the cloud the emulator. It exits 0
+when every mode returned exactly the digits that were spoken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance import dtmf
+from appliance.config import Config, load_config
+from appliance.daemon import Daemon
+from appliance.events import (
+    AGENT_REPLY,
+    AGENT_USER,
+    SPOOL,
+    TURN_FINAL,
+    TURN_PARTIAL,
+    Event,
+    EventBus,
+)
+from appliance.exitcodes import ExitCode
+from appliance.secrets import Secret, register_secret
+
+log = logging.getLogger("appliance.demo")
+
+MIC_RATE = 48000  # what a USB microphone typically runs at
+LEAD_SECONDS = 2.0  # silence before the digits: the press comes inside it
+PRESS_BEFORE_SPEECH = 0.3  # the press lands just before speech; the pre-roll covers it
+TRAIL_SECONDS = 2.0  # silence after the digits, so the last turn can end
+UPLOAD_TIMEOUT = 60.0
+AGENT_TIMEOUT = 30.0
+
+WORDS = {
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "zero": "0",
+    "star": "*",
+    "pound": "#",
+}
+
+
+def words_to_digits(text: str) -> str:
+    """'One two three.' -> '123' (the emulator's recogniser speaks digits as words)."""
+    out = []
+    for word in text.lower().replace(".", " ").replace(",", " ").split():
+        if word in WORDS:
+            out.append(WORDS[word])
+    return "".join(out)
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    expected: str
+    got: str = ""
+    detail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.got == self.expected
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Entry point of ``appliance demo``."""
+    digits = "".join(ch for ch in args.digits if ch in "0123456789")
+    if not digits:
+        print("--digits needs at least one digit", file=sys.stderr)
+        return ExitCode.USAGE
+    modes = [args.mode] if args.mode else ["live", "record", "agent"]
+    logging.getLogger("appliance").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    return asyncio.run(_demo(digits, modes, args.config))
+
+
+async def _demo(digits: str, modes: list[str], config_path: str | None) -> int:
+    from appliance.emulator import DEMO_API_KEY, EmulatorThread
+
+    results: list[ModeResult] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp,
+        EmulatorThread(time_scale=0.1) as emulator,
+    ):
+        work = Path(tmp)
+        mic = work / "microphone.wav"
+        spoken = " ".join(digits)
+        audio = dtmf.generate(
+            spoken, MIC_RATE, lead_ms=int(LEAD_SECONDS * 1000), trail_ms=int(TRAIL_SECONDS * 1000)
+        )
+        dtmf.write_wav(mic, audio, MIC_RATE)
+        emulator.set_agent_script(greeting_digits="0", reply_digits=None)
+        print(
+            f"appliance demo: emulator on {emulator.http_url}, microphone says "
+            f"{' '.join(digits)!r} ({len(audio) / MIC_RATE:.1f} s at {MIC_RATE} Hz)\n"
+        )
+        for mode in modes:
+            config = _demo_config(config_path, emulator.http_url, DEMO_API_KEY, work, mode, mic)
+            print(f"--- {mode}: press, speak, stop")
+            result = await _run_mode(config, mode, digits)
+            results.append(result)
+            print(
+                f"    {'OK ' if result.ok else 'FAIL'} said {result.expected}, "
+                f"got {result.got or '(nothing)'}\n"
+            )
+    print("summary: " + ", ".join(f"{r.mode} {'ok' if r.ok else 'FAILED'}" for r in results))
+    return ExitCode.OK if all(r.ok for r in results) else ExitCode.FAILURE
+
+
+def _demo_config(
+    path: str | None, base_url: str, key: str, work: Path, mode: str, mic: Path
+) -> Config:
+    config = load_config(path, resolve_secrets=False) if path else Config()
+    config.mode = mode
+    config.state_dir = work / f"state-{mode}"
+    config.endpoints.base_url = base_url
+    config.audio.source = "file"
+    config.audio.input_file = mic
+    config.audio.sink = "file"
+    config.audio.output_file = work / f"speaker-{mode}.wav"
+    config.button.enabled = False
+    config.button.keyboard = False
+    config.upload.poll_seconds = 0.2
+    config.api_key = register_secret(Secret(key, source="demo"))
+    return config
+
+
+async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
+    events = EventBus()
+    daemon = Daemon(config, events=events)
+    result = ModeResult(mode, digits)
+    runner = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        feed = events.subscribe()
+        printer = asyncio.create_task(_print_events(feed, result))
+        speech_starts = daemon.ring.time_at(0) + LEAD_SECONDS  # the file's first sample
+        await _sleep_until(speech_starts - PRESS_BEFORE_SPEECH)
+        daemon.press("short")
+        speech_ends = speech_starts + _spoken_seconds(digits)
+        if mode == "agent":
+            await _wait_for(
+                lambda: len(result.detail) and "agent:" in result.detail[-1], AGENT_TIMEOUT
+            )
+            daemon.press("long")
+        else:
+            await _sleep_until(speech_ends + 1.5)
+            daemon.press("short")
+        await asyncio.wait_for(daemon.wait_idle(), 30)
+        if mode == "record":
+            await _wait_for(lambda: _completed(daemon), UPLOAD_TIMEOUT)
+            result.got = words_to_digits(_recording_text(daemon))
+        elif mode == "live":
+            result.got = "".join(
+                words_to_digits(line) for line in result.detail if line.startswith("final:")
+            )
+        else:
+            heard = dtmf.decode_digits(*dtmf.read_wav(config.audio.output_file))
+            print(f"    speaker played DTMF {heard!r} (greeting '0', then the reply)")
+            replies = [line for line in result.detail if line.startswith("agent:")]
+            result.got = words_to_digits(replies[-1]) if replies else ""
+        printer.cancel()
+    finally:
+        daemon.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(runner, 30)
+    return result
+
+
+async def _print_events(feed: AsyncIterator[Event], result: ModeResult) -> None:
+    async for event in feed:
+        data = event.data
+        if event.kind == TURN_PARTIAL:
+            print(f"    partial: {data.get('text', '')}")
+        elif event.kind == TURN_FINAL:
+            line = f"final: {data.get('text', '')}"
+            result.detail.append(line)
+            print(f"    {line}")
+        elif event.kind == AGENT_USER and data.get("final"):
+            print(f"    you:   {data.get('text', '')}")
+        elif event.kind == AGENT_REPLY:
+            line = f"agent: {data.get('text', '')}"
+            result.detail.append(line)
+            print(f"    {line}")
+        elif event.kind == SPOOL:
+            states = data.get("states") or {}
+            if states:
+                print(f"    spool: {states}")
+
+
+def _spoken_seconds(digits: str) -> float:
+    return len(dtmf.generate(" ".join(digits), 8000, lead_ms=0, trail_ms=0)) / 8000
+
+
+def _completed(daemon: Daemon) -> bool:
+    rows = daemon.spool.list()
+    return bool(rows) and all(r.state in ("completed", "failed") for r in rows)
+
+
+def _recording_text(daemon: Daemon) -> str:
+    import json
+
+    texts = []
+    for row in daemon.spool.list():
+        path = daemon.spool.artifact_path(row.id, "json")
+        if path.exists():
+            text = json.loads(path.read_text()).get("text") or ""
+            print(f"    transcript of {row.id}: {text}")
+            texts.append(text)
+    return " ".join(texts)
+
+
+async def _sleep_until(deadline: float) -> None:
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+
+async def _wait_for(predicate: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the demo waited too long")
+        await asyncio.sleep(0.1)

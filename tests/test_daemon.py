@@ -1,0 +1,226 @@
+"""The whole daemon: button presses in, sessions against the emulator, systemd told the truth.
+
+The microphone is a paced DTMF WAV (the real PortAudio path is covered by the
+audio tests), the cloud the emulator on loopback, systemd a notify socket of
+the test's own, and SIGTERM a real signal to a real process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance import dtmf
+from appliance.config import Config
+from appliance.daemon import Daemon
+from appliance.demo import words_to_digits
+from appliance.events import SESSION, TURN_FINAL, EventBus
+from appliance.secrets import Secret
+
+RATE = 48000
+LEAD_S = 1.5
+
+
+def mic_file(tmp_path: Path, digits: str, lead_s: float = LEAD_S, trail_s: float = 2.0) -> Path:
+    path = tmp_path / "mic.wav"
+    audio = dtmf.generate(digits, RATE, lead_ms=int(lead_s * 1000), trail_ms=int(trail_s * 1000))
+    dtmf.write_wav(path, audio, RATE)
+    return path
+
+
+def daemon_config(tmp_path: Path, emulator, mode: str, mic: Path) -> Config:
+    config = Config()
+    config.mode = mode
+    config.state_dir = tmp_path / "state"
+    config.endpoints.base_url = emulator.http_url
+    config.audio.source = "file"
+    config.audio.input_file = mic
+    config.audio.sink = "file"
+    config.audio.output_file = tmp_path / "speaker.wav"
+    config.button.enabled = False
+    config.upload.poll_seconds = 0.1
+    config.api_key = Secret(emulator.api_key)
+    return config
+
+
+async def test_press_speak_press_yields_the_digits_and_a_balanced_account(tmp_path, emulator):
+    config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "4 7 1"))
+    events = EventBus()
+    finals, sessions = [], []
+    events.add_callback(lambda e: finals.append(e) if e.kind == TURN_FINAL else None)
+    events.add_callback(lambda e: sessions.append(e) if e.kind == SESSION else None)
+    daemon = Daemon(config, events=events)
+    runner = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 20)
+    speech = daemon.ring.time_at(0) + LEAD_S
+    await asyncio.sleep(max(0.0, speech - 0.2 - time.monotonic()))
+    daemon.press("short")
+    await asyncio.sleep(speech + 3.0 - time.monotonic())
+    daemon.press("short")
+    await asyncio.wait_for(daemon.wait_idle(), 20)
+    daemon.stop()
+    assert await asyncio.wait_for(runner, 20) == 0
+
+    assert "".join(words_to_digits(e.data["text"]) for e in finals) == "471"
+    (account,) = daemon.accounts
+    assert account.balanced and account.spooled_samples == 0
+    assert [e.data["phase"] for e in sessions] == ["started", "ended"]
+    transcripts = list((config.state_path / "transcripts").glob("*.jsonl"))
+    assert len(transcripts) == 1 and "four" in transcripts[0].read_text().lower()
+    assert emulator.state.token_reuse_attempts == 0
+
+
+async def test_preroll_keeps_the_word_spoken_before_the_press(tmp_path, emulator):
+    """The press comes 0.3 s after the first digit began: the 0.5 s pre-roll still has it."""
+    config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "9 2"))
+    events = EventBus()
+    finals = []
+    events.add_callback(lambda e: finals.append(e) if e.kind == TURN_FINAL else None)
+    daemon = Daemon(config, events=events)
+    runner = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 20)
+    speech = daemon.ring.time_at(0) + LEAD_S
+    await asyncio.sleep(max(0.0, speech + 0.1 - time.monotonic()))
+    daemon.press("short")
+    await asyncio.sleep(speech + 3.0 - time.monotonic())
+    daemon.press("short")
+    await asyncio.wait_for(daemon.wait_idle(), 20)
+    daemon.stop()
+    await asyncio.wait_for(runner, 20)
+    assert "".join(words_to_digits(e.data["text"]) for e in finals) == "92"
+
+
+async def test_record_mode_uploads_and_transcribes_once(tmp_path, emulator):
+    config = daemon_config(tmp_path, emulator, "record", mic_file(tmp_path, "5 8"))
+    daemon = Daemon(config)
+    runner = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 20)
+    speech = daemon.ring.time_at(0) + LEAD_S
+    await asyncio.sleep(max(0.0, speech - 0.2 - time.monotonic()))
+    daemon.press("short")
+    await asyncio.sleep(speech + 2.5 - time.monotonic())
+    daemon.press("short")
+    await asyncio.wait_for(daemon.wait_idle(), 20)
+    deadline = time.monotonic() + 30
+    while not (rows := daemon.spool.list()) or rows[0].state != "completed":
+        assert time.monotonic() < deadline, rows
+        await asyncio.sleep(0.1)
+    daemon.stop()
+    await asyncio.wait_for(runner, 20)
+    text = daemon.spool.artifact_path(rows[0].id, "json").read_text()
+    assert words_to_digits(__import__("json").loads(text)["text"]) == "58"
+    assert list(emulator.state.submissions_by_hash.values()) == [1]
+
+
+# ---------------------------------------------------------------- systemd, as a process
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        """Read every message already waiting on the socket."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(4096).decode()
+                except BlockingIOError:
+                    break
+                self.messages.extend(line for line in data.splitlines() if line)
+        finally:
+            self.sock.settimeout(0.2)
+        return self.messages
+
+    def wait_for(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if message.startswith(prefix):
+                    return message
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            self.messages.extend(line for line in data.splitlines() if line)
+        raise AssertionError(f"no {prefix!r} in {self.messages}")
+
+
+def write_config(tmp_path: Path, emulator, mode: str, mic: Path) -> Path:
+    key = tmp_path / "api-key"
+    key.write_text(emulator.api_key)
+    key.chmod(0o600)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"mode: {mode}\nstate_dir: {tmp_path / 'state'}\n"
+        f"endpoints:\n  base_url: {emulator.http_url}\n"
+        f"auth:\n  api_key_file: {key}\n"
+        f"audio:\n  source: file\n  input_file: {mic}\n  sink: none\n"
+        "button:\n  enabled: false\n  keyboard: true\n"
+        "upload:\n  enabled: false\n"
+    )
+    return path
+
+
+def test_sigterm_mid_recording_ends_cleanly_with_the_audio_durable(tmp_path, emulator):
+    """READY after the mic opens, STATUS follows the state, WATCHDOG pings, and SIGTERM in the
+    middle of a recording leaves a valid, durable WAV in the spool and STOPPING=1 sent."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    mic = mic_file(tmp_path, "369369", lead_s=0.5, trail_s=5.0)
+    config = write_config(tmp_path, emulator, "record", mic)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        notify.wait_for("READY=1", 30)
+        proc.stdin.write("\n")  # Enter = a short press: start recording
+        proc.stdin.flush()
+        notify.wait_for("STATUS=recording", 10)
+        time.sleep(2.5)
+        pings_before = sum(m == "WATCHDOG=1" for m in notify.drain())
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    notify.wait_for("STOPPING=1", 1)
+    assert pings_before >= 2  # at half of WATCHDOG_USEC while recording
+
+    from appliance.spool import Spool, SpoolParams
+
+    spool = Spool(SpoolParams(tmp_path / "state" / "spool"), owner=False)
+    (row,) = spool.list()
+    assert row.state == "ready", row  # closed cleanly, not left "recording"
+    samples = [dtmf.read_wav(seg)[0] for seg in spool.segments(row.id)]
+    heard = dtmf.decode_digits(__import__("numpy").concatenate(samples), RATE)
+    assert heard == "369369"  # everything said before SIGTERM is kept
+
+
+def test_broken_config_never_reports_ready(tmp_path):
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = tmp_path / "config.yaml"
+    config.write_text("mode: live\nlive:\n  chunk_ms: 3000\n")
+    proc = subprocess.run([sys.executable, "-m", "appliance", "run", "--config", str(config)],
+                          env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert f"{config}:3: live.chunk_ms" in proc.stderr
+    with pytest.raises(AssertionError):
+        notify.wait_for("READY=1", 0.5)
