@@ -109,18 +109,24 @@ async def _demo(digits: str, modes: list[str], config_path: str | None) -> int:
         EmulatorThread(time_scale=0.1) as emulator,
     ):
         work = Path(tmp)
-        mic = work / "microphone.wav"
-        spoken = " ".join(digits)
-        audio = dtmf.generate(
-            spoken, MIC_RATE, lead_ms=int(LEAD_SECONDS * 1000), trail_ms=int(TRAIL_SECONDS * 1000)
-        )
-        dtmf.write_wav(mic, audio, MIC_RATE)
+        # Live and record hear one turn per digit; the agent hears one question.
+        mics = {}
+        for name, spoken in (("turns", " ".join(digits)), ("question", digits)):
+            mics[name] = work / f"microphone-{name}.wav"
+            audio = dtmf.generate(
+                spoken,
+                MIC_RATE,
+                lead_ms=int(LEAD_SECONDS * 1000),
+                trail_ms=int(TRAIL_SECONDS * 1000),
+            )
+            dtmf.write_wav(mics[name], audio, MIC_RATE)
         emulator.set_agent_script(greeting_digits="0", reply_digits=None)
         print(
-            f"appliance demo: emulator on {emulator.http_url}, microphone says "
-            f"{' '.join(digits)!r} ({len(audio) / MIC_RATE:.1f} s at {MIC_RATE} Hz)\n"
+            f"appliance demo: emulator on {emulator.http_url}; the microphone (a {MIC_RATE} Hz "
+            f"WAV) says the DTMF digits {' '.join(digits)!r}\n"
         )
         for mode in modes:
+            mic = mics["question" if mode == "agent" else "turns"]
             config = _demo_config(config_path, emulator.http_url, DEMO_API_KEY, work, mode, mic)
             print(f"--- {mode}: press, speak, stop")
             result = await _run_mode(config, mode, digits)
@@ -165,9 +171,8 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
         daemon.press("short")
         speech_ends = speech_starts + _spoken_seconds(digits)
         if mode == "agent":
-            await _wait_for(
-                lambda: len(result.detail) and "agent:" in result.detail[-1], AGENT_TIMEOUT
-            )
+            # The emulated agent answers by repeating the digits of the question.
+            await _wait_for(lambda: len(_replied_digits(result)) >= len(digits), AGENT_TIMEOUT)
             daemon.press("long")
         else:
             await _sleep_until(speech_ends + 1.5)
@@ -183,8 +188,7 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
         else:
             heard = dtmf.decode_digits(*dtmf.read_wav(config.audio.output_file))
             print(f"    speaker played DTMF {heard!r} (greeting '0', then the reply)")
-            replies = [line for line in result.detail if line.startswith("agent:")]
-            result.got = words_to_digits(replies[-1]) if replies else ""
+            result.got = _replied_digits(result)
         printer.cancel()
     finally:
         daemon.stop()
@@ -212,6 +216,10 @@ async def _print_events(feed: AsyncIterator[Event], result: ModeResult) -> None:
             states = data.get("states") or {}
             if states:
                 print(f"    spool: {states}")
+
+
+def _replied_digits(result: ModeResult) -> str:
+    return "".join(words_to_digits(line) for line in result.detail if line.startswith("agent:"))
 
 
 def _spoken_seconds(digits: str) -> float:

@@ -98,5 +98,6 @@ def setup_logging(level: str = "INFO", *, journal: bool | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party libraries log URLs and headers at DEBUG; keep them quieter than us.
+    # httpx logs every request at INFO: our own lines say what matters, with context.
     for noisy in ("websockets", "httpx", "httpcore", "asyncio", "aiohttp"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
