@@ -36,7 +36,7 @@ READY_TIMEOUT_SECONDS = 20.0
 #: Time after the press before CPU is counted (connection set-up, first turn).
 WARMUP_SECONDS = 2.0
 #: Presses and drops per latency experiment.
-LATENCY_TRIALS_QUICK = 3
+LATENCY_TRIALS_QUICK = 2
 LATENCY_TRIALS_FULL = 8
 #: Wait after a press or a drop for audio to reach the emulator.
 FIRST_AUDIO_TIMEOUT_SECONDS = 10.0
@@ -54,6 +54,7 @@ class Variant:
     argv: list[str]
     streams: bool = True  # does a press start a streaming session?
     trace_kind: str = "none"  # how capture->send latency is derived: sdk | ring | none
+    terminate: bool = False  # needs SIGTERM to stop (the daemon), not just end of stdin
 
     def command(self, http_url: str, api_key: str, trace: Path) -> list[str]:
         return [
@@ -71,7 +72,9 @@ def workload(name: str, *extra: str) -> list[str]:
     return [PYTHON, "-m", "scripts.bench.workloads", name, *extra]
 
 
-def variants(patches: list[str] | None = None) -> dict[str, Variant]:
+def variants(
+    patches: list[str] | None = None, file_source: Path | None = None
+) -> dict[str, Variant]:
     table = {
         "floor": Variant(
             "floor",
@@ -98,6 +101,34 @@ def variants(patches: list[str] | None = None) -> dict[str, Variant]:
             trace_kind="ring",
         ),
     }
+    daemon = workload("daemon")
+    table["d-live"] = Variant(
+        "d-live",
+        "ours: `appliance run`, live transcription, 48 kHz mic",
+        [*daemon, "--mode", "live"],
+        trace_kind="ring",
+        terminate=True,
+    )
+    if file_source is not None:
+        table["d-live-file"] = Variant(
+            "d-live-file",
+            "ours: `appliance run`, live transcription, paced file source",
+            [*daemon, "--mode", "live", "--input-file", str(file_source)],
+            terminate=True,
+        )
+    table["d-agent"] = Variant(
+        "d-agent",
+        "ours: `appliance run`, voice agent (speaker: null sink)",
+        [*daemon, "--mode", "agent"],
+        streams=True,
+        terminate=True,
+    )
+    table["d-record"] = Variant(
+        "d-record",
+        "ours: `appliance run`, recording to the spool",
+        [*daemon, "--mode", "record"],
+        terminate=True,
+    )
     for spec in patches or []:
         table[f"live+{spec}"] = Variant(
             f"live+{spec}",
@@ -122,6 +153,8 @@ class RunResult:
     trace: dict[str, Any] = field(default_factory=dict)
     sessions: list[Any] = field(default_factory=list)  # emulator SessionRecords
     send_latencies_ms: list[float] = field(default_factory=list)
+    reply_ms: list[float] = field(default_factory=list)
+    flush_ms: list[float] = field(default_factory=list)
     error: str = ""
 
 
@@ -143,6 +176,10 @@ class Harness:
         self.stack = PulseStack().start()
         self.feeder = MicFeeder(self.stack, test_signal()).start()
         self.emu = EmulatorThread(EmulatorConfig(port=0, save_session_audio=False)).start()
+        from appliance import dtmf
+
+        self.file_source = self.tmp / "mic.wav"
+        dtmf.write_wav(self.file_source, test_signal(seconds=60.0), 48_000)
 
     def stop(self) -> None:
         if self.emu is not None:
@@ -188,11 +225,13 @@ class Harness:
         return t
 
     @staticmethod
-    def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
-        """End of stdin ends the workload; it is killed (by its pid) if it hangs."""
+    def finish(proc: subprocess.Popen[str], timeout: float = 30.0, terminate: bool = False) -> None:
+        """End of stdin (and SIGTERM for the daemon) ends the workload; killed if it hangs."""
         with contextlib.suppress(BrokenPipeError, OSError):
             assert proc.stdin is not None
             proc.stdin.close()
+        if terminate and proc.poll() is None:
+            proc.terminate()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -244,7 +283,7 @@ class Harness:
             result.rss_steady_mb = rss.steady_kib() / 1024
             window_range = (window.t0, window.t0 + window.seconds)
         finally:
-            self.finish(proc)
+            self.finish(proc, terminate=variant.terminate)
             notify.close()
         with contextlib.suppress(OSError, ValueError):
             result.trace = json.loads(trace.read_text())
@@ -252,6 +291,8 @@ class Harness:
         if proc.returncode not in (0, None):
             result.error = f"exit code {proc.returncode}"
         result.send_latencies_ms = send_latencies(variant, result, window_range)
+        agent_sessions = self.new_sessions(since, "agent")
+        result.reply_ms, result.flush_ms = agent_latencies(result, agent_sessions)
         return result
 
 
@@ -301,6 +342,47 @@ def send_latencies(variant: Variant, result: RunResult, window: tuple[float, flo
     return out
 
 
+def agent_latencies(result: RunResult, sessions: list[Any]) -> tuple[list[float], list[float]]:
+    """Voice agent: reply audio -> playback, and barge-in -> speaker flushed, ms.
+
+    Reply: the emulator's first ``reply.audio`` of each reply to the first
+    playback callback that starts playing after it (includes the jitter
+    buffer).  Barge-in: each ``reply.done`` (interrupted) to the first flush
+    after the speech start that caused it (from the speech start when the
+    daemon flushed before the emulator's interruption arrived).
+    """
+    playing = result.trace.get("playing", [])
+    flushes = result.trace.get("flushes", [])
+    firsts: dict[Any, float] = {}
+    triggers: list[tuple[str, float]] = []
+    for session in sessions:
+        for m in session.messages:
+            if m.direction != "out" or m.kind != "json" or not isinstance(m.payload, dict):
+                continue
+            kind = m.payload.get("type")
+            if kind == "reply.audio":
+                firsts.setdefault((session.id, m.payload.get("reply_id")), m.t)
+            elif kind == "input.speech.started":
+                triggers.append(("start", m.t))
+            elif kind == "reply.done" and m.payload.get("status") == "interrupted":
+                triggers.append(("interrupted", m.t))
+    reply = []
+    for t_sent in sorted(firsts.values()):
+        i = bisect.bisect_right(playing, t_sent)
+        if i < len(playing) and playing[i] - t_sent < 2.0:
+            reply.append((playing[i] - t_sent) * 1000)
+    starts = sorted(t for kind, t in triggers if kind == "start")
+    flush = []
+    for t_int in sorted(t for kind, t in triggers if kind == "interrupted"):
+        i = bisect.bisect_right(starts, t_int)
+        t_start = starts[i - 1] if i else t_int
+        j = bisect.bisect_left(flushes, t_start)
+        if j < len(flushes) and flushes[j] - t_int < 1.0:
+            t_flush = flushes[j]
+            flush.append((t_flush - (t_int if t_flush >= t_int else t_start)) * 1000)
+    return reply, flush
+
+
 # ----------------------------------------------------------------------------- experiments
 
 
@@ -344,7 +426,7 @@ def press_experiment(h: Harness, variant: Variant, trials: int) -> list[float]:
             h.press(proc)  # stop
             time.sleep(1.5)
     finally:
-        h.finish(proc)
+        h.finish(proc, terminate=variant.terminate)
         notify.close()
     return out
 
@@ -372,7 +454,7 @@ def reconnect_experiment(h: Harness, variant: Variant, trials: int) -> list[floa
             if t_first is not None:
                 out.append((t_first - t_drop) * 1000)
     finally:
-        h.finish(proc)
+        h.finish(proc, terminate=variant.terminate)
         notify.close()
     return out
 
@@ -435,6 +517,9 @@ def summarise(runs: dict[str, list[RunResult]]) -> dict[str, dict[str, float]]:
             "send_p50": percentile(lat, 50),
             "send_p99": percentile(lat, 99),
             "send_n": len(lat),
+            "underruns": sum(int(r.trace.get("underruns") or 0) for r in ok),
+            "reply": [x for r in ok for x in r.reply_ms],
+            "flush": [x for r in ok for x in r.flush_ms],
         }
     return out
 
@@ -473,8 +558,8 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
         "## CPU and memory",
         "",
         "| variant | CPU-s per audio min | above floor | runs (each) | steady RSS MB "
-        "| peak RSS MB | start -> READY=1 s | overflows |",
-        "|---|---|---|---|---|---|---|---|",
+        "| peak RSS MB | start -> READY=1 s | overflows | underruns |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in s.items():
         above = row["cpu"] - floor if key != "floor" else math.nan
@@ -482,10 +567,10 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
         lines.append(
             f"| {labels.get(key, key)} | {fmt(row['cpu'])} | {fmt(above)} | {each} "
             f"| {fmt(row['rss_steady'], 1)} | {fmt(row['rss_peak'], 1)} | {fmt(row['ready'])} "
-            f"| {row['overflows']} |"
+            f"| {row['overflows']} | {row['underruns']} |"
         )
     lines += ["", "## Latency", "", "| what | ours | SDK pipeline |", "|---|---|---|"]
-    live, sdk = s.get("live", {}), s.get("sdk", {})
+    live, sdk = s.get("d-live", {}), s.get("sdk", {})
     lines.append(
         f"| capture -> WebSocket send, p50 / p99 ms (frames) | "
         f"{fmt(live.get('send_p50'), 1)} / {fmt(live.get('send_p99'), 1)} ({live.get('send_n')}) | "
@@ -511,6 +596,20 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
         f"| reconnect after `drop` -> first audio byte, ms | {cell(lat.get('reconnect_live', []))} "
         f"| {cell(lat.get('reconnect_sdk', []))} |"
     )
+    agent = s.get("d-agent", {})
+    for name, key in (
+        ("voice agent: first `reply.audio` sent -> playback starts playing, ms", "reply"),
+        ("voice agent: barge-in (speech start / interrupted) -> speaker flushed, ms", "flush"),
+    ):
+        xs = agent.get(key, [])
+        if xs:
+            text = (
+                f"p50 {percentile(xs, 50):.1f}, p99 {percentile(xs, 99):.1f}, "
+                f"max {max(xs):.1f} (n={len(xs)})"
+            )
+        else:
+            text = "n/a"
+        lines.append(f"| {name} | {text} | n/a (no agent in the SDK's streaming client) |")
     lines += ["", "## Ours / SDK pipeline", ""]
     sdk_above = sdk.get("cpu", math.nan) - floor
     live_above = live.get("cpu", math.nan) - floor
@@ -558,7 +657,7 @@ def targets(summary: dict, lat: dict, soak: dict | None) -> list[tuple[str, str,
         return "yes" if value <= limit else "NO"
 
     floor = summary.get("floor", {}).get("cpu", math.nan)
-    live = summary.get("live", {})
+    live = summary.get("d-live", {})
     sdk = summary.get("sdk", {})
     live_above = live.get("cpu", math.nan) - floor
     sdk_above = sdk.get("cpu", math.nan) - floor
@@ -569,7 +668,15 @@ def targets(summary: dict, lat: dict, soak: dict | None) -> list[tuple[str, str,
             verdict(live_above, sdk_above / 2),
         ),
     ]
-    steady = [row["rss_steady"] for key, row in summary.items() if key != "floor"]
+    file_cpu = summary.get("d-live-file", {}).get("cpu", math.nan)
+    rows.append(
+        (
+            "live with the paced file source <= 1% of one core (0.6 CPU-s/min)",
+            f"{fmt(file_cpu)} CPU-s/min",
+            verdict(file_cpu, 0.6),
+        )
+    )
+    steady = [row["rss_steady"] for key, row in summary.items() if key.startswith("d-")]
     worst = max(steady) if steady else math.nan
     rows.append(
         ("steady RSS <= 60 MB in any mode", f"worst {fmt(worst, 1)} MB", verdict(worst, 60))
@@ -579,6 +686,9 @@ def targets(summary: dict, lat: dict, soak: dict | None) -> list[tuple[str, str,
     rows.append(
         ("press -> first audio byte <= 150 ms (pre-minted)", f"{fmt(pm, 0)} ms", verdict(pm, 150))
     )
+    flushes = summary.get("d-agent", {}).get("flush", [])
+    fm = percentile(flushes, 99)
+    rows.append(("barge-in flush <= 30 ms (p99)", f"{fmt(fm, 1)} ms", verdict(fm, 30)))
     rc = lat.get("reconnect_live", [])
     rm = max(rc) if rc else math.nan
     rows.append(("reconnect <= 1 s on loopback (worst)", f"{fmt(rm, 0)} ms", verdict(rm, 1000)))
@@ -612,6 +722,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure ours with proposed changes, e.g. nodeflate,tick=0.1 (repeatable)",
     )
     parser.add_argument(
+        "--variants", help="comma-separated CPU variants to run (default: all but the driver)"
+    )
+    parser.add_argument(
         "--only-cpu", action="store_true", help="skip the latency experiments (profiling aid)"
     )
     args = parser.parse_args(argv)
@@ -625,11 +738,12 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     started = time.monotonic()
     h = Harness(args)
-    table = variants(args.patches)
     notes: list[str] = []
     try:
         h.start()
-        runs = cpu_experiment(h, table, list(table), reps, seconds)
+        table = variants(args.patches, h.file_source)
+        keys = args.variants.split(",") if args.variants else [k for k in table if k != "live"]
+        runs = cpu_experiment(h, table, keys, reps, seconds)
         lat: dict[str, list[float]] = {}
         soak = None
         if not args.only_cpu:

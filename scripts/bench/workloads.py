@@ -306,9 +306,123 @@ def run_live(args: argparse.Namespace) -> None:
     write_trace(args.trace, trace)
 
 
+def install_daemon_tracing(trace: dict) -> None:
+    """Class-level wrappers that log when audio moves, so appliance code stays untouched.
+
+    Capture callbacks (ring write index after, time), the start index of each
+    live session, playback writes, the moment playback starts playing, and
+    flushes.  Each costs a list append on paths that already run per block.
+    """
+    from appliance.audio import capture as capture_mod
+    from appliance.audio import playback as playback_mod
+    from appliance.live import LiveTranscription
+
+    captures: list = []
+    trace.update(callbacks=[], sessions=[], playing=[], flushes=[], writes=0)
+
+    cap_cb = capture_mod.AudioCapture._callback
+
+    def capture_callback(self, in_data, frame_count, time_info, status):
+        result = cap_cb(self, in_data, frame_count, time_info, status)
+        trace["callbacks"].append((self.ring.write_index, self.last_callback_time))
+        if not captures:
+            captures.append(self)
+            trace["rate"] = self.rate
+        return result
+
+    capture_mod.AudioCapture._callback = capture_callback
+
+    live_run = LiveTranscription.run
+
+    async def run(self, start_index: int):
+        trace["sessions"].append({"start_index": start_index, "t": time.monotonic()})
+        return await live_run(self, start_index)
+
+    LiveTranscription.run = run
+
+    Playback = playback_mod.AudioPlayback
+    play_cb = Playback._callback
+    playing = playback_mod.PlaybackState.PLAYING
+
+    def playback_callback(self, in_data, frame_count, time_info, status):
+        before = self.playback_state
+        result = play_cb(self, in_data, frame_count, time_info, status)
+        if before is not playing and self.playback_state is playing:
+            trace["playing"].append(time.monotonic())
+        return result
+
+    Playback._callback = playback_callback
+    flush = Playback.flush
+
+    def traced_flush(self):
+        flush(self)
+        trace["flushes"].append(time.monotonic())
+
+    Playback.flush = traced_flush
+
+    def finish() -> None:
+        if captures:
+            trace["overflows"] = captures[0].overflows
+        trace["underruns"] = sum(getattr(p, "underruns", 0) for p in _playbacks)
+
+    _playbacks: list = []
+    init = Playback.__init__
+
+    def traced_init(self, *a, **k):
+        init(self, *a, **k)
+        _playbacks.append(self)
+
+    Playback.__init__ = traced_init
+    trace["_finish"] = finish
+
+
+def run_daemon(args: argparse.Namespace) -> None:
+    """``appliance run`` with a generated configuration, keyboard button on stdin."""
+    import atexit
+    import tempfile
+
+    import yaml
+
+    from appliance.cli import main as appliance_main
+
+    work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    key_file = work / "api-key"
+    key_file.write_text(args.api_key)
+    key_file.chmod(0o600)
+    audio: dict = {"sink": "pyaudio" if args.mode == "agent" else "none"}
+    if args.input_file:
+        audio.update(source="file", input_file=args.input_file)
+    else:
+        audio.update(source="pyaudio", input_rate=args.rate)
+    config = {
+        "mode": args.mode,
+        "state_dir": str(work / "state"),
+        "endpoints": {"base_url": args.http_url},
+        "auth": {"api_key_file": str(key_file)},
+        "audio": audio,
+        "button": {"enabled": False, "keyboard": True},
+        "earcons": {"enabled": False},
+        "agent": {"echo": "full_duplex"},
+    }
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    trace: dict = {}
+    if args.trace:
+        install_daemon_tracing(trace)
+
+        def dump() -> None:
+            trace.pop("_finish")()
+            write_trace(args.trace, trace)
+
+        atexit.register(dump)
+    sys.exit(appliance_main(["run", "--config", str(path)]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workload", choices=("floor", "sdk", "live"))
+    parser.add_argument("workload", choices=("floor", "sdk", "live", "daemon"))
+    parser.add_argument("--mode", default="live", help="daemon: live, agent or record")
+    parser.add_argument("--input-file", help="daemon: the paced file source instead of the mic")
     parser.add_argument("--rate", type=int, default=MIC_RATE)
     parser.add_argument("--block-ms", type=int, default=20)
     parser.add_argument("--http-url", default="http://127.0.0.1:8765")
@@ -318,7 +432,8 @@ def main() -> None:
     parser.add_argument("--patch", default="", help="live: proposed changes to try")
     args = parser.parse_args()
     args.ws_host = "ws" + args.http_url[4:]
-    {"floor": run_floor, "sdk": run_sdk, "live": run_live}[args.workload](args)
+    workloads = {"floor": run_floor, "sdk": run_sdk, "live": run_live, "daemon": run_daemon}
+    workloads[args.workload](args)
 
 
 if __name__ == "__main__":
