@@ -78,8 +78,11 @@ class PulseStack:
                 "--exit-idle-time=-1",
                 "--disallow-exit",
                 "--load=module-native-protocol-unix",
-                f"--load=module-null-sink sink_name={MIC_SINK}",
-                f"--load=module-null-sink sink_name={SPEAKER_SINK}",
+                # As the test fixture: a 48 kHz mono mic, and no rewinds, without which
+                # a null sink's monitor can miss the start of a playback stream.
+                f"--load=module-null-sink sink_name={MIC_SINK} format=s16le rate={MIC_RATE}"
+                " channels=1 norewinds=1",
+                f"--load=module-null-sink sink_name={SPEAKER_SINK} norewinds=1",
             ],
             env=self.env,
             capture_output=True,
