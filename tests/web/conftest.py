@@ -21,10 +21,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 POLL_S = 0.05
 
-# The emulator fixtures, for the end-to-end test.
-from tests.fixtures.emulator import emulator, emulator_config  # noqa: E402, F401
-
-
 class Browser:
     """A thin async face on a Selenium driver."""
 
