@@ -88,3 +88,29 @@ def test_journal_fields_are_attached_inside_a_log_context(captured) -> None:
     logger.info("outside")
     assert (records[0].SESSION_ID, records[0].MODE) == ("s-1", "live")
     assert not hasattr(records[1], "SESSION_ID")
+
+
+def test_journal_records_carry_session_fields_and_no_secret() -> None:
+    """Under systemd, records go to journald with SESSION_ID/MODE fields, redacted."""
+    from appliance.logs import setup_logging
+
+    register_secret(Secret(API_KEY))
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    sent: list[tuple[str, dict]] = []
+    try:
+        setup_logging("INFO", journal=True)
+        (handler,) = root.handlers
+        handler.send = lambda *args, **fields: sent.append((args[0], fields))
+        with log_context(SESSION_ID="abc123", MODE="live"):
+            try:
+                raise ValueError(f"bad key {API_KEY}")
+            except ValueError:
+                logging.getLogger("appliance.test").exception("failed with %s", API_KEY)
+    finally:
+        root.handlers, level = saved
+        root.setLevel(level)
+    ((message, fields),) = sent
+    assert API_KEY not in message and API_KEY not in repr(fields)
+    assert fields["SESSION_ID"] == "abc123" and fields["MODE"] == "live"
+    assert fields["PRIORITY"] == "3" and "ValueError" in fields["EXCEPTION_TEXT"]
