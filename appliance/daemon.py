@@ -88,6 +88,7 @@ class Daemon:
         self.uploader: Any = None
         self.notifier: Any = None
         self.earcons: Any = None
+        self.web: Any = None
         self._stream_tokens: Any = None
         self._agent_tokens: Any = None
         self._background: list[asyncio.Task] = []

@@ -177,6 +177,7 @@ async def build_components(daemon: Daemon) -> None:
         web = WebServer(config.web, events, daemon.status_snapshot, daemon.web_control)
         await web.start()
         closers.append(web.stop)
+        daemon.web = web
         log.info("web page on http://%s:%s/", config.web.host, web.port)
 
 

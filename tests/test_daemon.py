@@ -224,3 +224,32 @@ def test_broken_config_never_reports_ready(tmp_path):
     assert f"{config}:3: live.chunk_ms" in proc.stderr
     with pytest.raises(AssertionError):
         notify.wait_for("READY=1", 0.5)
+
+
+async def test_local_page_shows_the_daemon_and_its_controls_need_the_token(tmp_path, emulator):
+    import httpx
+
+    token = tmp_path / "control-token"
+    token.write_text("page-control-token-0123456789")
+    token.chmod(0o600)
+    config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "1"))
+    config.web.enabled = True
+    config.web.port = 0
+    config.web.controls_enabled = True
+    config.web.control_token_file = token
+    daemon = Daemon(config)
+    runner = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 20)
+    port = daemon.web.port
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as page:
+        status = (await page.get("/api/status")).json()
+        assert status["mode"] == "live" and status["state"] == "idle"
+        assert status["spool"]["waiting"] == 0
+        refused = await page.post("/api/control/start_session")
+        assert refused.status_code == 401 and daemon.controller.phase.value == "idle"
+        accepted = await page.post("/api/control/switch_mode",
+                                   headers={"Authorization": f"Bearer {token.read_text()}"})
+        assert accepted.status_code == 200
+    assert daemon.controller.mode == "agent"
+    daemon.stop()
+    assert await asyncio.wait_for(runner, 20) == 0
