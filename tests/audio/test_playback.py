@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from appliance import dtmf
+from appliance.audio.capture import AudioCapture
 from appliance.audio.playback import AudioPlayback, PlaybackState
 from appliance.audio.stream import StreamState
 from tests.audio.signals import rms, silence, tone, wait_for
@@ -16,6 +17,9 @@ log = logging.getLogger(__name__)
 
 RATE = 24000
 QUIET = 300  # RMS below this over 10 ms counts as silence
+# Longer than the supervisor's stall timeout (1 s) and than the ~1.9 s pause a
+# rewinding null sink once imposed on a freshly started output stream.
+IDLE_BEFORE_REPLY_SECONDS = 2.5
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +151,28 @@ def test_volume_scales_the_output(playback, pulse_server, tmp_path):
     env = envelope(heard)
     loud = env[env > 100]
     assert np.median(loud) == pytest.approx(0.25 * rms(tone(800.0, RATE, 0.5)), rel=0.15)
+
+
+def test_speaker_opened_beside_the_microphone_survives_idling_and_plays_the_later_reply(
+    pulse_server, tmp_path
+):
+    """The daemon's set-up: capture and playback open at once in one process, the
+    speaker plays silence for a while, then a reply arrives.  A speaker wrongly
+    declared lost while idle is closed, flushed and reopened: the reply goes missing.
+    """
+    capture = AudioCapture(rate=48000, block_ms=20, history_seconds=5.0)
+    speaker = AudioPlayback(input_rate=RATE)
+    with capture, speaker:
+        assert wait_for(lambda: StreamState.RUNNING == capture.state == speaker.state, 10.0), (
+            f"capture {capture.state_detail!r}, speaker {speaker.state_detail!r}"
+        )
+        with Listener(pulse_server, tmp_path) as listener:
+            idle_from = speaker.blocks
+            time.sleep(IDLE_BEFORE_REPLY_SECONDS)
+            assert speaker.idle and speaker.blocks > idle_from  # silence kept flowing
+            speaker.write(dtmf.generate("369", RATE).tobytes())
+            speaker.end_of_stream()
+            assert speaker.wait_drained(timeout=10)
+        assert (speaker.losses, capture.losses) == (0, 0), speaker.state_detail
+        assert speaker.state == capture.state == StreamState.RUNNING
+    assert dtmf.decode_digits(listener.samples(), RATE) == "369"
