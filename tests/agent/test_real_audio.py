@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import pyaudio
 import pytest
 
 from appliance import dtmf
 from appliance import events as ev
 from appliance.agent import VoiceAgentConversation
 from appliance.audio.capture import AudioCapture, StreamState
+from appliance.audio.playback import AudioPlayback
 from appliance.config import ToolConfig
 from tests.agent.helpers import agent_tokens, make_config, wait_for
 
@@ -33,54 +32,9 @@ pytestmark = pytest.mark.audio
 CAPTURE_RATE = 48_000
 SPEAKER_RATE = 24_000
 QUIET_DBFS = -45.0
-
-
-class PortAudioSpeaker:
-    """A minimal 24 kHz PyAudio output stream (callback mode).
-
-    Stands in for ``appliance.audio.playback.AudioPlayback`` (not yet usable
-    here): the conversation needs just ``write``/``flush``/``idle``.
-    """
-
-    def __init__(self, rate: int = SPEAKER_RATE, block: int = 480) -> None:
-        self._lock = threading.Lock()
-        self._buf = bytearray()
-        self._pa = pyaudio.PyAudio()
-        self._stream = self._pa.open(
-            format=pyaudio.paInt16,
-            channels=1,
-            rate=rate,
-            output=True,
-            frames_per_buffer=block,
-            stream_callback=self._callback,
-        )
-
-    def _callback(self, in_data, frame_count, time_info, status):
-        wanted = frame_count * 2
-        with self._lock:
-            chunk = bytes(self._buf[:wanted])
-            del self._buf[:wanted]
-        if len(chunk) < wanted:
-            chunk += bytes(wanted - len(chunk))
-        return chunk, pyaudio.paContinue
-
-    def write(self, pcm: bytes) -> None:
-        with self._lock:
-            self._buf += pcm
-
-    def flush(self) -> None:
-        with self._lock:
-            self._buf.clear()
-
-    @property
-    def idle(self) -> bool:
-        with self._lock:
-            return not self._buf
-
-    def close(self) -> None:
-        self._stream.stop_stream()
-        self._stream.close()
-        self._pa.terminate()
+# Decoding the whole monitor recording costs ~10 ms of CPU; polling it every
+# 20 ms took a third of a core from the audio and emulator threads.
+HEARD_POLL = 0.1
 
 
 class Listener:
@@ -113,9 +67,14 @@ def capture(pulse_server):
 
 @pytest.fixture
 def speaker(pulse_server):
-    spk = PortAudioSpeaker()
+    """The daemon's speaker: ``AudioPlayback`` as ``wiring.open_sink`` builds it."""
+    spk = AudioPlayback(input_rate=SPEAKER_RATE)
+    spk.start()
+    assert wait_sync(lambda: spk.state == StreamState.RUNNING, 10.0), spk.state_detail
     yield spk
-    spk.close()
+    spk.stop()
+    # A speaker declared lost was flushed and reopened: replies went missing.
+    assert spk.losses == 0, f"speaker lost {spk.losses} time(s)"
 
 
 @pytest.fixture
@@ -170,10 +129,14 @@ async def test_greeting_then_question_and_reply_through_the_real_audio_path(
 ):
     emulator.set_agent_script(greeting_digits="5")
     conv, task, seen = start(emulator, capture, speaker, tmp_path)
-    await wait_for(lambda: listener.digits() == "5", 15, "the greeting on the speaker monitor")
+    await wait_for(
+        lambda: listener.digits() == "5", 15, "the greeting on the speaker monitor", HEARD_POLL
+    )
     await wait_for(lambda: not conv.speaking, 5, "the greeting to drain")
     await speak(pulse_server, "12")
-    await wait_for(lambda: listener.digits() == "512", 15, "the reply on the speaker monitor")
+    await wait_for(
+        lambda: listener.digits() == "512", 15, "the reply on the speaker monitor", HEARD_POLL
+    )
     conv.request_stop()
     account = await asyncio.wait_for(task, 10)
 
@@ -203,7 +166,9 @@ async def test_speaking_over_the_reply_silences_the_speaker(
     greeting = "1234567890" * 2  # about 4 s of speech
     emulator.set_agent_script(greeting_digits=greeting, reply_digits="#")
     conv, task, _ = start(emulator, capture, speaker, tmp_path, echo="full_duplex")
-    await wait_for(lambda: listener.digits().startswith("12"), 15, "the greeting to be heard")
+    await wait_for(
+        lambda: listener.digits().startswith("12"), 15, "the greeting to be heard", HEARD_POLL
+    )
     flushed_at: list[tuple[float, int]] = []
     original_flush = speaker.flush
 
@@ -214,7 +179,9 @@ async def test_speaking_over_the_reply_silences_the_speaker(
     speaker.flush = flush
     await speak(pulse_server, "9")
     await wait_for(lambda: flushed_at, 10, "the speaker flush after barge-in")
-    await wait_for(lambda: listener.digits().endswith("#"), 10, "the answer to the barge-in")
+    await wait_for(
+        lambda: listener.digits().endswith("#"), 10, "the answer to the barge-in", HEARD_POLL
+    )
     heard = listener.samples()
     conv.request_stop()
     account = await asyncio.wait_for(task, 10)
@@ -247,17 +214,17 @@ async def test_tool_call_and_resume_through_the_real_audio_path(
     emulator.set_agent_script(greeting_digits="0")
     emulator.add_tool_trigger("7", "double", {"n": 4})
     conv, task, _ = start(emulator, capture, speaker, tmp_path, tools=tools)
-    await wait_for(lambda: listener.digits() == "0", 15, "the greeting")
+    await wait_for(lambda: listener.digits() == "0", 15, "the greeting", HEARD_POLL)
     await wait_for(lambda: not conv.speaking, 5, "the greeting to drain")
     await speak(pulse_server, "7")
-    await wait_for(lambda: listener.digits() == "044", 15, "the tool's answer (44)")
+    await wait_for(lambda: listener.digits() == "044", 15, "the tool's answer (44)", HEARD_POLL)
     await wait_for(lambda: not conv.speaking, 5, "the answer to drain")
     first_id = conv.session_id
     emulator.drop(kind="agent")
     await wait_for(lambda: len(agent_records(emulator)) == 2, 10, "a reconnect")
     await wait_for(lambda: conv.protocol.ready, 10, "the resumed session")
     await speak(pulse_server, "36")
-    await wait_for(lambda: listener.digits() == "04436", 15, "the reply after resuming")
+    await wait_for(lambda: listener.digits() == "04436", 15, "the reply after resuming", HEARD_POLL)
     conv.request_stop()
     account = await asyncio.wait_for(task, 10)
     assert account.resumes == 1 and account.session_ids == [first_id]
