@@ -738,7 +738,21 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     started = time.monotonic()
     h = Harness(args)
-    notes: list[str] = []
+    notes: list[str] = [
+        "SDK on loopback: `StreamingClientOptions(api_host='ws://127.0.0.1:PORT')` is used "
+        "as given (the SDK prefixes `wss://` only to a bare host), so no TLS shim is needed; "
+        "it authenticates with the API key in `Authorization`. Its `create_temporary_token` "
+        "always uses `https://`, so the SDK's pre-minted-token path cannot run on loopback.",
+        "Ours is `appliance run` with a generated config (keyboard button on stdin, earcons "
+        "off, agent `echo: full_duplex`, speaker = the `spk` null sink). The workload wrapper "
+        "(scripts/bench/workloads.py) adds class-level wrappers that append (index, time) to a "
+        "list per capture/playback callback and per flush: no appliance code is edited.",
+        "Press and reconnect latencies use a driver wired like the daemon "
+        "(`workloads.py live`, with and without PrefetchingTokens).",
+        "The `trying` rows run that driver with proposed changes patched in at run time "
+        "(`--try`); compare them with the daemon rows only roughly (the driver has no spool, "
+        "uploader, watchdog or button).",
+    ]
     try:
         h.start()
         table = variants(args.patches, h.file_source)
