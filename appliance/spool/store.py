@@ -162,6 +162,19 @@ class Store:
             ).fetchone()
         return row[0] if row else None
 
+    def submit_in_flight(self, content_hash: str, other_than: str) -> bool:
+        """Is another recording with identical content between "submit sent" and "id stored"?
+
+        Its outcome decides whether identical audio needs a submit at all, so a
+        twin must wait for it rather than pay for the same transcript twice.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM recordings WHERE content_hash = ? AND id != ? AND state = ? LIMIT 1",
+                (content_hash, other_than, SUBMITTING),
+            ).fetchone()
+        return row is not None
+
     # -- writes --------------------------------------------------------------
 
     def insert(

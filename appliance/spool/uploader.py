@@ -84,6 +84,10 @@ def write_durably(path: Path, data: str) -> None:
     fsync_dir(path.parent)
 
 
+# How long a recording waits for an identical twin's submit before looking again.
+TWIN_WAIT_SECONDS = 1.0
+
+
 class _Offline(Exception):
     """Raised inside a step when the network is down; the row is untouched."""
 
@@ -333,6 +337,12 @@ class Uploader:
         if twin:  # identical audio already has a transcript: never pay for it twice
             self.spool.store.transition(row.id, st.UPLOADED, st.SUBMITTING)
             self._adopt(row, twin)
+            return
+        if row.content_hash and self.spool.store.submit_in_flight(row.content_hash, row.id):
+            # A twin's submit is under way: its transcript will be adopted here once its id
+            # is stored. No await between this check and our own SUBMITTING below, so two
+            # twins in this loop can never both pass it.
+            self.spool.store.update(row.id, next_attempt_at=time.time() + TWIN_WAIT_SECONDS)
             return
         body = rest.transcript_request(self.config, row.upload_url)
         self.spool.store.transition(row.id, st.UPLOADED, st.SUBMITTING)

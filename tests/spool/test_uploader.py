@@ -135,3 +135,17 @@ async def test_same_content_is_uploaded_once(tmp_path, emulator):
         await fast_uploader(spool, client).drain(timeout=30)
     assert spool.get(a).upload_url == spool.get(b).upload_url
     assert len(emulator.state.uploads) == 1
+
+
+@pytest.mark.parametrize("twins", [2, 4])
+async def test_identical_recordings_are_transcribed_once(tmp_path, emulator, twins):
+    """Twins (bit-identical audio) ready together are submitted once and share the transcript,
+    even though their steps run as concurrent tasks."""
+    spool = make_spool(tmp_path)
+    ids = [record_digits(spool, "3 1") for _ in range(twins)]
+    async with client_for(emulator) as client:
+        await fast_uploader(spool, client).drain(timeout=30)
+    rows = [spool.get(rid) for rid in ids]
+    assert all(r.state == st.COMPLETED for r in rows), [r.last_error for r in rows]
+    assert len({r.transcript_id for r in rows}) == 1
+    assert list(emulator.state.submissions_by_hash.values()) == [1]
