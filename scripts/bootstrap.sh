@@ -4,7 +4,8 @@
 # and the package itself in editable mode.
 #
 #   scripts/bootstrap.sh          runtime only (the demo)
-#   scripts/bootstrap.sh --dev    plus test tools, emulator and the audio test stack
+#   scripts/bootstrap.sh --dev    plus test tools, the emulator, the audio test stack and
+#                                 the benchmark's comparison (the assemblyai SDK)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 extras=""
-[ "$dev" = 1 ] && extras="[dev]"
+[ "$dev" = 1 ] && extras="[dev,bench]"
 stamp=".venv/.installed${extras}"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
