@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 from appliance import dtmf
+from tests.fixtures.pulse import MIC_SINK, PulseServer
 
-MIC_SINK = "mic"
-SPEAKER_SINK = "spk"
-MIC_RATE = 48_000
-START_TIMEOUT_SECONDS = 10.0
-_ASOUNDRC = "pcm.!default { type pulse }\nctl.!default { type pulse }\n"
+MIC_RATE = 48_000  # the test mic sink's rate (tests/fixtures/pulse.py MIC_SINK_SPEC)
 #: Chunk the feeder writes into pacat; pacat's own buffer paces it.
 FEED_CHUNK_SECONDS = 0.05
 
@@ -48,18 +43,17 @@ def test_signal(rate: int = MIC_RATE, seconds: float = 20.0, seed: int = 7) -> n
     return np.clip(np.round(speech + noise), -32768, 32767).astype(np.int16)
 
 
-class PulseStack:
-    """One private pulseaudio daemon; ``env`` is what child processes need to reach it."""
+class PulseStack(PulseServer):
+    """The test suite's private pulseaudio (tests/fixtures/pulse.py), in a directory of its own.
+
+    The same null sinks as the tests (48 kHz mono ``mic``, no rewinds), so the
+    benchmark measures the audio path the tests prove correct.
+    """
 
     def __init__(self) -> None:
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="bench-pulse-"))
-        os.chmod(self.runtime_dir, 0o700)
-        asoundrc = self.runtime_dir / "asoundrc"
-        asoundrc.write_text(_ASOUNDRC)
-        self.env = dict(os.environ)
-        self.env["XDG_RUNTIME_DIR"] = str(self.runtime_dir)
-        self.env["ALSA_CONFIG_PATH"] = f"/usr/share/alsa/alsa.conf:{asoundrc}"
-        self.pid: int | None = None
+        runtime_dir = Path(tempfile.mkdtemp(prefix="bench-pulse-"))
+        os.chmod(runtime_dir, 0o700)
+        super().__init__(runtime_dir)
 
     @staticmethod
     def available() -> str | None:
@@ -70,55 +64,11 @@ class PulseStack:
         return None
 
     def start(self) -> PulseStack:
-        result = subprocess.run(
-            [
-                "pulseaudio",
-                "-D",
-                "-n",
-                "--exit-idle-time=-1",
-                "--disallow-exit",
-                "--load=module-native-protocol-unix",
-                # As the test fixture: a 48 kHz mono mic, and no rewinds, without which
-                # a null sink's monitor can miss the start of a playback stream.
-                f"--load=module-null-sink sink_name={MIC_SINK} format=s16le rate={MIC_RATE}"
-                " channels=1 norewinds=1",
-                f"--load=module-null-sink sink_name={SPEAKER_SINK} norewinds=1",
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT_SECONDS,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"pulseaudio did not start: {result.stderr.strip()}")
-        pid_file = self.runtime_dir / "pulse" / "pid"
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not pid_file.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("pulseaudio wrote no pid file")
-            time.sleep(0.05)
-        self.pid = int(pid_file.read_text().split()[0])
-        self.pactl("set-default-source", f"{MIC_SINK}.monitor")
-        self.pactl("set-default-sink", SPEAKER_SINK)
+        super().start()
         return self
 
-    def pactl(self, *args: str) -> str:
-        return subprocess.run(
-            ["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-
     def stop(self) -> None:
-        pid, self.pid = self.pid, None
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:
-                    os.kill(pid, 0)
-                    time.sleep(0.05)
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        super().stop()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
