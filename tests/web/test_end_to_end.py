@@ -12,12 +12,9 @@ on the status page; a control request without the token is refused.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from typing import Any
 
 import httpx
-import numpy as np
 
 from appliance import dtmf
 from appliance import events as ev
@@ -30,9 +27,8 @@ from appliance.secrets import Secret
 from appliance.spool.spool import Spool, SpoolParams
 from appliance.web import WebServer
 from appliance.web.snapshot import spool_section
+from tests.live.helpers import CAPTURE_RATE, Feeder
 
-CAPTURE_RATE = 48_000
-BLOCK = 960  # 20 ms
 DIGITS = "1234 5678"
 
 # Records each caption line's class and text whenever the page changes it.
@@ -48,30 +44,6 @@ new MutationObserver(note).observe(document.getElementById('captions'),
   {subtree: true, childList: true, characterData: true, attributes: true});
 return true;
 """
-
-
-class Feeder(threading.Thread):
-    """Writes ``samples`` into the ring at real-time pace, like a microphone, then silence."""
-
-    def __init__(self, ring: RingBuffer, samples: np.ndarray) -> None:
-        super().__init__(daemon=True)
-        self.ring, self.samples = ring, samples
-        self.done, self.halt = threading.Event(), threading.Event()
-
-    def run(self) -> None:
-        t0, i = time.monotonic(), 0
-        silence = np.zeros(BLOCK, dtype=np.int16)
-        while not self.halt.is_set():
-            block = self.samples[i : i + BLOCK]
-            if len(block) < BLOCK:
-                self.done.set()
-                block = np.concatenate([block, silence[: BLOCK - len(block)]])
-            due = t0 + i / CAPTURE_RATE
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.ring.write(block, due)
-            i += BLOCK
 
 
 async def test_spoken_digits_appear_as_partials_then_a_final_line(emulator, browser, tmp_path):
