@@ -252,6 +252,9 @@ class Daemon:
             self.play_earcon("error")
         finally:
             self.accounts.append(account)
+            if getattr(account, "spooled_samples", 0):
+                # Part of what was said could not be delivered live: it is kept for later.
+                self.play_earcon("saved")
             self._session = None
             self._session_task = None
             if self.uploader is not None:

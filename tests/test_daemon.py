@@ -253,3 +253,42 @@ async def test_local_page_shows_the_daemon_and_its_controls_need_the_token(tmp_p
     assert daemon.controller.mode == "agent"
     daemon.stop()
     assert await asyncio.wait_for(runner, 20) == 0
+
+
+async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(
+    tmp_path, emulator
+):
+    """The network is down for the whole session: nothing is lost, the audio is spooled
+    (with the "saved" earcon), and the uploader transcribes it once the network is back."""
+    config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "6 2", trail_s=3.0))
+    config.audio.history_seconds = 2.0
+    config.reconnect.max_seconds = 1.0
+    earcons: list[str] = []
+    daemon = Daemon(config)
+    runner = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 20)
+    played = daemon.play_earcon
+    daemon.play_earcon = lambda name: (earcons.append(name), played(name))
+    emulator.network_down(60)
+    speech = daemon.ring.time_at(0) + LEAD_S
+    await asyncio.sleep(max(0.0, speech - 0.2 - time.monotonic()))
+    daemon.press("short")
+    await asyncio.sleep(speech + 4.0 - time.monotonic())
+    daemon.press("short")
+    await asyncio.wait_for(daemon.wait_idle(), 30)
+    (account,) = daemon.accounts
+    assert account.balanced and account.streamed_samples == 0 and account.lost_samples == 0
+    assert "saved" in earcons
+    emulator.network_up()
+    deadline = time.monotonic() + 60
+    while not (rows := daemon.spool.list()) or any(r.state != "completed" for r in rows):
+        assert time.monotonic() < deadline, [(r.state, r.last_error) for r in rows]
+        await asyncio.sleep(0.2)
+    daemon.stop()
+    await asyncio.wait_for(runner, 20)
+    import json
+
+    texts = [json.loads(daemon.spool.artifact_path(r.id, "json").read_text())["text"]
+             for r in sorted(rows, key=lambda r: r.session_offset or 0)]
+    assert words_to_digits(" ".join(texts)) == "62"
+    assert all(r.session_id for r in rows)
