@@ -41,7 +41,10 @@ Every sample of ``[0, end)`` ends up exactly once in the account as streamed
 (confirmed live), spooled, or lost (overwritten before it could be read).
 
 Close codes: network errors (1006 and friends), 1000 without ``Termination``,
-3005, 3009 -> reconnect with full-jitter backoff; 1008 -> reconnect at once
+3005, 3009 -> reconnect with full-jitter backoff, except that the first drop
+after a connection got fresh audio through reconnects within
+``quick_reconnect_max_seconds`` (at most once per
+``quick_reconnect_spacing_seconds``); 1008 -> reconnect at once
 with a new token, and after ``auth_failures_before_slow_retry`` in a row ->
 "credentials refused", retry every ``auth_retry_seconds`` (never a hot loop);
 3008 -> reconnect at once (roll over to a new session; the buffer keeps the
@@ -54,6 +57,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,6 +99,11 @@ class StreamingLimits:
     auth_retry_seconds: float = 300.0  # slow retry once credentials look wrong
     auth_failures_before_slow_retry: int = 2
     healthy_after_seconds: float = 5.0  # a connection this old resets the backoff
+    # A drop after a connection that got fresh audio through is reconnected at once (a
+    # small jitter so a fleet does not land together); at most one such quick reconnect
+    # per spacing, every other retry backs off exponentially.
+    quick_reconnect_max_seconds: float = 0.2
+    quick_reconnect_spacing_seconds: float = 1.0
     begin_timeout_seconds: float = 10.0  # connected but no Begin: give up on it
     connect_timeout_seconds: float = 15.0  # token + handshake bound
     termination_timeout_seconds: float = 5.0  # Terminate sent, waiting for Termination
@@ -319,10 +328,19 @@ class _Intervals:
 class StreamingSession:
     """One press-to-stop live transcription, across any number of connections."""
 
-    def __init__(self, limits: StreamingLimits | None = None, *, backoff: Backoff | None = None):
+    def __init__(
+        self,
+        limits: StreamingLimits | None = None,
+        *,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ):
         self.limits = limits or StreamingLimits()
         lim = self.limits
         self.backoff = backoff or Backoff(lim.backoff_base_seconds, lim.backoff_max_seconds)
+        self._rng = rng or random.Random()
+        self._fresh_on_connection = False  # this connection sent audio never sent before
+        self._last_quick_reconnect: float | None = None
         self.phase = Phase.IDLE
         self.account = SessionAccount()
         self._chunk = ms_to_samples(lim.chunk_ms)
@@ -418,6 +436,7 @@ class StreamingSession:
         self._server_session = ""
         self._turn_open = False
         self._send_log.clear()
+        self._fresh_on_connection = False
         return []
 
     def connect_failed(
@@ -520,7 +539,7 @@ class StreamingSession:
                 " -- this is a bug",
             )
             return [*actions, notice, *self._after_disconnect(now, self.backoff.next_delay(), why)]
-        return actions + self._after_disconnect(now, self.backoff.next_delay(), why)
+        return actions + self._after_disconnect(now, self._retry_delay(now), why)
 
     def audio(self, now: float, available: int) -> list[Action]:
         """The runner can now supply stream samples ``[0, available)``."""
@@ -582,6 +601,50 @@ class StreamingSession:
             return self._pump(now)
         return []
 
+    def next_timer(self) -> float | None:
+        """The earliest time ``tick`` has work without new audio or events (None: none).
+
+        The runner sleeps until this, the audio of :meth:`audio_wanted`, or an
+        event, instead of polling; a tick before it does nothing, after it is
+        never too late.
+        """
+        phase = self.phase
+        lim = self.limits
+        times: list[float] = []
+        if phase in (Phase.WAITING, Phase.CONNECTING):
+            since = self._disconnected_since
+            if since is not None and not self._spooling:
+                times.append(since + lim.max_outage_seconds)
+            if phase is Phase.WAITING:
+                times.append(self._retry_at)
+        waits_for_peer = phase in (Phase.CONNECTING, Phase.AWAITING_BEGIN, Phase.TERMINATING)
+        if waits_for_peer and self._phase_deadline is not None:
+            times.append(self._phase_deadline)
+        if phase is Phase.STREAMING:
+            if self._send_log:
+                times.append(self._send_log[0][0] + lim.silence_confirm_seconds)
+            if self._stop_deadline is not None:
+                times.append(self._stop_deadline)
+            frame = self._next_frame()
+            if frame is not None:
+                # A frame waits for the pacing bucket: due when it has refilled enough.
+                need = (frame[0] + frame[1]) / STREAM_RATE - self._bucket
+                times.append(self._bucket_time + max(0.0, need) / lim.catchup_rate)
+        return min(times) if times else None
+
+    def audio_wanted(self) -> int | None:
+        """The stream index whose arrival gives the session work (None: no audio needed).
+
+        Streaming, that is the end of the next whole chunk; otherwise (offline, or a
+        frame waiting for pacing) one chunk past what the runner reported, so the
+        backlog rules keep seeing the audio arrive.
+        """
+        if self.phase is Phase.FINISHED or self._end is not None:
+            return None
+        if self.phase is Phase.STREAMING and self._sent + self._chunk > self._available:
+            return self._sent + self._chunk
+        return self._available + self._chunk
+
     # --------------------------------------------------------------- helpers
 
     def _connect(self, now: float) -> list[Action]:
@@ -595,6 +658,25 @@ class StreamingSession:
         if self.account.connections:
             self.account.reconnects += 1
         return [Connect(self._attempt)]
+
+    def _retry_delay(self, now: float) -> float:
+        """The wait before reconnecting after a transient drop.
+
+        A connection that got fresh audio through proves the path works: the
+        drop is news, so reconnect almost at once (the audio meanwhile waits in
+        the buffer). At most one such quick reconnect per spacing, and only after
+        progress, so a server that keeps failing still meets the full-jitter
+        backoff (which restarts from its base after progress).
+        """
+        lim = self.limits
+        progressed = self._fresh_on_connection
+        self._fresh_on_connection = False
+        last = self._last_quick_reconnect
+        if progressed and (last is None or now - last >= lim.quick_reconnect_spacing_seconds):
+            self._last_quick_reconnect = now
+            self.backoff.reset()
+            return self._rng.uniform(0.0, lim.quick_reconnect_max_seconds)
+        return self.backoff.next_delay()
 
     def _mark_disconnected(self, now: float) -> None:
         if self._disconnected_since is None:
@@ -831,18 +913,11 @@ class StreamingSession:
         actions: list[Action] = []
         if now - self._begin_time >= lim.healthy_after_seconds and self.backoff.attempt:
             self.backoff.reset()
-        end = self._end
-        limit = self._available if end is None else end
         while True:
-            backlog = limit - self._sent
-            if backlog <= 0 or (end is None and backlog < self._chunk):
+            frame = self._next_frame()
+            if frame is None:
                 break
-            catching_up = backlog >= 2 * self._chunk
-            size = min(self._catchup_chunk if catching_up else self._chunk, backlog)
-            if end is not None and 0 < backlog - size < self._min_frame:
-                # Never leave a tail shorter than a legal frame.
-                size = backlog if backlog <= self._max_frame else backlog - self._min_frame
-            pad = max(0, self._min_frame - size)  # only a tiny final tail is padded
+            size, pad, catching_up = frame
             if (size + pad) / STREAM_RATE > self._bucket + 1e-9:
                 break
             self._bucket -= (size + pad) / STREAM_RATE
@@ -850,13 +925,16 @@ class StreamingSession:
             self._sent += size
             if start < self._sent_max:
                 self.account.resent_samples += min(self._sent, self._sent_max) - start
-            self._sent_max = max(self._sent_max, self._sent)
+            if self._sent > self._sent_max:
+                self._sent_max = self._sent
+                self._fresh_on_connection = True
             if catching_up:
                 self.account.caught_up_samples += size
             self._last_frame_samples, self._last_frame_pad = size, pad
             self._send_log.append((now, self._sent))
             actions.append(SendAudio(start, self._sent, pad))
         actions += self._confirm_silence(now)
+        end = self._end
         if end is not None:
             if self._sent >= end and not self._terminate_sent:
                 self._terminate_sent = True
@@ -871,6 +949,21 @@ class StreamingSession:
                 actions.append(Notice(logging.WARNING, "backlog not sent in time; rest kept"))
                 actions.append(SendJson({"type": "Terminate"}))
         return actions
+
+    def _next_frame(self) -> tuple[int, int, bool] | None:
+        """The next frame to send as (samples, padding, catching up), pacing aside."""
+        end = self._end
+        limit = self._available if end is None else end
+        backlog = limit - self._sent
+        if backlog <= 0 or (end is None and backlog < self._chunk):
+            return None
+        catching_up = backlog >= 2 * self._chunk
+        size = min(self._catchup_chunk if catching_up else self._chunk, backlog)
+        if end is not None and 0 < backlog - size < self._min_frame:
+            # Never leave a tail shorter than a legal frame.
+            size = backlog if backlog <= self._max_frame else backlog - self._min_frame
+        pad = max(0, self._min_frame - size)  # only a tiny final tail is padded
+        return size, pad, catching_up
 
     def _finish(self, now: float) -> list[Action]:
         if self.phase is Phase.FINISHED:

@@ -549,3 +549,98 @@ def test_limits_are_validated():
         StreamingLimits(catchup_chunk_ms=1500)
     with pytest.raises(ValueError):
         StreamingLimits(catchup_rate=0.5)
+
+
+# --------------------------------------------------------------------------- quick reconnect
+
+
+def test_a_drop_after_fresh_audio_reconnects_almost_at_once():
+    s = make(quick_reconnect_max_seconds=0.2)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    (after,) = of(drop(s, 2.0, None), ReconnectAfter)
+    assert 0.0 <= after.delay <= 0.2
+    assert of(s.tick(2.0 + after.delay + 1e-6), Connect)
+
+
+def test_after_a_quick_reconnect_failures_back_off_exponentially_again():
+    s = make(quick_reconnect_max_seconds=0.2, backoff_base_seconds=0.5, backoff_max_seconds=8.0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    t = 2.0
+    delay = of(drop(s, t, None), ReconnectAfter)[0].delay
+    ceilings = []
+    for _ in range(5):
+        t += delay + 1e-6
+        assert of(s.tick(t), Connect)
+        ceilings.append(s.backoff.ceiling())
+        delay = of(s.connect_failed(t, ConnectFailure.NETWORK, "refused"), ReconnectAfter)[0].delay
+        assert delay <= ceilings[-1]
+    assert ceilings == [0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+def test_a_second_drop_within_the_spacing_is_not_quick():
+    s = make(quick_reconnect_max_seconds=0.0, quick_reconnect_spacing_seconds=1.0)
+    s.backoff = Backoff(0.5, 8.0, random.Random(3))
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    assert of(drop(s, 1.0, None), ReconnectAfter)[0].delay == 0.0
+    s.tick(1.0)
+    s.opened(1.0)
+    s.message(1.0, begin("s2"))
+    run_realtime(s, 1.0, 1.5)  # fresh audio again, but only half a second later
+    assert s.backoff.attempt == 0
+    drop(s, 1.5, None)
+    assert s.backoff.attempt == 1  # this delay came from the backoff
+
+
+def test_a_server_that_drops_every_connection_after_audio_is_never_hammered():
+    s = make(backoff_base_seconds=0.5, backoff_max_seconds=8.0)
+    s.audio(0.0, 0)
+    s.start(0.0)
+    connects = 1
+    t = 0.0
+    while t < 120.0:
+        t = round(t + 0.01, 6)
+        actions = s.audio(t, int(t * STREAM_RATE))
+        connects += len(of(actions, Connect))
+        if s.phase is Phase.CONNECTING:
+            s.opened(t)
+            actions = s.message(t, begin())
+        if s.phase is Phase.STREAMING and of(actions, SendAudio):
+            s.closed(t, 1006)  # the server takes one burst of audio, then drops
+    assert connects <= 121  # at most one quick reconnect a second (spacing), never a hot loop
+
+
+# --------------------------------------------------------------------------- wake-ups
+
+
+def test_streaming_wants_the_end_of_the_next_chunk():
+    s = make(chunk_ms=100)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    assert s.sent == 16_000
+    assert s.audio_wanted() == 16_000 + 1600
+    assert of(s.audio(1.1, 16_000 + 1600), SendAudio)
+    assert s.audio_wanted() == 16_000 + 3200
+
+
+def test_next_timer_is_when_pacing_lets_the_waiting_frame_go():
+    s = make(chunk_ms=100, catchup_rate=1.25, initial_burst_seconds=0.5)
+    s.audio(0.0, 10 * STREAM_RATE)  # a 10 s backlog
+    streaming(s)
+    due = s.next_timer()
+    assert due is not None and due > 0.0
+    assert not of(s.tick(due - 0.01), SendAudio)
+    assert of(s.tick(due + 1e-6), SendAudio)
+
+
+def test_next_timer_is_the_retry_time_while_waiting():
+    s = make()
+    streaming(s)
+    (after,) = of(drop(s, 1.0, 1006), ReconnectAfter)
+    assert s.next_timer() == pytest.approx(1.0 + after.delay)
