@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -72,8 +73,16 @@ from appliance.spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
-#: How often the runner moves audio and checks timers when nothing else happens.
-TICK_SECONDS = 0.02
+#: The runner sleeps until there is work (a chunk complete, a message, a stop, a
+#: protocol timer) instead of polling. A capture block's callback lands just after
+#: the ring's clock says its last sample was taken; wake this much after that.
+WAKE_MARGIN_SECONDS = 0.001
+#: Woke for audio that is not there yet (a late callback): look again after this,
+#: doubling up to the cap, so a stalled microphone costs a few wake-ups a second.
+AUDIO_RETRY_SECONDS = 0.002
+AUDIO_RETRY_MAX_SECONDS = 0.1
+#: Longest sleep when nothing is due (a safety net for anything not announced).
+MAX_SLEEP_SECONDS = 1.0
 #: Bounds on the WebSocket itself (a press must never hang on a dead network).
 OPEN_TIMEOUT_SECONDS = 10.0
 SEND_TIMEOUT_SECONDS = 3.0
@@ -384,6 +393,14 @@ class LiveTranscription:
         self._stop_reason = "stop requested"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        # Capture block size (samples), refined from how the ring's write index moves.
+        block_ms = getattr(getattr(config, "audio", None), "block_ms", 20) or 20
+        self._block = max(1, round(ring.rate * block_ms / 1000))
+        self._seen_write_index: int | None = None
+        self._audio_wake_at: float | None = None  # when we last planned to find audio
+        self._audio_target = 0  # the capture index that plan was for
+        self._audio_retries = 0
+        self.wakeups = 0  # loop iterations (one per chunk in steady state)
 
     # -------------------------------------------------------------- control
 
@@ -436,7 +453,7 @@ class LiveTranscription:
         try:
             account = await self._execute(machine.start(self.clock()))
             while account is None:
-                await self._wait_for_something()
+                await self._wait_for_work(stopped, start_index + max_samples)
                 now = self.clock()
                 actions: list[Action] = []
                 while not self._queue.empty():
@@ -489,13 +506,74 @@ class LiveTranscription:
             return "silence timeout"
         return None
 
-    async def _wait_for_something(self) -> None:
-        """Until a connection event arrives, a stop is requested, or one tick passes."""
-        if not self._queue.empty() or self._wake is None:
+    async def _wait_for_work(self, stopped: bool, max_index: int) -> None:
+        """Sleep until there is something to do.
+
+        That is: a connection event, a stop request, a protocol timer of the
+        session, the silence timeout, or (while capturing) the capture block that
+        completes the next chunk, found from the ring's clock mapping. So the
+        steady state is one wake-up per chunk, sent as soon as it is complete.
+        """
+        wake, loop = self._wake, self._loop
+        if wake is None or loop is None:
             return
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+        wake.clear()
+        if not self._queue.empty() or (self._stop_requested and not stopped):
+            return
+        self.wakeups += 1
+        now = self.clock()
+        due = now + MAX_SLEEP_SECONDS
+        timer = self.machine.next_timer()
+        if timer is not None:
+            due = min(due, timer)
+        if not stopped:
+            timeout = self.config.live.silence_timeout_seconds
+            if timeout is not None:
+                due = min(due, self._last_speech + timeout)
+            wanted = self.machine.audio_wanted()
+            if wanted is not None:
+                due = min(due, self._audio_due(now, wanted, max_index))
+        delay = due - now
+        if delay <= 0:
+            return
+        handle = loop.call_later(delay, wake.set)
+        try:
+            await wake.wait()
+        finally:
+            handle.cancel()
+
+    def _audio_due(self, now: float, wanted: int, max_index: int) -> float:
+        """When the capture block that brings stream index ``wanted`` should be in the ring."""
+        ring, mirror = self.ring, self._mirror
+        written = ring.write_index
+        seen, self._seen_write_index = self._seen_write_index, written
+        if seen is not None and written > seen:
+            # Every move of the write index is whole blocks: their gcd is the block.
+            self._block = math.gcd(self._block, written - seen)
+        need = wanted - mirror.end
+        position = mirror.reader.position
+        target = min(max_index, position + max(1, math.ceil(need * ring.rate / STT_RATE)))
+        if written >= target:
+            self._audio_wake_at = None
+            return now
+        planned = self._audio_wake_at
+        if planned is not None and target == self._audio_target and now >= planned:
+            # We woke when the block was due and it is not there: a late callback
+            # (or a stalled microphone). Look again soon, less often each time.
+            self._audio_retries += 1
+            retry = AUDIO_RETRY_SECONDS * 2 ** min(self._audio_retries - 1, 16)
+            self._audio_wake_at = now + min(AUDIO_RETRY_MAX_SECONDS, retry)
+            return self._audio_wake_at
+        self._audio_retries = 0
+        self._audio_target = target
+        block = self._block
+        block_end = written + -(-(target - written) // block) * block
+        try:
+            due = ring.time_at(block_end) + WAKE_MARGIN_SECONDS
+        except LookupError:
+            due = now + block / ring.rate
+        self._audio_wake_at = due
+        return due
 
     def _quiet_point(self, start: int, end: int) -> int:
         """The end of the latest quiet 10 ms window in ``[start, end]`` (within the last second).
@@ -726,6 +804,8 @@ class LiveTranscription:
                 ping_timeout=PING_TIMEOUT_SECONDS,
                 close_timeout=CLOSE_TIMEOUT_SECONDS,
                 max_size=2**20,
+                # PCM barely compresses; permessage-deflate only costs CPU (it is optional).
+                compression=None,
             )
         except websockets.InvalidStatus as exc:
             status = exc.response.status_code
