@@ -44,9 +44,17 @@ DEFAULT_HISTORY_SECONDS = 10.0
 DEFAULT_MAX_CLOCK_DRIFT = 200e-6
 # How many discontinuity records are kept (each is a device loss).
 DEFAULT_MAX_DISCONTINUITIES = 256
-# Poll period of the wait helpers: readers are woken by polling so the writer
-# never touches a lock or an event loop.
-DEFAULT_POLL_SECONDS = 0.005
+# The wait helpers never let the writer touch a lock or an event loop: a
+# waiter sleeps until the block holding the wanted sample is due by the ring's
+# clock mapping (one wake-up per wanted chunk, not a poll), plus this margin.
+WAIT_DUE_MARGIN_SECONDS = 0.001
+# A block later than its due time is looked for again after this, doubling.
+WAIT_LATE_RETRY_SECONDS = 0.002
+# No single sleep is longer than this, whatever the clock says (a stalled or
+# lost device, a clock step): the bounded fallback.
+WAIT_MAX_SLICE_SECONDS = 0.25
+# Before the first block the clock is unknown: look this often.
+WAIT_UNKNOWN_CLOCK_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,8 @@ class RingBuffer:
         self._segment: tuple[int, float] | None = None
         self._last_t_first: float | None = None
         self._gap_pending = False
+        # Length of the newest block: the writer's cadence, for the wait helpers.
+        self._block = 0
 
     # ------------------------------------------------------------------ writer
 
@@ -129,6 +139,7 @@ class RingBuffer:
         start = self._write_index
         rate = self.rate
         self._update_clock(start, n, t_first, rate)
+        self._block = n
         end = start + n
         self._reserve_index = end
         cap = self.capacity
@@ -303,23 +314,68 @@ class RingBuffer:
         """A cursor that keeps its own position (default: from now on)."""
         return Reader(self, self._write_index if start_index is None else start_index)
 
+    def due_time(self, index: int) -> float | None:
+        """When the block that makes ``write_index >= index`` should arrive (time.monotonic()).
+
+        Blocks keep the newest block's length, so that block ends at the first
+        multiple of it past ``write_index`` that reaches ``index``; its delivery
+        time is the clock mapping's time of that end (the mapping is a lower
+        envelope, so a block is never expected later than it really comes).
+        None before the first write, when there is no clock yet.
+        """
+        segment = self._segment
+        if segment is None:
+            return None
+        w = self._write_index
+        if index <= w:
+            return segment[1] + w / self.rate
+        block = self._block or 1
+        end = w + -(-(index - w) // block) * block
+        return segment[1] + end / self.rate
+
+    def _next_wait(self, index: int, now: float, late: int) -> tuple[float, int]:
+        """How long to sleep before looking at ``write_index`` again, and the new lateness count."""
+        due = self.due_time(index)
+        if due is None:
+            return WAIT_UNKNOWN_CLOCK_SECONDS, late
+        if due + WAIT_DUE_MARGIN_SECONDS > now:
+            return min(due + WAIT_DUE_MARGIN_SECONDS - now, WAIT_MAX_SLICE_SECONDS), 0
+        return min(WAIT_LATE_RETRY_SECONDS * (1 << min(late, 16)), WAIT_MAX_SLICE_SECONDS), late + 1
+
     def wait_until(self, index: int, timeout: float | None = None) -> bool:
-        """Block until ``write_index >= index`` (polling); False on timeout."""
+        """Block until ``write_index >= index``; False on timeout.
+
+        Sleeps until the wanted block is due (see :meth:`due_time`) rather
+        than polling, so a reader costs one wake-up per chunk it asks for.
+        """
+        if self._write_index >= index:
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        late = 0
         while self._write_index < index:
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 return False
-            time.sleep(DEFAULT_POLL_SECONDS)
+            delay, late = self._next_wait(index, now, late)
+            if deadline is not None:
+                delay = min(delay, deadline - now)
+            time.sleep(delay)
         return True
 
     async def wait_until_async(self, index: int, timeout: float | None = None) -> bool:
-        """Asyncio form of :meth:`wait_until`."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        """Asyncio form of :meth:`wait_until` (the loop's clock is time.monotonic())."""
+        if self._write_index >= index:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        late = 0
         while self._write_index < index:
-            if deadline is not None and loop.time() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 return False
-            await asyncio.sleep(DEFAULT_POLL_SECONDS)
+            delay, late = self._next_wait(index, now, late)
+            if deadline is not None:
+                delay = min(delay, deadline - now)
+            await asyncio.sleep(delay)
         return True
 
 

@@ -1,6 +1,7 @@
 """RingBuffer behaviour without audio hardware: indices, wraparound, readers, loss, clock."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -173,3 +174,58 @@ def test_concurrent_writer_never_hands_a_reader_torn_or_unreported_data():
     thread.join()
     assert received + reader.lost_total == total
     assert reader.position == total
+
+
+def test_due_time_is_unknown_before_the_first_block():
+    assert RingBuffer(RATE, history_seconds=1.0).due_time(10) is None
+
+
+def test_due_time_is_the_clock_time_of_the_block_that_reaches_the_wanted_index():
+    ring = RingBuffer(RATE, history_seconds=1.0)
+    fill(ring, 200, 20)  # 20 ms blocks from t=100.0; the one ending at 200 came at 100.2
+    assert ring.due_time(201) == pytest.approx(100.22)  # the next block ends at 220
+    assert ring.due_time(220) == pytest.approx(100.22)
+    assert ring.due_time(300) == pytest.approx(100.30)  # five blocks on
+    assert ring.due_time(301) == pytest.approx(100.32)
+
+
+def test_due_time_follows_the_lower_envelope_not_a_late_block():
+    ring = RingBuffer(RATE, history_seconds=1.0)
+    ring.write(ramp(0, 20), 100.0)
+    ring.write(ramp(20, 20), 100.050)  # delivered 30 ms late
+    assert ring.due_time(60) == pytest.approx(100.06)
+
+
+def _late_writer(ring: RingBuffer, blocks: int, block: int, period: float) -> threading.Thread:
+    def run() -> None:
+        for k in range(blocks):
+            time.sleep(period)
+            ring.write(ramp(k * block, block), time.monotonic() - block / ring.rate)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_wait_until_returns_once_a_writer_thread_reaches_the_index():
+    ring = RingBuffer(RATE, history_seconds=1.0)
+    writer = _late_writer(ring, 10, 20, 0.02)
+    assert ring.wait_until(150, timeout=5)
+    assert ring.write_index >= 150
+    writer.join()
+
+
+async def test_wait_until_async_returns_once_a_writer_thread_reaches_the_index():
+    ring = RingBuffer(RATE, history_seconds=1.0)
+    writer = _late_writer(ring, 10, 20, 0.02)
+    assert await ring.wait_until_async(150, timeout=5)
+    assert ring.write_index >= 150
+    writer.join()
+
+
+async def test_wait_until_async_times_out_when_the_writer_stops():
+    ring = RingBuffer(RATE, history_seconds=1.0)
+    fill(ring, 100, 20, t0=0.0)  # a clock long past: every block is overdue
+    assert not await ring.wait_until_async(120, timeout=0.05)
+    assert not ring.wait_until(120, timeout=0.05)
+    assert await ring.wait_until_async(100, timeout=0)
