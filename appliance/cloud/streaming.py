@@ -894,8 +894,9 @@ class StreamingSession:
                     f"{backlog / STREAM_RATE:.1f} s of audio waiting: keeping it for later",
                 )
             )
-        # Spool whole seconds at a time while it is still arriving (fewer, larger writes).
-        if backlog >= STREAM_RATE or too_big or too_long:
+        # Spool whole seconds at a time while it is still arriving (fewer, larger writes),
+        # and never less than a chunk however often the runner looks.
+        if backlog >= STREAM_RATE or too_big or (too_long and backlog >= self._chunk):
             end = self._available
             if self.quiet_point is not None:
                 # End the range in a pause so live streaming resumes between words.
