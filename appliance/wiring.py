@@ -158,13 +158,27 @@ async def build_components(daemon: Daemon) -> None:
     daemon.spool.publish_status()
 
     # Tokens: keep one ready for the current mode so a press connects at once.
-    from appliance.cloud.tokens import PrefetchingTokens, token_source_for
+    # Both sources share one long-lived HTTP client (a client per token costs CPU and a
+    # new connection); it is closed after them.
+    from appliance.cloud.tokens import PrefetchingTokens, SharedHttpClient, token_source_for
 
+    token_http = SharedHttpClient()
+    closers.append(token_http.aclose)
     daemon._stream_tokens = PrefetchingTokens(
-        token_source_for(config, "streaming", max_session_seconds=config.live.max_session_seconds)
+        token_source_for(
+            config,
+            "streaming",
+            max_session_seconds=config.live.max_session_seconds,
+            client=token_http,
+        )
     )
     daemon._agent_tokens = PrefetchingTokens(
-        token_source_for(config, "agent", max_session_seconds=config.agent.max_conversation_seconds)
+        token_source_for(
+            config,
+            "agent",
+            max_session_seconds=config.agent.max_conversation_seconds,
+            client=token_http,
+        )
     )
     for tokens in (daemon._stream_tokens, daemon._agent_tokens):
         closers.append(tokens.aclose)

@@ -15,6 +15,11 @@ Two sources, one interface:
   owner's token broker (``Authorization: Bearer <credential>``, answer
   ``{"token": ...}``), so a fleet never stores the AssemblyAI key.
 
+Both make their requests through one long-lived HTTP client
+(:class:`SharedHttpClient`, made on first use): the daemon gives every source
+the same one and closes it on shutdown; a source given none keeps its own
+(closed by its ``aclose()``).
+
 :class:`PrefetchingTokens` wraps either so that a button press connects without
 waiting for a token round trip: it keeps one unexpired token ready and hands
 each token out at most once.
@@ -110,6 +115,36 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None  # an HTTP date or garbage: fall back to the caller's backoff
 
 
+class SharedHttpClient:
+    """One long-lived ``httpx.AsyncClient`` for token requests, made on first use.
+
+    Building a client costs tens of milliseconds of CPU (mostly its SSL
+    context), and a fresh client also means a fresh TCP (and TLS) connection:
+    a token per WebSocket connection must not pay that each time. Token
+    sources given the same holder share one client and its kept-alive
+    connections. ``aclose()`` closes it (on shutdown); a later request makes a
+    new one. Use it from one event loop.
+    """
+
+    def __init__(self, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+        self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self.created = 0  # clients made so far (one, unless closed and used again)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        client = self._client
+        if client is None or client.is_closed:
+            client = self._client = httpx.AsyncClient(timeout=self._timeout)
+            self.created += 1
+        return client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
 class _HttpTokenSource:
     """Shared GET-a-token logic: classification, uniqueness, registration."""
 
@@ -120,30 +155,33 @@ class _HttpTokenSource:
         params: dict[str, str],
         *,
         lifetime_seconds: float,
-        client: httpx.AsyncClient | None,
+        client: httpx.AsyncClient | SharedHttpClient | None,
         timeout: httpx.Timeout,
     ) -> None:
         self.url = url
         self._headers = headers
         self._params = params
         self.lifetime_seconds = lifetime_seconds
-        self._client = client
+        # Without a client, this source keeps its own long-lived one (closed by aclose()).
+        self._owns_client = client is None
+        self._client = client if client is not None else SharedHttpClient(timeout)
         self._timeout = timeout
         self._seen: dict[bytes, None] = {}
         self.fetched = 0
 
+    async def aclose(self) -> None:
+        """Close the HTTP client if this source made it (a shared one is its owner's)."""
+        if self._owns_client and isinstance(self._client, SharedHttpClient):
+            await self._client.aclose()
+
     async def fetch(self) -> Secret:
         where = _safe_url(self.url)
+        holder = self._client
+        client = holder.client if isinstance(holder, SharedHttpClient) else holder
         try:
-            if self._client is not None:
-                response = await self._client.get(
-                    self.url, params=self._params, headers=self._headers, timeout=self._timeout
-                )
-            else:
-                async with httpx.AsyncClient(timeout=self._timeout) as client:
-                    response = await client.get(
-                        self.url, params=self._params, headers=self._headers
-                    )
+            response = await client.get(
+                self.url, params=self._params, headers=self._headers, timeout=self._timeout
+            )
         except httpx.TimeoutException as exc:
             raise TokenTransientError(
                 f"token request to {where} timed out ({type(exc).__name__})"
@@ -196,7 +234,7 @@ class MintedTokens(_HttpTokenSource):
         bearer: bool,
         expires_in_seconds: int = 600,
         max_session_duration_seconds: int | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.AsyncClient | SharedHttpClient | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         low, high = EXPIRES_IN_RANGE
@@ -243,7 +281,7 @@ class BrokerTokens(_HttpTokenSource):
         *,
         kind: TokenKind = "streaming",
         lifetime_seconds: float = DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.AsyncClient | SharedHttpClient | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__(
@@ -358,11 +396,16 @@ class PrefetchingTokens:
 
 
 def token_source_for(
-    config: object, kind: TokenKind, *, max_session_seconds: float | None = None
+    config: object,
+    kind: TokenKind,
+    *,
+    max_session_seconds: float | None = None,
+    client: SharedHttpClient | httpx.AsyncClient | None = None,
 ) -> TokenSource:
     """The token source a config asks for: the owner's broker if set, else local minting.
 
-    ``config`` is an :class:`appliance.config.Config`.
+    ``config`` is an :class:`appliance.config.Config`. Pass one ``client`` to
+    every source so they share one HTTP client (closed by whoever made it).
     """
     from appliance.config import Config  # local import keeps this module light
 
@@ -371,7 +414,7 @@ def token_source_for(
     if broker.url:
         if config.broker_credential is None:
             raise TokenAuthError("the token-broker credential is not set", 0)
-        return BrokerTokens(broker.url, config.broker_credential, kind=kind)
+        return BrokerTokens(broker.url, config.broker_credential, kind=kind, client=client)
     if config.api_key is None:
         raise TokenAuthError("the AssemblyAI API key is not set", 0)
     urls = config.urls
@@ -382,10 +425,12 @@ def token_source_for(
             config.api_key,
             expires_in_seconds=config.live.token_expires_seconds,
             max_session_duration_seconds=max_session,
+            client=client,
         )
     return MintedTokens.agent(
         urls.agent_token_url,
         config.api_key,
         expires_in_seconds=config.agent.token_expires_seconds,
         max_session_duration_seconds=max_session,
+        client=client,
     )

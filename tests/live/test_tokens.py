@@ -13,6 +13,7 @@ from appliance.cloud.tokens import (
     BrokerTokens,
     MintedTokens,
     PrefetchingTokens,
+    SharedHttpClient,
     TokenAuthError,
     TokenError,
     TokenTransientError,
@@ -31,12 +32,16 @@ class TokenServer:
         self.requests: list[tuple[str, dict[str, str], str | None]] = []
         self.script: list[tuple[int, dict[str, str] | None]] = []  # (status, headers) next
         self.repeat_token: str | None = None
+        self.peers: list[object] = []  # the client address of each request (its TCP connection)
         self._counter = itertools.count(1)
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(
             (request.path, dict(request.query), request.headers.get("Authorization"))
+        )
+        self.peers.append(
+            request.transport.get_extra_info("peername") if request.transport else None
         )
         if self.script:
             status, headers = self.script.pop(0)
@@ -255,3 +260,31 @@ async def test_prefetch_keeper_survives_errors_and_fetch_reports_them(token_serv
     token_server.script.append((401, None))
     with pytest.raises(TokenAuthError):
         await tokens.fetch()
+
+
+async def test_a_second_fetch_reuses_the_client_and_its_connection(token_server):
+    source = MintedTokens.streaming(f"{token_server.url}/v3/token", API_KEY)
+    try:
+        first, second = await source.fetch(), await source.fetch()
+    finally:
+        await source.aclose()
+    assert first.reveal() != second.reveal()
+    assert len(token_server.peers) == 2 and token_server.peers[0] is not None
+    assert token_server.peers[0] == token_server.peers[1]  # same TCP connection, kept alive
+
+
+async def test_sources_sharing_a_client_share_one_connection_until_it_is_closed(token_server):
+    shared = SharedHttpClient()
+    streaming = MintedTokens.streaming(f"{token_server.url}/v3/token", API_KEY, client=shared)
+    agent = MintedTokens.agent(f"{token_server.url}/v1/token", API_KEY, client=shared)
+    await streaming.fetch()
+    await agent.fetch()
+    await streaming.aclose()  # not its client: nothing is closed
+    await agent.fetch()
+    assert shared.created == 1
+    assert len(set(token_server.peers)) == 1
+    await shared.aclose()
+    await streaming.fetch()  # a request after closing makes a new client
+    assert shared.created == 2
+    assert token_server.peers[-1] != token_server.peers[0]
+    await shared.aclose()
