@@ -26,7 +26,9 @@ DEFAULT_FIRST_CALLBACK_TIMEOUT = 5.0
 DEFAULT_STALL_TIMEOUT = 1.0
 DEFAULT_RETRY_INITIAL = 0.5
 DEFAULT_RETRY_MAX = 10.0
-SUPERVISOR_PERIOD = 0.05
+# How often the supervisor looks at the stream. Its stall timeout is 1 s, so 4
+# looks a second find a dead stream within ~1.25 s at a fraction of the wake-ups.
+SUPERVISOR_PERIOD = 0.25
 
 # Pa_Initialize/Pa_Terminate and device enumeration are not thread-safe: two
 # supervisors reopening at once (capture and playback after the audio server
