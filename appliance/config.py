@@ -154,7 +154,9 @@ class AudioConfig:
         None, minimum=8000, maximum=192000, doc="capture rate; null = a rate the device supports"
     )
     input_channel: int = setting(0, minimum=0, maximum=31, doc="channel of a multi-channel mic")
-    block_ms: int = setting(20, minimum=5, maximum=200, unit=" ms", doc="capture callback period")
+    block_ms: int = setting(
+        50, minimum=5, maximum=200, unit=" ms", doc="capture callback period (CPU vs latency)"
+    )
     history_seconds: float = setting(
         10.0, minimum=2, maximum=600, unit=" s", doc="ring buffer history (reconnect gap cover)"
     )
