@@ -24,7 +24,10 @@ from appliance.spool.spool import RecordingWriter, Spool, SpoolFull
 
 log = logging.getLogger("appliance.spool.recorder")
 
-DEFAULT_CHUNK_SECONDS = 0.1
+# Audio moved to the spool per wake-up. Durability comes from the writer's sync
+# (at least once a second), not from this; a larger chunk is fewer wake-ups and
+# thread hand-offs (measured: 0.1 s ~21 loop wake-ups/s, 0.25 s ~13).
+DEFAULT_CHUNK_SECONDS = 0.25
 # Wait this long for new samples before looking at the stop flag again.
 WAIT_SECONDS = 0.2
 
