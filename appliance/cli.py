@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+
+# Before anything imports numpy: the daemon does no linear algebra, and each
+# OpenBLAS worker thread (one per core) is a thread and a buffer for nothing.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from appliance import __version__
 from appliance.exitcodes import ExitCode
