@@ -959,10 +959,7 @@ class StreamingSession:
         if backlog <= 0 or (end is None and backlog < self._chunk):
             return None
         catching_up = backlog >= 2 * self._chunk
-        # Steady state: send all that is here (one chunk plus whatever the last capture block
-        # brought), so a frame ends where the newest block ends instead of waiting a block
-        # for the resampler's few held-back samples.
-        size = min(self._catchup_chunk, backlog) if catching_up else min(backlog, self._max_frame)
+        size = min(self._catchup_chunk if catching_up else self._chunk, backlog)
         if end is not None and 0 < backlog - size < self._min_frame:
             # Never leave a tail shorter than a legal frame.
             size = backlog if backlog <= self._max_frame else backlog - self._min_frame
