@@ -51,6 +51,17 @@ def daemon_config(tmp_path: Path, emulator, mode: str, mic: Path) -> Config:
     return config
 
 
+async def press_speak_press(daemon: Daemon, press_at: float = -0.2, stop_at: float = 3.0) -> None:
+    """Press ``press_at`` s from when the microphone file starts speaking, press again at
+    ``stop_at``, and wait until the session has ended."""
+    speech = daemon.ring.time_at(0) + LEAD_S
+    await asyncio.sleep(max(0.0, speech + press_at - time.monotonic()))
+    daemon.press("short")
+    await asyncio.sleep(max(0.0, speech + stop_at - time.monotonic()))
+    daemon.press("short")
+    await asyncio.wait_for(daemon.wait_idle(), 30)
+
+
 async def test_press_speak_press_yields_the_digits_and_a_balanced_account(tmp_path, emulator):
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "4 7 1"))
     events = EventBus()
@@ -60,12 +71,7 @@ async def test_press_speak_press_yields_the_digits_and_a_balanced_account(tmp_pa
     daemon = Daemon(config, events=events)
     runner = asyncio.create_task(daemon.run())
     await asyncio.wait_for(daemon.ready.wait(), 20)
-    speech = daemon.ring.time_at(0) + LEAD_S
-    await asyncio.sleep(max(0.0, speech - 0.2 - time.monotonic()))
-    daemon.press("short")
-    await asyncio.sleep(speech + 3.0 - time.monotonic())
-    daemon.press("short")
-    await asyncio.wait_for(daemon.wait_idle(), 20)
+    await press_speak_press(daemon)
     daemon.stop()
     assert await asyncio.wait_for(runner, 20) == 0
 
@@ -87,12 +93,7 @@ async def test_preroll_keeps_the_word_spoken_before_the_press(tmp_path, emulator
     daemon = Daemon(config, events=events)
     runner = asyncio.create_task(daemon.run())
     await asyncio.wait_for(daemon.ready.wait(), 20)
-    speech = daemon.ring.time_at(0) + LEAD_S
-    await asyncio.sleep(max(0.0, speech + 0.1 - time.monotonic()))
-    daemon.press("short")
-    await asyncio.sleep(speech + 3.0 - time.monotonic())
-    daemon.press("short")
-    await asyncio.wait_for(daemon.wait_idle(), 20)
+    await press_speak_press(daemon, press_at=0.1)
     daemon.stop()
     await asyncio.wait_for(runner, 20)
     assert "".join(words_to_digits(e.data["text"]) for e in finals) == "92"
@@ -103,12 +104,7 @@ async def test_record_mode_uploads_and_transcribes_once(tmp_path, emulator):
     daemon = Daemon(config)
     runner = asyncio.create_task(daemon.run())
     await asyncio.wait_for(daemon.ready.wait(), 20)
-    speech = daemon.ring.time_at(0) + LEAD_S
-    await asyncio.sleep(max(0.0, speech - 0.2 - time.monotonic()))
-    daemon.press("short")
-    await asyncio.sleep(speech + 2.5 - time.monotonic())
-    daemon.press("short")
-    await asyncio.wait_for(daemon.wait_idle(), 20)
+    await press_speak_press(daemon, stop_at=2.5)
     deadline = time.monotonic() + 30
     while not (rows := daemon.spool.list()) or rows[0].state != "completed":
         assert time.monotonic() < deadline, rows
@@ -270,12 +266,7 @@ async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(
     played = daemon.play_earcon
     daemon.play_earcon = lambda name: (earcons.append(name), played(name))
     emulator.network_down(60)
-    speech = daemon.ring.time_at(0) + LEAD_S
-    await asyncio.sleep(max(0.0, speech - 0.2 - time.monotonic()))
-    daemon.press("short")
-    await asyncio.sleep(speech + 4.0 - time.monotonic())
-    daemon.press("short")
-    await asyncio.wait_for(daemon.wait_idle(), 30)
+    await press_speak_press(daemon, stop_at=4.0)
     (account,) = daemon.accounts
     assert account.balanced and account.streamed_samples == 0 and account.lost_samples == 0
     assert "saved" in earcons
