@@ -3,20 +3,28 @@
 # Debian packages (only the missing ones), a virtual environment in .venv,
 # and the package itself in editable mode.
 #
-#   scripts/bootstrap.sh          runtime only (the demo)
-#   scripts/bootstrap.sh --dev    plus test tools, the emulator, the audio test stack and
-#                                 the benchmark's comparison (the assemblyai SDK)
+#   scripts/bootstrap.sh          the daemon's runtime
+#   scripts/bootstrap.sh --dev    plus the dev and bench extras: the emulator (the demo),
+#                                 pytest, and the benchmark's comparison (the assemblyai SDK)
+#   scripts/bootstrap.sh --test   plus the Debian tools only the tests use (Chromium,
+#                                 systemd-analyze, shellcheck, sox, espeak-ng)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
-[ "${1:-}" = "--dev" ] && dev=1
+test_tools=0
+case "${1:-}" in
+  --dev) dev=1 ;;
+  --test) dev=1; test_tools=1 ;;
+  "") ;;
+  *) echo "usage: scripts/bootstrap.sh [--dev|--test]" >&2; exit 2 ;;
+esac
 
 # Build headers for PyAudio and systemd-python, plus the ALSA/PulseAudio
 # stack that the audio tests and the demo run through.
 packages=(python3-venv portaudio19-dev libsystemd-dev pkg-config gcc
           libasound2-plugins pulseaudio pulseaudio-utils alsa-utils)
-if [ "$dev" = 1 ]; then
+if [ "$test_tools" = 1 ]; then
   packages+=(sox espeak-ng shellcheck systemd chromium chromium-driver)
 fi
 

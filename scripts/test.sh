@@ -3,6 +3,6 @@
 # then lint and run the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh --dev
+scripts/bootstrap.sh --test
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

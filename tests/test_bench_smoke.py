@@ -129,7 +129,7 @@ def test_notify_listener_sees_ready():
 @pytest.mark.timeout(300)
 def test_quick_run_writes_a_report(tmp_path):
     if shutil.which("pulseaudio") is None:
-        pytest.skip("pulseaudio is not installed (scripts/bootstrap.sh --dev installs it)")
+        pytest.skip("pulseaudio is not installed (scripts/bootstrap.sh installs it)")
     pytest.importorskip("assemblyai", reason="the bench extra: pip install -e '.[dev,bench]'")
     out = tmp_path / "BENCHMARKS.md"
     result = subprocess.run(

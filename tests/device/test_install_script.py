@@ -28,10 +28,14 @@ def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+SHELL_SCRIPTS = [SCRIPT, *sorted((ROOT / "scripts").glob("*.sh")), ROOT / ".ci" / "run"]
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
-def test_shellcheck_is_clean() -> None:
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_is_clean(script: Path) -> None:
     result = subprocess.run(
-        ["shellcheck", str(SCRIPT)], capture_output=True, text=True, timeout=TIMEOUT
+        ["shellcheck", str(script)], capture_output=True, text=True, timeout=TIMEOUT
     )
     assert result.returncode == 0, result.stdout
 

@@ -20,7 +20,7 @@ ANALYZE_TIMEOUT = 60
 
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze missing (Debian package 'systemd'; scripts/bootstrap.sh --dev)",
+    reason="systemd-analyze missing (Debian package 'systemd'; scripts/bootstrap.sh --test)",
 )
 
 

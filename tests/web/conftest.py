@@ -56,7 +56,7 @@ class Browser:
 def chromium() -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.skip(
-            "Debian chromium and chromium-driver are not installed (scripts/bootstrap.sh --dev)"
+            "Debian chromium and chromium-driver are not installed (scripts/bootstrap.sh --test)"
         )
     webdriver = pytest.importorskip(
         "selenium.webdriver", reason="selenium is not installed (dev extra)"
