@@ -15,10 +15,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from appliance import dtmf
 from appliance.cloud.rest import RestClient, RestTimeouts
+from appliance.config import UploadConfig
 from appliance.secrets import Secret
 from appliance.spool.spool import Spool, SpoolParams
 from appliance.spool.uploader import Uploader
@@ -26,21 +26,9 @@ from appliance.spool.uploader import Uploader
 RATE = 16000
 
 
-def _upload_config(poll: float) -> SimpleNamespace:
-    return SimpleNamespace(
-        speech_models=["universal-3-pro", "universal-2"],
-        speaker_labels=False,
-        language_detection=False,
-        language_code=None,
-        keyterms_prompt=[],
-        redact_pii=False,
-        redact_pii_policies=[],
-        extra={},
-        concurrency=1,
-        poll_seconds=poll,
-        write_timeout_seconds=30.0,
-        max_attempts=50,
-    )
+def _upload_config(poll: float) -> UploadConfig:
+    """The daemon's defaults, polled fast and retried patiently for the crash tests."""
+    return UploadConfig(poll_seconds=poll, write_timeout_seconds=30.0, max_attempts=50)
 
 
 def record(spool: Spool, digits: str, chunk_ms: int, pace: float) -> None:

@@ -20,6 +20,7 @@ from tests.agent.helpers import (
     SimulatedSpeaker,
     agent_tokens,
     make_config,
+    serve,
     wait_for,
 )
 
@@ -190,15 +191,8 @@ async def weather_service():
 
     app = web.Application()
     app.router.add_post("/weather", weather)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/weather", calls
-    finally:
-        await runner.cleanup()
+    async with serve(app) as base:
+        yield f"{base}/weather", calls
 
 
 async def test_tool_calls_round_trip_through_http_and_command_tools(

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from appliance.config import ToolConfig
 from appliance.tools import ToolRunner
+from tests.agent.helpers import serve
 
 
 def command_tool(script: str, **kwargs) -> ToolConfig:
@@ -43,15 +44,8 @@ async def http_tool_server():
     app.router.add_post("/fail", fail)
     app.router.add_post("/big", big)
     app.router.add_post("/slow", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serve(app) as base:
+        yield f"{base}", seen
 
 
 async def test_http_tool_posts_arguments_as_json(http_tool_server):

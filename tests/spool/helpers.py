@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 from appliance import dtmf
 from appliance.cloud.rest import RestClient, RestTimeouts
+from appliance.config import UploadConfig
 from appliance.secrets import Secret
 from appliance.spool import Spool, SpoolParams
 
 RATE = 16000
 
 
-def upload_config(**kw) -> SimpleNamespace:
-    base = dict(
-        speech_models=["universal-3-pro", "universal-2"],
-        speaker_labels=False,
-        language_detection=False,
-        language_code=None,
-        keyterms_prompt=[],
-        redact_pii=False,
-        redact_pii_policies=[],
-        extra={},
-        concurrency=1,
-        poll_seconds=0.1,
-        write_timeout_seconds=30.0,
-        max_attempts=20,
-    )
-    base.update(kw)
-    return SimpleNamespace(**base)
+def upload_config(**kw) -> UploadConfig:
+    """The daemon's upload settings, polled fast for tests; ``kw`` overrides any of them."""
+    return UploadConfig(**{"poll_seconds": 0.1, "write_timeout_seconds": 30.0, **kw})
 
 
 def make_spool(tmp_path: Path, **kw) -> Spool:
