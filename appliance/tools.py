@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from appliance.cloud import tls
 from appliance.config import ToolConfig
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,10 @@ class ToolRunner:
         client = self._client
         owned = client is None
         if client is None:
-            client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+            # The process's shared TLS context: a tool call must not parse a CA bundle.
+            client = httpx.AsyncClient(
+                timeout=timeout, follow_redirects=False, verify=tls.verify_for(tool.url)
+            )
         try:
             async with client.stream(tool.method, tool.url, **request) as response:
                 body, truncated = await _read_capped(response.aiter_bytes(), tool.max_output_bytes)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from appliance.cloud import tls
 from appliance.secrets import Secret
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -169,6 +170,8 @@ class RestClient:
             timeout=self.timeouts.httpx(),
             transport=transport,
             follow_redirects=False,
+            # The process's one TLS context, or none for a plain http:// base (emulator).
+            verify=tls.verify_for(self.base_url),
         )
 
     @classmethod

@@ -18,7 +18,8 @@ Two sources, one interface:
 Both make their requests through one long-lived HTTP client
 (:class:`SharedHttpClient`, made on first use): the daemon gives every source
 the same one and closes it on shutdown; a source given none keeps its own
-(closed by its ``aclose()``).
+(closed by its ``aclose()``). Its TLS context is the process's shared one
+(:mod:`appliance.cloud.tls`), made only if a token URL is ``https://``.
 
 :class:`PrefetchingTokens` wraps either so that a button press connects without
 waiting for a token round trip: it keeps one unexpired token ready and hands
@@ -44,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from appliance.cloud import tls
 from appliance.secrets import Secret, register_secret
 
 log = logging.getLogger(__name__)
@@ -124,24 +126,30 @@ class SharedHttpClient:
     sources given the same holder share one client and its kept-alive
     connections. ``aclose()`` closes it (on shutdown); a later request makes a
     new one. Use it from one event loop.
+
+    The client uses the process's shared TLS context, and none for plain
+    ``http://`` token URLs (the emulator): see :mod:`appliance.cloud.tls`. Were
+    a configuration to mix plain and TLS token URLs, each kind gets its own client.
     """
 
     def __init__(self, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
         self._timeout = timeout
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[bool, httpx.AsyncClient] = {}  # by "needs TLS"
         self.created = 0  # clients made so far (one, unless closed and used again)
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        client = self._client
+    def client_for(self, url: str) -> httpx.AsyncClient:
+        """The client for requests to ``url``, made on first use."""
+        secure = tls.needs_tls(url)
+        client = self._clients.get(secure)
         if client is None or client.is_closed:
-            client = self._client = httpx.AsyncClient(timeout=self._timeout)
+            client = httpx.AsyncClient(timeout=self._timeout, verify=tls.verify_for(url))
+            self._clients[secure] = client
             self.created += 1
         return client
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
             await client.aclose()
 
 
@@ -177,7 +185,7 @@ class _HttpTokenSource:
     async def fetch(self) -> Secret:
         where = _safe_url(self.url)
         holder = self._client
-        client = holder.client if isinstance(holder, SharedHttpClient) else holder
+        client = holder.client_for(self.url) if isinstance(holder, SharedHttpClient) else holder
         try:
             response = await client.get(
                 self.url, params=self._params, headers=self._headers, timeout=self._timeout
