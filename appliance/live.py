@@ -44,7 +44,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from appliance import events as ev
 from appliance.audio.resample import STT_RATE, Resampler
-from appliance.audio.ring import RingBuffer
+from appliance.audio.ring import RingBuffer, wake_loop
 from appliance.cloud.streaming import (
     Action,
     Close,
@@ -74,13 +74,8 @@ from appliance.spool import SpoolFull
 log = logging.getLogger(__name__)
 
 #: The runner sleeps until there is work (a chunk complete, a message, a stop, a
-#: protocol timer) instead of polling. A capture block's callback lands just after
-#: the ring's clock says its last sample was taken; wake this much after that.
-WAKE_MARGIN_SECONDS = 0.001
-#: Woke for audio that is not there yet (a late callback): look again after this,
-#: doubling up to the cap, so a stalled microphone costs a few wake-ups a second.
-AUDIO_RETRY_SECONDS = 0.002
-AUDIO_RETRY_MAX_SECONDS = 0.1
+#: protocol timer) instead of polling: the capture ring's writer wakes it when the
+#: block that completes the next chunk lands.
 #: Longest sleep when nothing is due (a safety net for anything not announced).
 MAX_SLEEP_SECONDS = 1.0
 #: Bounds on the WebSocket itself (a press must never hang on a dead network).
@@ -393,13 +388,6 @@ class LiveTranscription:
         self._stop_reason = "stop requested"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        # Capture block size (samples), refined from how the ring's write index moves.
-        block_ms = getattr(getattr(config, "audio", None), "block_ms", 20) or 20
-        self._block = max(1, round(ring.rate * block_ms / 1000))
-        self._seen_write_index: int | None = None
-        self._audio_wake_at: float | None = None  # when we last planned to find audio
-        self._audio_target = 0  # the capture index that plan was for
-        self._audio_retries = 0
         self.wakeups = 0  # loop iterations (one per chunk in steady state)
 
     # -------------------------------------------------------------- control
@@ -423,6 +411,7 @@ class LiveTranscription:
     async def _run(self, start_index: int) -> SessionAccount:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._wake_from_writer = wake_loop(self._loop, self._wake.set)
         live = self.config.live
         self.machine = machine = StreamingSession(self.limits)
         machine.format_turns = live.format_turns
@@ -511,7 +500,7 @@ class LiveTranscription:
 
         That is: a connection event, a stop request, a protocol timer of the
         session, the silence timeout, or (while capturing) the capture block that
-        completes the next chunk, found from the ring's clock mapping. So the
+        completes the next chunk: the ring's writer wakes us when it lands. So the
         steady state is one wake-up per chunk, sent as soon as it is complete.
         """
         wake, loop = self._wake, self._loop
@@ -526,54 +515,36 @@ class LiveTranscription:
         timer = self.machine.next_timer()
         if timer is not None:
             due = min(due, timer)
+        cancel_audio = None
         if not stopped:
             timeout = self.config.live.silence_timeout_seconds
             if timeout is not None:
                 due = min(due, self._last_speech + timeout)
             wanted = self.machine.audio_wanted()
             if wanted is not None:
-                due = min(due, self._audio_due(now, wanted, max_index))
+                target = self._capture_index_for(wanted, max_index)
+                if self.ring.write_index >= target:
+                    return
+                cancel_audio = self.ring.call_when_written(target, self._wake_from_writer)
         delay = due - now
         if delay <= 0:
+            if cancel_audio is not None:
+                cancel_audio()
             return
         handle = loop.call_later(delay, wake.set)
         try:
             await wake.wait()
         finally:
             handle.cancel()
+            if cancel_audio is not None:
+                cancel_audio()
 
-    def _audio_due(self, now: float, wanted: int, max_index: int) -> float:
-        """When the capture block that brings stream index ``wanted`` should be in the ring."""
-        ring, mirror = self.ring, self._mirror
-        written = ring.write_index
-        seen, self._seen_write_index = self._seen_write_index, written
-        if seen is not None and written > seen:
-            # Every move of the write index is whole blocks: their gcd is the block.
-            self._block = math.gcd(self._block, written - seen)
+    def _capture_index_for(self, wanted: int, max_index: int) -> int:
+        """The capture index whose arrival makes stream index ``wanted`` available."""
+        mirror = self._mirror
         need = wanted - mirror.end
-        position = mirror.reader.position
-        target = min(max_index, position + max(1, math.ceil(need * ring.rate / STT_RATE)))
-        if written >= target:
-            self._audio_wake_at = None
-            return now
-        planned = self._audio_wake_at
-        if planned is not None and target == self._audio_target and now >= planned:
-            # We woke when the block was due and it is not there: a late callback
-            # (or a stalled microphone). Look again soon, less often each time.
-            self._audio_retries += 1
-            retry = AUDIO_RETRY_SECONDS * 2 ** min(self._audio_retries - 1, 16)
-            self._audio_wake_at = now + min(AUDIO_RETRY_MAX_SECONDS, retry)
-            return self._audio_wake_at
-        self._audio_retries = 0
-        self._audio_target = target
-        block = self._block
-        block_end = written + -(-(target - written) // block) * block
-        try:
-            due = ring.time_at(block_end) + WAKE_MARGIN_SECONDS
-        except LookupError:
-            due = now + block / ring.rate
-        self._audio_wake_at = due
-        return due
+        step = max(1, math.ceil(need * self.ring.rate / STT_RATE))
+        return min(max_index, mirror.reader.position + step)
 
     def _quiet_point(self, start: int, end: int) -> int:
         """The end of the latest quiet 10 ms window in ``[start, end]`` (within the last second).
@@ -659,7 +630,8 @@ class LiveTranscription:
         if ws is None:
             return
         try:
-            await asyncio.wait_for(ws.send(data), SEND_TIMEOUT_SECONDS)
+            async with asyncio.timeout(SEND_TIMEOUT_SECONDS):  # no task per frame, as wait_for
+                await ws.send(data)
         except TimeoutError:
             log.warning("send stalled for %.0f s; dropping the connection", SEND_TIMEOUT_SECONDS)
             ws.transport.abort()

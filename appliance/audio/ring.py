@@ -20,6 +20,12 @@ Concurrency model (one writer, any number of readers, no lock):
 Reference assignments and int stores are atomic under the GIL, which is all
 this relies on; small tuples replaced whole carry the clock mapping.
 
+Waking readers: a reader that wants index N registers a callback
+(:meth:`RingBuffer.call_when_written`); the writer, after publishing a block,
+calls every callback whose index it reached.  The writer only reads a tuple
+that registrations replace whole, so it still takes no lock; callbacks must be
+thread-safe and cheap (``loop.call_soon_threadsafe``, ``threading.Event.set``).
+
 Clock mapping: each contiguous run of samples (a *segment*) has an origin
 ``t0`` such that ``time_at(i) = t0 + i / rate``.  ``t0`` is a lower envelope of
 ``t_first - i_first / rate`` over the blocks written (delivery is only ever
@@ -33,7 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,17 +51,8 @@ DEFAULT_HISTORY_SECONDS = 10.0
 DEFAULT_MAX_CLOCK_DRIFT = 200e-6
 # How many discontinuity records are kept (each is a device loss).
 DEFAULT_MAX_DISCONTINUITIES = 256
-# The wait helpers never let the writer touch a lock or an event loop: a
-# waiter sleeps until the block holding the wanted sample is due by the ring's
-# clock mapping (one wake-up per wanted chunk, not a poll), plus this margin.
-WAIT_DUE_MARGIN_SECONDS = 0.001
-# A block later than its due time is looked for again after this, doubling.
-WAIT_LATE_RETRY_SECONDS = 0.002
-# No single sleep is longer than this, whatever the clock says (a stalled or
-# lost device, a clock step): the bounded fallback.
-WAIT_MAX_SLICE_SECONDS = 0.25
-# Before the first block the clock is unknown: look this often.
-WAIT_UNKNOWN_CLOCK_SECONDS = 0.01
+# The wait helpers are woken by the writer itself when the wanted sample is in:
+# one wake-up per wanted chunk, at the moment it lands, never a poll or a guess.
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +119,9 @@ class RingBuffer:
         self._segment: tuple[int, float] | None = None
         self._last_t_first: float | None = None
         self._gap_pending = False
-        # Length of the newest block: the writer's cadence, for the wait helpers.
-        self._block = 0
+        # Readers to wake, replaced whole under _waiters_lock (the writer never takes it).
+        self._waiters: tuple[_Waiter, ...] = ()
+        self._waiters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ writer
 
@@ -139,7 +138,6 @@ class RingBuffer:
         start = self._write_index
         rate = self.rate
         self._update_clock(start, n, t_first, rate)
-        self._block = n
         end = start + n
         self._reserve_index = end
         cap = self.capacity
@@ -153,6 +151,11 @@ class RingBuffer:
         if first < n:
             self._buf[: n - first] = frames[first:]
         self._write_index = end
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if end >= waiter.index:
+                    waiter.fire()
 
     def mark_discontinuity(self) -> None:
         """Say the next write does not follow the previous one (the device was lost).
@@ -314,69 +317,85 @@ class RingBuffer:
         """A cursor that keeps its own position (default: from now on)."""
         return Reader(self, self._write_index if start_index is None else start_index)
 
-    def due_time(self, index: int) -> float | None:
-        """When the block that makes ``write_index >= index`` should arrive (time.monotonic()).
+    def call_when_written(self, index: int, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once ``write_index >= index``; returns a function that cancels it.
 
-        Blocks keep the newest block's length, so that block ends at the first
-        multiple of it past ``write_index`` that reaches ``index``; its delivery
-        time is the clock mapping's time of that end (the mapping is a lower
-        envelope, so a block is never expected later than it really comes).
-        None before the first write, when there is no clock yet.
+        The callback runs on the writer's thread (the audio callback), or here at
+        once if the index is already written, so it must be thread-safe and
+        cheap.  It runs at most once per registration (in a rare race, twice:
+        callbacks must be idempotent, as waking a waiter is).
         """
-        segment = self._segment
-        if segment is None:
-            return None
-        w = self._write_index
-        if index <= w:
-            return segment[1] + w / self.rate
-        block = self._block or 1
-        end = w + -(-(index - w) // block) * block
-        return segment[1] + end / self.rate
+        waiter = _Waiter(index, callback)
+        with self._waiters_lock:
+            self._waiters = (*self._waiters, waiter)
+        if self._write_index >= index:  # written before the writer could see us
+            waiter.fire()
 
-    def _next_wait(self, index: int, now: float, late: int) -> tuple[float, int]:
-        """How long to sleep before looking at ``write_index`` again, and the new lateness count."""
-        due = self.due_time(index)
-        if due is None:
-            return WAIT_UNKNOWN_CLOCK_SECONDS, late
-        if due + WAIT_DUE_MARGIN_SECONDS > now:
-            return min(due + WAIT_DUE_MARGIN_SECONDS - now, WAIT_MAX_SLICE_SECONDS), 0
-        return min(WAIT_LATE_RETRY_SECONDS * (1 << min(late, 16)), WAIT_MAX_SLICE_SECONDS), late + 1
+        def cancel() -> None:
+            with self._waiters_lock:
+                self._waiters = tuple(w for w in self._waiters if w is not waiter)
+
+        return cancel
 
     def wait_until(self, index: int, timeout: float | None = None) -> bool:
         """Block until ``write_index >= index``; False on timeout.
 
-        Sleeps until the wanted block is due (see :meth:`due_time`) rather
-        than polling, so a reader costs one wake-up per chunk it asks for.
+        Woken by the writer when the block holding ``index`` lands: one wake-up
+        per wait, however late or irregular the device's callbacks are.
         """
         if self._write_index >= index:
             return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        late = 0
-        while self._write_index < index:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            delay, late = self._next_wait(index, now, late)
-            if deadline is not None:
-                delay = min(delay, deadline - now)
-            time.sleep(delay)
-        return True
+        arrived = threading.Event()
+        cancel = self.call_when_written(index, arrived.set)
+        try:
+            arrived.wait(timeout)
+        finally:
+            cancel()
+        return self._write_index >= index
 
     async def wait_until_async(self, index: int, timeout: float | None = None) -> bool:
-        """Asyncio form of :meth:`wait_until` (the loop's clock is time.monotonic())."""
+        """Asyncio form of :meth:`wait_until`."""
         if self._write_index >= index:
             return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        late = 0
-        while self._write_index < index:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            delay, late = self._next_wait(index, now, late)
-            if deadline is not None:
-                delay = min(delay, deadline - now)
-            await asyncio.sleep(delay)
-        return True
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+        cancel = self.call_when_written(index, wake_loop(loop, arrived.set))
+        try:
+            async with asyncio.timeout(timeout):
+                await arrived.wait()
+        except TimeoutError:
+            pass
+        finally:
+            cancel()
+        return self._write_index >= index
+
+
+def wake_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
+    """A writer-thread callback that runs ``callback`` on ``loop`` (dropped once it is closed)."""
+
+    def wake() -> None:
+        try:  # noqa: SIM105 - on the audio thread: a bare try costs nothing, suppress() allocates
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop closed while the writer was waking it: nobody waits
+            pass
+
+    return wake
+
+
+class _Waiter:
+    """A reader's wish to be woken at ``index``; fires its callback once."""
+
+    __slots__ = ("callback", "fired", "index")
+
+    def __init__(self, index: int, callback: Callable[[], None]) -> None:
+        self.index = index
+        self.callback = callback
+        self.fired = False
+
+    def fire(self) -> None:
+        if not self.fired:
+            self.fired = True
+            self.callback()
 
 
 class Reader:

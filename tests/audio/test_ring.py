@@ -176,24 +176,32 @@ def test_concurrent_writer_never_hands_a_reader_torn_or_unreported_data():
     assert reader.position == total
 
 
-def test_due_time_is_unknown_before_the_first_block():
-    assert RingBuffer(RATE, history_seconds=1.0).due_time(10) is None
-
-
-def test_due_time_is_the_clock_time_of_the_block_that_reaches_the_wanted_index():
+def test_a_waiter_is_called_by_the_write_that_reaches_its_index_and_only_once():
     ring = RingBuffer(RATE, history_seconds=1.0)
-    fill(ring, 200, 20)  # 20 ms blocks from t=100.0; the one ending at 200 came at 100.2
-    assert ring.due_time(201) == pytest.approx(100.22)  # the next block ends at 220
-    assert ring.due_time(220) == pytest.approx(100.22)
-    assert ring.due_time(300) == pytest.approx(100.30)  # five blocks on
-    assert ring.due_time(301) == pytest.approx(100.32)
+    calls: list[int] = []
+    ring.call_when_written(150, lambda: calls.append(ring.write_index))
+    fill(ring, 140, 20)
+    assert calls == []
+    ring.write(ramp(140, 20), 101.0)
+    ring.write(ramp(160, 20), 101.1)
+    assert calls == [160]
 
 
-def test_due_time_follows_the_lower_envelope_not_a_late_block():
+def test_a_waiter_for_an_index_already_written_is_called_at_once():
     ring = RingBuffer(RATE, history_seconds=1.0)
-    ring.write(ramp(0, 20), 100.0)
-    ring.write(ramp(20, 20), 100.050)  # delivered 30 ms late
-    assert ring.due_time(60) == pytest.approx(100.06)
+    fill(ring, 100, 20)
+    calls: list[str] = []
+    ring.call_when_written(80, lambda: calls.append("now"))
+    assert calls == ["now"]
+
+
+def test_a_cancelled_waiter_is_never_called():
+    ring = RingBuffer(RATE, history_seconds=1.0)
+    calls: list[str] = []
+    cancel = ring.call_when_written(40, lambda: calls.append("woken"))
+    cancel()
+    fill(ring, 100, 20)
+    assert calls == []
 
 
 def _late_writer(ring: RingBuffer, blocks: int, block: int, period: float) -> threading.Thread:
