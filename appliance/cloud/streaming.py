@@ -89,7 +89,7 @@ CLOSE_TOO_MANY_SESSIONS = 3009
 class StreamingLimits:
     """Every limit of the session logic, named, with the reasoning in the defaults."""
 
-    chunk_ms: int = 100  # steady-state frame length (50..1000)
+    chunk_ms: int = 100  # shortest steady-state frame (50..1000); below 2 chunks all is sent
     catchup_rate: float = 1.25  # backlog is sent at most this many times real time
     catchup_chunk_ms: int = 500  # frame length while catching up (<= 1000)
     burst_seconds: float = 1.0  # token-bucket capacity (audio ahead of real time)
@@ -959,7 +959,10 @@ class StreamingSession:
         if backlog <= 0 or (end is None and backlog < self._chunk):
             return None
         catching_up = backlog >= 2 * self._chunk
-        size = min(self._catchup_chunk if catching_up else self._chunk, backlog)
+        # In step with capture a frame takes everything ready (one to two chunks): a
+        # chunk that ends a few samples past the newest capture block (the resampler's
+        # look-ahead) would otherwise wait a whole block for them.
+        size = min(self._catchup_chunk if catching_up else backlog, backlog, self._max_frame)
         if end is not None and 0 < backlog - size < self._min_frame:
             # Never leave a tail shorter than a legal frame.
             size = backlog if backlog <= self._max_frame else backlog - self._min_frame
