@@ -73,8 +73,11 @@ class PlaybackSink(Protocol):
 class ConversationLimits:
     """Timing limits of the runner (the protocol's own come from ``agent:``)."""
 
-    #: Period of the timer that checks idle/max length, speaker drain and the end bound.
+    #: While a finished reply drains from the speaker, how often to look whether it has
+    #: (the microphone is unmuted then); otherwise the runner sleeps until the protocol's
+    #: next deadline, at most ``max_tick_seconds``.
     tick_seconds: float = 0.02
+    max_tick_seconds: float = 1.0
     #: How long to wait for ``session.ended`` after ``session.end``.
     end_timeout_seconds: float = 5.0
     #: WebSocket opening handshake bound.
@@ -88,8 +91,9 @@ class ConversationLimits:
     catchup_burst_seconds: float = 0.5
     #: Stop reconnecting after the service was unreachable this long.
     give_up_seconds: float = 60.0
-    #: How often the pump looks for new microphone audio when none is waiting.
-    poll_seconds: float = 0.01
+    #: Longest wait for microphone audio before the pump looks at the session again
+    #: (the capture ring's writer wakes it as soon as a chunk is in).
+    audio_wait_seconds: float = 0.25
 
 
 @dataclasses.dataclass
@@ -186,6 +190,7 @@ class VoiceAgentConversation:
         self._ws: Any = None
         self._outbox: asyncio.Queue[dict[str, Any]] | None = None
         self._ready = asyncio.Event()
+        self._replan = asyncio.Event()  # set when the protocol changed: re-plan the timers
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._transcript: IO[str] | None = None
         self._position = 0  # next ring index to send
@@ -224,8 +229,13 @@ class VoiceAgentConversation:
                 await self._connect_loop()
             finally:
                 await self._teardown()
-                self.events.publish(ev.SESSION, phase="ended", mode="agent",
-                                    session_id=self.session_id, account=self.account.as_dict())
+                self.events.publish(
+                    ev.SESSION,
+                    phase="ended",
+                    mode="agent",
+                    session_id=self.session_id,
+                    account=self.account.as_dict(),
+                )
         account = self.account
         log.info(
             "conversation ended (%s): %d user turns, %d replies, %d connections, %d resumed",
@@ -321,12 +331,28 @@ class VoiceAgentConversation:
                 return
 
     async def _tick_loop(self) -> None:
+        """Timers: sleep until the protocol's next deadline (or a change re-plans it)."""
+        replan = self._replan
         while True:
-            await asyncio.sleep(self.limits.tick_seconds)
+            replan.clear()
+            delay = self._tick_delay(self.clock())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await replan.wait()
             now = self.clock()
             if self.protocol.awaiting_drain and self._playback_idle():
                 self._apply(self.protocol.playback_drained(now))
             self._apply(self.protocol.tick(now))
+
+    def _tick_delay(self, now: float) -> float:
+        limits = self.limits
+        if self.protocol.awaiting_drain:
+            return limits.tick_seconds
+        deadline = self.protocol.next_deadline()
+        if deadline is None:
+            return limits.max_tick_seconds
+        # A deadline already past that tick() did not act on must not make a busy loop.
+        return min(limits.max_tick_seconds, max(deadline - now, limits.tick_seconds))
 
     async def _pump_audio(self, ws: Any) -> None:
         """Ring -> 24 kHz -> ``input.audio``, only while the session is ready, paced."""
@@ -340,8 +366,13 @@ class VoiceAgentConversation:
             budget = limits.catchup_burst_seconds + limits.catchup_rate * (self.clock() - started)
             room = int(budget * ring.rate) - sent
             available = ring.write_index - self._position
-            if room < chunk or available < chunk:
-                await asyncio.sleep(limits.poll_seconds)
+            if available < chunk:
+                await ring.wait_until_async(
+                    self._position + chunk, timeout=limits.audio_wait_seconds
+                )
+                continue
+            if room < chunk:  # catching up faster than the pacing allows
+                await asyncio.sleep((chunk - room) / ring.rate / limits.catchup_rate)
                 continue
             start = self._position
             result = ring.read(start, chunk, out=buf)
@@ -377,6 +408,8 @@ class VoiceAgentConversation:
 
     def _apply(self, actions: list[proto.Action]) -> None:
         """Carry out the protocol's actions (never blocks: sends are queued)."""
+        if actions:
+            self._replan.set()  # the protocol moved: its next deadline may have too
         for action in actions:
             if isinstance(action, proto.Send):
                 if self._outbox is not None:

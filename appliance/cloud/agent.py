@@ -483,6 +483,29 @@ class AgentProtocol:
             ]
         return []
 
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`tick` may have something to do; None: nothing is timed.
+
+        Lets the runner sleep until then instead of ticking on a fixed period.
+        """
+        if self.phase is Phase.ENDING:
+            return self._end_deadline
+        if self.phase is Phase.FINISHED or self._started_at is None:
+            return None
+        deadlines: list[float] = []
+        if self.max_conversation_seconds is not None:
+            deadlines.append(self._started_at + self.max_conversation_seconds)
+        idle = self.idle_timeout_seconds
+        if (
+            idle is not None
+            and self._last_activity is not None
+            and not self._speaking
+            and not self._in_reply
+            and not self._call_reply
+        ):
+            deadlines.append(self._last_activity + idle)
+        return min(deadlines, default=None)
+
     def connection_lost(self, now: float, detail: str = "") -> list[Action]:
         """The socket closed (or could not be opened): reconnect, resume, or finish."""
         phase = self.phase

@@ -360,6 +360,31 @@ def test_maximum_length_ends_with_session_end():
     assert sends(proto.tick(60.0)) == [{"type": "session.end"}]
 
 
+def test_next_deadline_is_when_the_idle_timeout_would_fire():
+    proto = make(idle_timeout_seconds=10.0, max_conversation_seconds=None)
+    assert proto.next_deadline() is None  # nothing timed before the session is ready
+    ready(proto, now=0.0)
+    proto.receive(msg("transcript.user", text="hi"), 9.0)
+    assert proto.next_deadline() == 19.0
+    assert proto.tick(proto.next_deadline())  # and tick acts on it
+
+
+def test_next_deadline_leaves_out_the_idle_timeout_while_the_agent_speaks():
+    proto = make(idle_timeout_seconds=10.0, max_conversation_seconds=60.0)
+    ready(proto, now=0.0)
+    proto.receive(audio_msg(), 1.0)
+    assert proto.next_deadline() == 60.0
+
+
+def test_next_deadline_while_ending_is_the_bound_on_waiting_for_session_ended():
+    proto = make()
+    ready(proto)
+    proto.request_end(5.0)
+    deadline = proto.next_deadline()
+    assert deadline is not None and deadline > 5.0
+    assert of(Finished, proto.tick(deadline))
+
+
 def test_stop_while_disconnected_finishes_at_once():
     proto = make()
     assert proto.request_end(0.0) == [Finished("stopped")]
