@@ -68,6 +68,7 @@ def open_sink(config: Any) -> Any:
             audio.output_device,
             audio.output_rate,
             jitter_buffer_ms=audio.jitter_buffer_ms,
+            block_ms=audio.output_block_ms,
             volume=audio.volume,
         )
     sink.start()
