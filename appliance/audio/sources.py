@@ -65,9 +65,14 @@ class _Pacer:
             self._thread.join()
 
     def _run(self) -> None:
+        # A plain sleep, not Event.wait(timeout) (a lock and a condition per tick); a
+        # stop is seen within one period.
         period = self._period
         next_time = time.monotonic() + period
-        while not self._stop.wait(max(0.0, next_time - time.monotonic())):
+        while True:
+            time.sleep(max(0.0, next_time - time.monotonic()))
+            if self._stop.is_set():
+                return
             behind = int((time.monotonic() - next_time) / period)
             if behind > _MAX_CATCH_UP_BLOCKS:  # do not burst minutes of audio after a stall
                 next_time += behind * period
