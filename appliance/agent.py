@@ -40,6 +40,7 @@ from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import RingBuffer
 from appliance.backoff import Backoff
 from appliance.cloud import agent as proto
+from appliance.cloud import tls
 from appliance.cloud.tokens import TokenAuthError, TokenError, TokenSource
 from appliance.config import Config
 from appliance.logs import log_context
@@ -287,6 +288,7 @@ class VoiceAgentConversation:
         try:
             async with websockets.connect(
                 _with_token(self.url, token),
+                ssl=tls.context_for(self.url),  # one shared context
                 open_timeout=self.limits.open_timeout_seconds,
                 max_size=self.limits.max_message_bytes,
                 close_timeout=2.0,

@@ -45,6 +45,7 @@ from websockets.asyncio.client import connect as ws_connect
 from appliance import events as ev
 from appliance.audio.resample import STT_RATE, Resampler
 from appliance.audio.ring import RingBuffer, wake_loop
+from appliance.cloud import tls
 from appliance.cloud.streaming import (
     Action,
     Close,
@@ -771,6 +772,7 @@ class LiveTranscription:
         try:
             ws = await ws_connect(
                 url,
+                ssl=tls.context_for(self.config.urls.streaming_url),  # one shared context
                 open_timeout=OPEN_TIMEOUT_SECONDS,
                 ping_interval=PING_INTERVAL_SECONDS,
                 ping_timeout=PING_TIMEOUT_SECONDS,
