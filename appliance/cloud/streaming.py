@@ -112,6 +112,9 @@ class StreamingLimits:
     spool_backlog_fraction: float = 0.5  # spool once the backlog fills this much history
     resume_guard_ms: int = 100  # confirmed point sits this far past a final word's end
     silence_confirm_seconds: float = 3.0  # no speech reported this long after sending: delivered
+    # Silence is confirmed in batches this long: one timer wake-up per batch, not per frame
+    # (confirming a little later only means a little more would be resent after a drop).
+    silence_confirm_batch_seconds: float = 1.0
     drain_extra_seconds: float = 10.0  # after stop, longest wait to send the backlog
 
     def __post_init__(self) -> None:
@@ -621,8 +624,13 @@ class StreamingSession:
         if waits_for_peer and self._phase_deadline is not None:
             times.append(self._phase_deadline)
         if phase is Phase.STREAMING:
-            if self._send_log:
-                times.append(self._send_log[0][0] + lim.silence_confirm_seconds)
+            if self._send_log and not self._turn_open and self._pending_final is None:
+                # (While a turn is open nothing is confirmed this way: no timer.)
+                times.append(
+                    self._send_log[0][0]
+                    + lim.silence_confirm_seconds
+                    + lim.silence_confirm_batch_seconds
+                )
             if self._stop_deadline is not None:
                 times.append(self._stop_deadline)
             frame = self._next_frame()

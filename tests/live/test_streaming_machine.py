@@ -248,6 +248,27 @@ def test_an_open_turn_holds_back_silence_confirmation():
     assert s.confirmed == 0
 
 
+def test_silence_is_confirmed_in_batches_not_one_timer_per_frame():
+    s = make(chunk_ms=100, silence_confirm_seconds=3.0, silence_confirm_batch_seconds=1.0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)  # twenty frames, the first sent at about 0.1 s
+    due = s.next_timer()
+    assert due is not None and due >= 0.1 + 3.0 + 1.0
+    s.tick(due)
+    assert s.confirmed >= 1.0 * STREAM_RATE  # a second of frames confirmed at one wake-up
+
+
+def test_no_silence_timer_while_a_turn_is_open():
+    s = make(silence_confirm_seconds=1.0)
+    s.audio(0.0, 0)
+    streaming(s)
+    s.message(0.0, json.dumps({"type": "SpeechStarted", "timestamp": 0, "confidence": 0.9}))
+    run_realtime(s, 0.0, 2.0)
+    due = s.next_timer()
+    assert due is None or due > 100.0
+
+
 def test_samples_reported_lost_are_counted_not_streamed():
     s = make(resume_guard_ms=0)
     s.audio(0.0, 0)
