@@ -59,6 +59,7 @@ class Variant:
     trace_kind: str = "none"  # how capture->send latency is derived: sdk | ring | none
     terminate: bool = False  # needs SIGTERM to stop (the daemon), not just end of stdin
     floor: str | None = None  # the bare capture at this variant's block size, subtracted
+    full_alsa: bool = False  # the system's whole ALSA plugin set, not just pulse (see the notes)
 
     def command(self, http_url: str, api_key: str, trace: Path) -> list[str]:
         return [
@@ -138,6 +139,23 @@ def variants(
         terminate=True,
         floor="floor",
     )
+    # The same floor and live run with Debian's libasound2-plugins set loaded (the recipe
+    # in TESTING.md): what the device-like rows above leave out.
+    table["floor-full"] = Variant(
+        "floor-full",
+        f"floor, {OUR_BLOCK_MS} ms blocks, with the system's whole ALSA plugin set",
+        workload("floor", "--block-ms", str(OUR_BLOCK_MS)),
+        streams=False,
+        full_alsa=True,
+    )
+    table["d-live-full"] = Variant(
+        "d-live-full",
+        "ours: `appliance run`, live, 48 kHz mic, with the system's whole ALSA plugin set",
+        [*daemon, "--mode", "live"],
+        terminate=True,
+        floor="floor-full",
+        full_alsa=True,
+    )
     for spec in patches or []:
         table[f"live+{spec}"] = Variant(
             f"live+{spec}",
@@ -208,6 +226,8 @@ class Harness:
     ) -> subprocess.Popen[str]:
         assert self.stack is not None
         env = dict(self.stack.env, NOTIFY_SOCKET=notify.path, PYTHONPATH=str(ROOT))
+        if variant.full_alsa:
+            env["ALSA_CONFIG_PATH"] = self.stack.full_alsa_config_path
 
         def pin() -> None:
             if cpus is not None:
