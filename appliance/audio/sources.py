@@ -11,9 +11,11 @@ PortAudio callback).  PortAudio stays the default everywhere.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +29,14 @@ from appliance.audio.playback import (
     AudioPlayback,
     PlaybackState,
 )
-from appliance.audio.resample import AGENT_RATE, Resampler, resample_once
+from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import DEFAULT_HISTORY_SECONDS, RingBuffer
 from appliance.audio.stream import StateCallback, StreamState
 
 # A paced thread that wakes this late has fallen behind (machine overloaded).
 _MAX_CATCH_UP_BLOCKS = 50
-
-
-def read_wav_mono(path: str | Path, channel: int = 0) -> tuple[np.ndarray, int]:
-    """PCM16 WAV -> (int16 mono samples of ``channel``, rate)."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
-        channels, rate = w.getnchannels(), w.getframerate()
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int16)
-    if channel >= channels:
-        raise ValueError(f"{path}: has {channels} channel(s), channel {channel} requested")
-    return (data[channel::channels].copy() if channels > 1 else data), rate
+# The file source reads its WAV this much at a time as it plays.
+READ_SECONDS = 0.5
 
 
 class _Pacer:
@@ -80,6 +72,90 @@ class _Pacer:
             next_time += period
 
 
+class _WavProgram:
+    """Lead silence, the WAV (one channel, at ``rate``), trail silence, looped or not.
+
+    Read from disk a piece at a time as it plays, so a long recording used as a
+    stand-in microphone costs ``READ_SECONDS`` of memory, not its length.
+    """
+
+    def __init__(
+        self, path: Path, channel: int, rate: int | None, lead: float, trail: float, loop: bool
+    ) -> None:
+        self.path = path
+        self.channel = channel
+        self._wav = wave.open(str(path), "rb")  # noqa: SIM115 - held open while playing
+        if self._wav.getsampwidth() != 2:
+            self._wav.close()
+            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
+        self.channels = self._wav.getnchannels()
+        if channel >= self.channels:
+            self._wav.close()
+            raise ValueError(f"{path}: has {self.channels} channel(s), channel {channel} requested")
+        self.file_rate = self._wav.getframerate()
+        self.rate = int(rate or self.file_rate)
+        self._resampler = Resampler(self.file_rate, self.rate)
+        self.lead = round(lead * self.rate)
+        self.trail = round(trail * self.rate)
+        self.file_samples = round(self._wav.getnframes() * self.rate / self.file_rate)
+        self.loop = loop
+        self.finished = False
+        self._pieces = self._generate()
+        self._pending: collections.deque[np.ndarray] = collections.deque()
+        self._pending_samples = 0
+
+    @property
+    def samples(self) -> int:
+        """Length of one pass (lead + file + trail) at ``rate``."""
+        return self.lead + self.file_samples + self.trail
+
+    def read(self, n: int) -> np.ndarray:
+        """The next ``n`` samples (silence once a single pass has ended)."""
+        while self._pending_samples < n and not self.finished:
+            piece = next(self._pieces, None)
+            if piece is None:
+                self.finished = True
+                break
+            if len(piece):
+                self._pending.append(piece)
+                self._pending_samples += len(piece)
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        while filled < n and self._pending:
+            head = self._pending[0]
+            take = min(n - filled, len(head))
+            out[filled : filled + take] = head[:take]
+            filled += take
+            if take == len(head):
+                self._pending.popleft()
+            else:
+                self._pending[0] = head[take:]
+        self._pending_samples -= filled
+        return out
+
+    def close(self) -> None:
+        self._wav.close()
+
+    def _generate(self) -> Iterator[np.ndarray]:
+        frames_per_read = max(1, round(READ_SECONDS * self.file_rate))
+        while True:
+            yield np.zeros(self.lead, dtype=np.int16)
+            self._wav.rewind()
+            self._resampler.reset()
+            while True:
+                raw = self._wav.readframes(frames_per_read)
+                if not raw:
+                    break
+                data = np.frombuffer(raw, dtype="<i2")
+                if self.channels > 1:
+                    data = data[self.channel :: self.channels]
+                yield self._resampler.process(data.astype(np.int16))
+            yield self._resampler.flush()
+            yield np.zeros(self.trail, dtype=np.int16)
+            if not self.loop or self.samples == 0:
+                return
+
+
 class FileSource(RingSource):
     """A WAV file played into a ring buffer in real time, block by block.
 
@@ -104,35 +180,28 @@ class FileSource(RingSource):
         on_state: StateCallback | None = None,
     ) -> None:
         super().__init__(on_state)
-        samples, file_rate = read_wav_mono(path, channel)
-        self.rate = int(rate or file_rate)
-        samples = resample_once(samples, file_rate, self.rate)
-        lead = np.zeros(round(lead_silence_seconds * self.rate), dtype=np.int16)
-        trail = np.zeros(round(trail_silence_seconds * self.rate), dtype=np.int16)
         self.path = Path(path)
-        self.program = np.concatenate([lead, samples, trail])
+        self._program = _WavProgram(
+            self.path, channel, rate, lead_silence_seconds, trail_silence_seconds, loop
+        )
+        self.rate = self._program.rate
         self.loop = loop
         self.block_ms = block_ms
         self.block = max(1, self.rate * block_ms // 1000)
         self.ring = RingBuffer(self.rate, history_seconds)
         self.finished = threading.Event()
         self.device_label = f"file {self.path.name} {self.rate} Hz"
-        self._position = 0
-        self._silence = np.zeros(self.block, dtype=np.int16)
         self._pacer: _Pacer | None = None
 
+    @property
+    def program_samples(self) -> int:
+        """Samples in one pass: lead silence, the file at ``rate``, trail silence."""
+        return self._program.samples
+
     def _tick(self, block_end_time: float) -> None:
-        n, program = self.block, self.program
-        if self._position >= len(program) and self.loop and len(program):
-            self._position = 0
-        if self._position < len(program):
-            chunk = program[self._position : self._position + n]
-            self._position += len(chunk)
-            if len(chunk) < n:
-                chunk = np.concatenate([chunk, self._silence[: n - len(chunk)]])
-        else:
-            chunk = self._silence
-        if self._position >= len(program) and not self.loop:
+        n = self.block
+        chunk = self._program.read(n)
+        if self._program.finished:
             self.finished.set()
         self.ring.write(chunk, block_end_time - n / self.rate)
         self.blocks += 1
@@ -149,6 +218,7 @@ class FileSource(RingSource):
         if self._pacer is not None:
             self._pacer.stop()
             self._pacer = None
+            self._program.close()
         self._set_state(StreamState.STOPPED)
 
     def __enter__(self):

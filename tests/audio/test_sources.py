@@ -2,6 +2,7 @@
 
 import threading
 import time
+import tracemalloc
 import wave
 
 import numpy as np
@@ -23,13 +24,13 @@ def test_file_source_plays_the_wav_into_the_ring_in_real_time(tmp_path):
         assert source.state == StreamState.RUNNING
         assert source.finished.wait(timeout=5)
         elapsed = time.monotonic() - started
-        heard = source.ring.read(0, len(source.program)).samples
+        heard = source.ring.read(0, source.program_samples).samples
     assert dtmf.decode_digits(heard, 16000) == "147"
     np.testing.assert_array_equal(heard[1600 : 1600 + len(digits)], digits)
     # Paced, not dumped: it cannot have been faster than real time.
-    assert elapsed >= len(source.program) / 16000 - 0.05
-    span = source.ring.time_at(len(source.program)) - source.ring.time_at(0)
-    assert abs(span - len(source.program) / 16000) < 0.01
+    assert elapsed >= source.program_samples / 16000 - 0.05
+    span = source.ring.time_at(source.program_samples) - source.ring.time_at(0)
+    assert abs(span - source.program_samples / 16000) < 0.01
     assert source.overflows == 0 and source.seconds_since_last_block() < 1.0
 
 
@@ -39,11 +40,27 @@ def test_file_source_loops_and_picks_a_channel_and_rate(tmp_path):
     right = dtmf.generate("3", 48000, lead_ms=20, trail_ms=20)
     dtmf.write_wav(path, np.stack([left, right], axis=1), 48000)
     with FileSource(path, rate=16000, channel=1, loop=True, block_ms=20) as source:
-        loop_len = len(source.program)
+        loop_len = source.program_samples
         assert source.rate == 16000
         assert source.ring.wait_until(3 * loop_len, timeout=5)
         heard = source.ring.read(0, 3 * loop_len).samples
     assert dtmf.decode_digits(heard, 16000) == "333"
+
+
+def test_file_source_reads_the_wav_as_it_plays_not_whole(tmp_path):
+    path = tmp_path / "long.wav"
+    minutes = np.zeros(16000 * 120, dtype=np.int16)  # two minutes: 3.8 MB of samples
+    dtmf.write_wav(path, minutes, 16000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        source = FileSource(path, block_ms=20, history_seconds=2.0)
+        source._tick(time.monotonic())
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert source.program_samples == len(minutes)
+    assert held < 400_000  # the ring (2 s) and half a second read ahead, not 3.8 MB
 
 
 def read_wav(path):
