@@ -262,7 +262,8 @@ class AudioPlayback(SupervisedStream):
         out = np.zeros(frame_count, dtype=np.float32)
         fade_n = max(1, int(self.rate * self.fade_ms / 1000))
         with self._lock:
-            if self._fade_out is not None:
+            any_tail = self._fade_out is not None
+            if any_tail:
                 tail, self._fade_out = self._fade_out, None
                 out[: len(tail)] = tail[:frame_count]
             state = self.playback_state
@@ -274,6 +275,9 @@ class AudioPlayback(SupervisedStream):
             if state == PlaybackState.PLAYING:
                 chunk = self._take(frame_count)
                 n = len(chunk)
+                if n == frame_count and not self._fade_in and self._volume == 1.0 and not any_tail:
+                    # Mid-reply, nothing to shape: the queued samples go out as they are.
+                    return (chunk.tobytes(), pyaudio.paContinue)
                 out[:n] = chunk
                 if self._fade_in:
                     k = min(fade_n, n)
