@@ -39,10 +39,12 @@ from appliance.audio.stream import (
 __all__ = ["AudioPlayback", "PlaybackState", "StreamState"]
 
 DEFAULT_JITTER_BUFFER_MS = 60
-# The callback period bounds how soon a flush (barge-in) is heard: 20 ms keeps that
-# short while halving the wake-ups of 10 ms (measured: scripts/bench.py, agent mode)
-# and leaving room against underflows on a loaded Pi.
-DEFAULT_PLAYBACK_BLOCK_MS = 20
+# The callback period bounds how soon a reply starts and a flush (barge-in) is heard.
+# Measured on the PulseAudio test stack (scripts/bench.py, agent mode): 10 ms starts a
+# reply within 10 ms (p99); 20 ms saves ~0.5 CPU-s per audio minute but PulseAudio then
+# asks for blocks in bursts and a reply's start waited up to 250 ms (p99). A loaded Pi
+# that underflows can take 20 (audio.output_block_ms).
+DEFAULT_PLAYBACK_BLOCK_MS = 10
 DEFAULT_FADE_MS = 5
 # Most audio that may be queued (a long reply arriving faster than real time).
 DEFAULT_MAX_BUFFER_SECONDS = 300.0
