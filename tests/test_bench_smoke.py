@@ -140,7 +140,7 @@ def test_quick_run_writes_a_report(tmp_path):
             "--minutes",
             "0.05",
             "--variants",
-            "floor,sdk,d-live",
+            "floor,transport,sdk,d-live",
             "--output",
             str(out),
         ],
@@ -152,7 +152,7 @@ def test_quick_run_writes_a_report(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = out.read_text()
     rows = [line for line in report.splitlines() if line.startswith("| ")]
-    for label in ("floor: bare PyAudio", "SDK pipeline", "`appliance run`, live"):
+    for label in ("floor: bare PyAudio", "yardstick", "SDK pipeline", "`appliance run`, live"):
         row = next(r for r in rows if label in r)
         cpu = row.split("|")[2].strip()
         assert float(cpu) > 0, row  # measured, not "n/a"

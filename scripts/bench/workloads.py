@@ -94,6 +94,97 @@ def run_floor(args: argparse.Namespace) -> None:
     write_trace(args.trace, {"blocks": blocks, "overflows": overflows})
 
 
+# --------------------------------------------------------------------------- transport
+
+
+def run_transport(args: argparse.Namespace) -> None:
+    """The least an asyncio client can do for this stream: a yardstick, not a product.
+
+    PyAudio callback capture (``--block-ms``); every ``--chunk-ms`` the capture
+    thread wakes the event loop, which sends that audio, decimated to 16 kHz by
+    taking every third sample (no filter, no ring, no resume, no spool), as one
+    binary frame over ``websockets`` to the emulator, authenticated with the API
+    key, and reads whatever the service sends back. Its CPU above the floor is
+    what Python, asyncio and websockets alone cost for this message rate.
+    """
+    import pyaudio
+    import websockets.asyncio.client as ws_client
+
+    step = args.rate // STT_RATE
+    chunk_frames = args.rate * args.chunk_ms // 1000
+    overflows = 0
+
+    async def main() -> None:
+        nonlocal overflows
+        loop = asyncio.get_running_loop()
+        frames: asyncio.Queue[bytes] = asyncio.Queue()
+        pending: list[bytes] = []
+        state = {"held": 0, "streaming": False}
+
+        def callback(in_data, frame_count, time_info, status):
+            nonlocal overflows
+            if status & pyaudio.paInputOverflow:
+                overflows += 1
+            if not state["streaming"]:
+                return (None, pyaudio.paContinue)
+            pending.append(in_data)
+            state["held"] += frame_count
+            if state["held"] >= chunk_frames:
+                data = b"".join(pending)
+                pending.clear()
+                state["held"] = 0
+                loop.call_soon_threadsafe(frames.put_nowait, data)
+            return (None, pyaudio.paContinue)
+
+        pa = pyaudio.PyAudio()
+        stream = pa.open(
+            rate=args.rate,
+            channels=1,
+            format=pyaudio.paInt16,
+            input=True,
+            frames_per_buffer=args.rate * args.block_ms // 1000,
+            stream_callback=callback,
+        )
+        await asyncio.sleep(0.2)
+        notify("READY=1")
+        presses: asyncio.Queue[float] = asyncio.Queue()
+        done = asyncio.Event()
+        buttons = Buttons(lambda t: loop.call_soon_threadsafe(presses.put_nowait, t))
+        threading.Thread(
+            target=lambda: (buttons.done.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
+        ).start()
+        await presses.get()
+        url = f"{args.ws_host}/v3/ws?sample_rate={STT_RATE}&encoding=pcm_s16le"
+        async with ws_client.connect(
+            url, additional_headers={"Authorization": args.api_key}, compression=None
+        ) as ws:
+
+            async def drain() -> None:
+                async for _message in ws:
+                    pass
+
+            reader = asyncio.create_task(drain())
+            state["streaming"] = True
+            stopper = asyncio.create_task(done.wait())
+            while not done.is_set():
+                getter = asyncio.create_task(frames.get())
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                data = getter.result()
+                await ws.send(memoryview(data).cast("h")[::step].tobytes())
+            state["streaming"] = False
+            await ws.send(json.dumps({"type": "Terminate"}))
+            reader.cancel()
+        stream.stop_stream()
+        stream.close()
+        pa.terminate()
+
+    asyncio.run(main())
+    write_trace(args.trace, {"overflows": overflows})
+
+
 # --------------------------------------------------------------------------- SDK
 
 
@@ -390,6 +481,8 @@ def run_daemon(args: argparse.Namespace) -> None:
     key_file.write_text(args.api_key)
     key_file.chmod(0o600)
     audio: dict = {"sink": "pyaudio" if args.mode == "agent" else "none"}
+    if args.output_block_ms:
+        audio["output_block_ms"] = args.output_block_ms
     if args.input_file:
         audio.update(source="file", input_file=args.input_file)
     else:
@@ -424,11 +517,13 @@ def main() -> None:
     # have no trio. Measure what they would load.
     sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workload", choices=("floor", "sdk", "live", "daemon"))
+    parser.add_argument("workload", choices=("floor", "transport", "sdk", "live", "daemon"))
     parser.add_argument("--mode", default="live", help="daemon: live, agent or record")
     parser.add_argument("--input-file", help="daemon: the paced file source instead of the mic")
     parser.add_argument("--rate", type=int, default=MIC_RATE)
     parser.add_argument("--block-ms", type=int, default=20)
+    parser.add_argument("--chunk-ms", type=int, default=100, help="transport: audio per frame")
+    parser.add_argument("--output-block-ms", type=int, help="daemon: speaker callback period")
     parser.add_argument("--http-url", default="http://127.0.0.1:8765")
     parser.add_argument("--api-key", default=os.environ.get("BENCH_API_KEY", ""))
     parser.add_argument("--prefetch", action="store_true", help="keep a token ready (ours)")
@@ -436,7 +531,13 @@ def main() -> None:
     parser.add_argument("--patch", default="", help="live: proposed changes to try")
     args = parser.parse_args()
     args.ws_host = "ws" + args.http_url[4:]
-    workloads = {"floor": run_floor, "sdk": run_sdk, "live": run_live, "daemon": run_daemon}
+    workloads = {
+        "floor": run_floor,
+        "transport": run_transport,
+        "sdk": run_sdk,
+        "live": run_live,
+        "daemon": run_daemon,
+    }
     workloads[args.workload](args)
 
 
