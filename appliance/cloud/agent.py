@@ -468,15 +468,8 @@ class AgentProtocol:
         if limit is not None and now - self._started_at >= limit:
             note = Log(logging.INFO, "maximum conversation length reached")
             return [note, *self.request_end(now, "max_length")]
-        idle = self.idle_timeout_seconds
-        if (
-            idle is not None
-            and self._last_activity is not None
-            and not self._speaking
-            and not self._in_reply
-            and not self._call_reply
-            and now - self._last_activity >= idle
-        ):
+        idle_at = self._idle_deadline()
+        if idle_at is not None and now >= idle_at:
             return [
                 Log(logging.INFO, "conversation idle; ending it"),
                 *self.request_end(now, "idle"),
@@ -495,16 +488,23 @@ class AgentProtocol:
         deadlines: list[float] = []
         if self.max_conversation_seconds is not None:
             deadlines.append(self._started_at + self.max_conversation_seconds)
+        idle_at = self._idle_deadline()
+        if idle_at is not None:
+            deadlines.append(idle_at)
+        return min(deadlines, default=None)
+
+    def _idle_deadline(self) -> float | None:
+        """When the idle timeout ends the conversation; None while it cannot (agent busy)."""
         idle = self.idle_timeout_seconds
         if (
-            idle is not None
-            and self._last_activity is not None
-            and not self._speaking
-            and not self._in_reply
-            and not self._call_reply
+            idle is None
+            or self._last_activity is None
+            or self._speaking
+            or self._in_reply
+            or self._call_reply
         ):
-            deadlines.append(self._last_activity + idle)
-        return min(deadlines, default=None)
+            return None
+        return self._last_activity + idle
 
     def connection_lost(self, now: float, detail: str = "") -> list[Action]:
         """The socket closed (or could not be opened): reconnect, resume, or finish."""
