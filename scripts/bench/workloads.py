@@ -117,7 +117,7 @@ def run_transport(args: argparse.Namespace) -> None:
     async def main() -> None:
         nonlocal overflows
         loop = asyncio.get_running_loop()
-        frames: asyncio.Queue[bytes] = asyncio.Queue()
+        frames: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: end of input
         pending: list[bytes] = []
         state = {"held": 0, "streaming": False}
 
@@ -148,11 +148,13 @@ def run_transport(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.2)
         notify("READY=1")
         presses: asyncio.Queue[float] = asyncio.Queue()
-        done = asyncio.Event()
         buttons = Buttons(lambda t: loop.call_soon_threadsafe(presses.put_nowait, t))
-        threading.Thread(
-            target=lambda: (buttons.done.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
-        ).start()
+
+        def end_of_input() -> None:
+            buttons.done.wait()
+            loop.call_soon_threadsafe(frames.put_nowait, None)
+
+        threading.Thread(target=end_of_input, daemon=True).start()
         await presses.get()
         url = f"{args.ws_host}/v3/ws?sample_rate={STT_RATE}&encoding=pcm_s16le"
         async with ws_client.connect(
@@ -165,14 +167,8 @@ def run_transport(args: argparse.Namespace) -> None:
 
             reader = asyncio.create_task(drain())
             state["streaming"] = True
-            stopper = asyncio.create_task(done.wait())
-            while not done.is_set():
-                getter = asyncio.create_task(frames.get())
-                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                data = getter.result()
+            # One await per frame, no task: the least an asyncio sender can do.
+            while (data := await frames.get()) is not None:
                 await ws.send(memoryview(data).cast("h")[::step].tobytes())
             state["streaming"] = False
             await ws.send(json.dumps({"type": "Terminate"}))
