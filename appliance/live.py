@@ -177,6 +177,11 @@ class _Mirror:
     def end(self) -> int:
         return self.buffer.write_index
 
+    @property
+    def held_back(self) -> int:
+        """Samples captured and read but still inside the resampler (not yet at ``end``)."""
+        return 0 if self.flushed else round(self.resampler.delay_samples)
+
     def pump(self, until: int | None = None) -> None:
         """Move captured audio (up to capture index ``until``) into the mirror."""
         while True:
@@ -460,7 +465,7 @@ class LiveTranscription:
                     else:
                         mirror.pump()
                         self._report_lost()
-                        actions += machine.audio(now, mirror.end)
+                        actions += machine.audio(now, mirror.end, mirror.held_back)
                 else:
                     actions += machine.tick(now)
                 account = await self._execute(actions)
@@ -543,7 +548,7 @@ class LiveTranscription:
     def _capture_index_for(self, wanted: int, max_index: int) -> int:
         """The capture index whose arrival makes stream index ``wanted`` available."""
         mirror = self._mirror
-        need = wanted - mirror.end
+        need = wanted - mirror.end - mirror.held_back
         step = max(1, math.ceil(need * self.ring.rate / STT_RATE))
         return min(max_index, mirror.reader.position + step)
 

@@ -351,6 +351,7 @@ class StreamingSession:
         self._min_frame = ms_to_samples(MIN_FRAME_MS)
         self._max_frame = ms_to_samples(MAX_FRAME_MS)
         self._available = 0  # stream samples the runner can supply: [0, available)
+        self._held_back = 0  # captured past available, still in the runner's resampler
         self._end: int | None = None  # set by stop(): the session's last sample + 1
         self._confirmed = 0  # [0, confirmed) is streamed (confirmed) or spooled
         self._resume = 0  # where the current connection started sending
@@ -544,10 +545,18 @@ class StreamingSession:
             return [*actions, notice, *self._after_disconnect(now, self.backoff.next_delay(), why)]
         return actions + self._after_disconnect(now, self._retry_delay(now), why)
 
-    def audio(self, now: float, available: int) -> list[Action]:
-        """The runner can now supply stream samples ``[0, available)``."""
+    def audio(self, now: float, available: int, held_back: int = 0) -> list[Action]:
+        """The runner can now supply stream samples ``[0, available)``.
+
+        ``held_back``: samples past ``available`` that were captured but are still
+        inside the resampler (it releases audio in blocks of ~30 ms).  They count
+        toward a chunk being complete, so a frame goes as soon as a chunk's worth
+        is captured, a little short, instead of waiting a whole capture block for
+        the filter to let go of a few samples.
+        """
         if available > self._available:
             self._available = available
+        self._held_back = max(0, held_back)
         return self.tick(now)
 
     def lost(self, start: int, end: int) -> None:
@@ -643,14 +652,15 @@ class StreamingSession:
     def audio_wanted(self) -> int | None:
         """The stream index whose arrival gives the session work (None: no audio needed).
 
-        Streaming, that is the end of the next whole chunk; otherwise (offline, or a
-        frame waiting for pacing) one chunk past what the runner reported, so the
+        Streaming, that is the end of the next whole chunk (less what the runner
+        reported held back in its resampler); otherwise (offline, or a frame
+        waiting for pacing) one chunk past what the runner reported, so the
         backlog rules keep seeing the audio arrive.
         """
         if self.phase is Phase.FINISHED or self._end is not None:
             return None
-        if self.phase is Phase.STREAMING and self._sent + self._chunk > self._available:
-            return self._sent + self._chunk
+        if self.phase is Phase.STREAMING and self._next_frame() is None:
+            return max(self._sent + self._chunk - self._held_back, self._sent + self._min_frame)
         return self._available + self._chunk
 
     # --------------------------------------------------------------- helpers
@@ -964,7 +974,9 @@ class StreamingSession:
         end = self._end
         limit = self._available if end is None else end
         backlog = limit - self._sent
-        if backlog <= 0 or (end is None and backlog < self._chunk):
+        if backlog <= 0:
+            return None
+        if end is None and (backlog + self._held_back < self._chunk or backlog < self._min_frame):
             return None
         catching_up = backlog >= 2 * self._chunk
         # In step with capture a frame takes everything ready (one to two chunks): a

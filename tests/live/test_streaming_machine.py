@@ -96,6 +96,26 @@ def test_steady_state_sends_whole_chunks_no_faster_than_real_time():
     assert frames[-1].end <= 3.0 * STREAM_RATE
 
 
+def test_a_chunk_captured_but_held_in_the_resampler_goes_at_once_a_little_short():
+    s = make(chunk_ms=100)
+    s.audio(0.0, 0)
+    streaming(s)
+    frames = of(s.audio(0.1, 90 * MS, held_back=10 * MS), SendAudio)
+    assert [(f.start, f.end) for f in frames] == [(0, 90 * MS)]
+    # The next wake-up is due when the next chunk is captured, counting what is held.
+    s.audio(0.1, 90 * MS, held_back=20 * MS)
+    assert s.audio_wanted() == 90 * MS + 100 * MS - 20 * MS
+
+
+def test_held_back_audio_never_makes_a_frame_shorter_than_the_legal_minimum():
+    s = make(chunk_ms=100)
+    s.audio(0.0, 0)
+    streaming(s)
+    assert not of(s.audio(0.1, 40 * MS, held_back=60 * MS), SendAudio)
+    assert s.audio_wanted() == 50 * MS
+    assert of(s.audio(0.11, 50 * MS, held_back=60 * MS), SendAudio)
+
+
 def test_backlog_is_caught_up_within_the_rate_and_frame_limits():
     s = make(chunk_ms=100, catchup_rate=1.25, catchup_chunk_ms=500, burst_seconds=1.0)
     s.audio(0.0, 4 * STREAM_RATE)  # four seconds waiting (pre-roll plus a reconnect)
