@@ -23,8 +23,14 @@ log = logging.getLogger("appliance.daemon")
 SAVED_NOTICE = "saved"
 
 
-def open_source(config: Any, on_state: Any = None) -> Any:
-    """The microphone (PortAudio) or a paced WAV, started, feeding a ring buffer."""
+def open_source(
+    config: Any, on_state: Any = None, event_loop: asyncio.AbstractEventLoop | None = None
+) -> Any:
+    """The microphone (PortAudio) or a paced WAV, started, feeding a ring buffer.
+
+    A WAV is paced by timers on ``event_loop`` when given (the daemon's: its
+    sessions consume the audio there, so a block and its work share a wake-up).
+    """
     audio = config.audio
     if audio.source == "file":
         from appliance.audio.sources import FileSource
@@ -34,6 +40,7 @@ def open_source(config: Any, on_state: Any = None) -> Any:
             history_seconds=audio.history_seconds,
             block_ms=audio.block_ms,
             on_state=on_state,
+            event_loop=event_loop,
         )
     else:
         from appliance.audio.capture import AudioCapture
@@ -50,8 +57,11 @@ def open_source(config: Any, on_state: Any = None) -> Any:
     return source
 
 
-def open_sink(config: Any) -> Any:
-    """The speaker (a persistent PortAudio stream), a WAV file, or nothing."""
+def open_sink(config: Any, event_loop: asyncio.AbstractEventLoop | None = None) -> Any:
+    """The speaker (a persistent PortAudio stream), a WAV file, or nothing.
+
+    A WAV sink is paced on ``event_loop`` when given, like :func:`open_source`.
+    """
     audio = config.audio
     if audio.sink == "none":
         return None
@@ -59,7 +69,10 @@ def open_sink(config: Any) -> Any:
         from appliance.audio.sources import FileSink
 
         sink = FileSink(
-            audio.output_file, jitter_buffer_ms=audio.jitter_buffer_ms, volume=audio.volume
+            audio.output_file,
+            jitter_buffer_ms=audio.jitter_buffer_ms,
+            volume=audio.volume,
+            event_loop=event_loop,
         )
     else:
         from appliance.audio.playback import AudioPlayback
@@ -92,11 +105,12 @@ async def build_components(daemon: Daemon) -> None:
         elif name == "running" and daemon._session is None:
             daemon._publish_idle()
 
-    daemon.source = await asyncio.to_thread(open_source, config, on_capture_state)
+    loop = asyncio.get_running_loop()
+    daemon.source = await asyncio.to_thread(open_source, config, on_capture_state, loop)
     closers.append(daemon.source.stop)
     if not await asyncio.to_thread(_wait_first_audio, daemon.source):
         raise RuntimeError("the microphone delivered no audio")
-    daemon.playback = await asyncio.to_thread(open_sink, config)
+    daemon.playback = await asyncio.to_thread(open_sink, config, loop)
     if daemon.playback is not None:
         closers.append(daemon.playback.stop)
 

@@ -371,11 +371,23 @@ class RingBuffer:
 
 
 def wake_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
-    """A writer-thread callback that runs ``callback`` on ``loop`` (dropped once it is closed)."""
+    """A writer callback that runs ``callback`` on ``loop`` (dropped once it is closed).
+
+    Made on the loop's thread, it knows that thread: a writer running there (a
+    file source paced by the loop) schedules directly, without the self-pipe
+    write that wakes the loop from another thread.
+    """
+    try:
+        loop_thread = threading.get_ident() if asyncio.get_running_loop() is loop else None
+    except RuntimeError:
+        loop_thread = None
 
     def wake() -> None:
-        try:  # noqa: SIM105 - on the audio thread: a bare try costs nothing, suppress() allocates
-            loop.call_soon_threadsafe(callback)
+        try:  # on the audio thread: a bare try costs nothing, suppress() allocates
+            if threading.get_ident() == loop_thread:
+                loop.call_soon(callback)
+            else:
+                loop.call_soon_threadsafe(callback)
         except RuntimeError:  # the loop closed while the writer was waking it: nobody waits
             pass
 

@@ -11,6 +11,7 @@ PortAudio callback).  PortAudio stays the default everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -65,11 +66,83 @@ class _Pacer:
             time.sleep(max(0.0, next_time - time.monotonic()))
             if self._stop.is_set():
                 return
-            behind = int((time.monotonic() - next_time) / period)
-            if behind > _MAX_CATCH_UP_BLOCKS:  # do not burst minutes of audio after a stall
-                next_time += behind * period
+            next_time = _skip_stall(next_time, period)
             self._tick(next_time)
             next_time += period
+
+
+class _LoopPacer:
+    """The same ticks as :class:`_Pacer`, as timers on an asyncio loop: no thread of its own.
+
+    In the daemon the consumers of the audio run on that loop, so a tick and the
+    work it makes share one wake-up instead of a thread wake-up plus a loop
+    wake-up.  ``start()`` and ``stop()`` may be called from any thread; after
+    ``stop()`` returns no new tick begins (one already running on the loop
+    may finish: the owner's tick guards against that).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float, tick) -> None:
+        self._loop = loop
+        self._period = period
+        self._tick = tick
+        self._next_time = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        self._next_time = time.monotonic() + self._period
+        self._on_loop(self._schedule)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._on_loop(self._cancel)
+
+    def _on_loop(self, func) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            func()
+        else:
+            try:  # noqa: SIM105 - a closed loop runs no more ticks anyway
+                self._loop.call_soon_threadsafe(func)
+            except RuntimeError:
+                pass
+
+    def _cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self) -> None:
+        if self._stopped:
+            return
+        # The loop's clock is time.monotonic() (asyncio's default), so due times carry over.
+        delay = self._next_time - time.monotonic()
+        self._handle = self._loop.call_later(max(0.0, delay), self._run_tick)
+
+    def _run_tick(self) -> None:
+        if self._stopped:
+            return
+        self._next_time = _skip_stall(self._next_time, self._period)
+        self._tick(self._next_time)
+        self._next_time += self._period
+        self._schedule()
+
+
+def _skip_stall(next_time: float, period: float) -> float:
+    """Skip ahead after a long stall: do not burst minutes of audio at once."""
+    behind = int((time.monotonic() - next_time) / period)
+    if behind > _MAX_CATCH_UP_BLOCKS:
+        next_time += behind * period
+    return next_time
+
+
+def _make_pacer(
+    name: str, period: float, tick, loop: asyncio.AbstractEventLoop | None
+) -> _Pacer | _LoopPacer:
+    return _Pacer(name, period, tick) if loop is None else _LoopPacer(loop, period, tick)
 
 
 class _WavProgram:
@@ -163,7 +236,8 @@ class FileSource(RingSource):
     ``lead_silence_seconds``/``trail_silence_seconds`` pad the file;
     ``loop`` repeats file and padding.  After the last pass the source keeps
     delivering silence, like a microphone in a quiet room, and sets
-    ``finished``.
+    ``finished``.  ``event_loop``: pace with timers on that asyncio loop (start
+    and stop on its thread) instead of a thread of its own.
     """
 
     def __init__(
@@ -178,9 +252,11 @@ class FileSource(RingSource):
         block_ms: int = DEFAULT_BLOCK_MS,
         history_seconds: float = DEFAULT_HISTORY_SECONDS,
         on_state: StateCallback | None = None,
+        event_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(on_state)
         self.path = Path(path)
+        self._event_loop = event_loop
         self._program = _WavProgram(
             self.path, channel, rate, lead_silence_seconds, trail_silence_seconds, loop
         )
@@ -191,7 +267,8 @@ class FileSource(RingSource):
         self.ring = RingBuffer(self.rate, history_seconds)
         self.finished = threading.Event()
         self.device_label = f"file {self.path.name} {self.rate} Hz"
-        self._pacer: _Pacer | None = None
+        self._pacer: _Pacer | _LoopPacer | None = None
+        self._tick_lock = threading.Lock()
 
     @property
     def program_samples(self) -> int:
@@ -199,26 +276,33 @@ class FileSource(RingSource):
         return self._program.samples
 
     def _tick(self, block_end_time: float) -> None:
-        n = self.block
-        chunk = self._program.read(n)
-        if self._program.finished:
-            self.finished.set()
-        self.ring.write(chunk, block_end_time - n / self.rate)
-        self.blocks += 1
-        self.last_callback_time = time.monotonic()
+        with self._tick_lock:  # stop() may run on another thread and close the file
+            if self._pacer is None:
+                return
+            n = self.block
+            chunk = self._program.read(n)
+            if self._program.finished:
+                self.finished.set()
+            self.ring.write(chunk, block_end_time - n / self.rate)
+            self.blocks += 1
+            self.last_callback_time = time.monotonic()
 
     def start(self) -> None:
         if self._pacer is not None:
             return
-        self._pacer = _Pacer("audio-file-source", self.block / self.rate, self._tick)
+        self._pacer = _make_pacer(
+            "audio-file-source", self.block / self.rate, self._tick, self._event_loop
+        )
         self._pacer.start()
         self._set_state(StreamState.RUNNING, self.device_label)
 
     def stop(self) -> None:
-        if self._pacer is not None:
-            self._pacer.stop()
-            self._pacer = None
-            self._program.close()
+        pacer = self._pacer
+        if pacer is not None:
+            pacer.stop()
+            with self._tick_lock:
+                self._pacer = None
+                self._program.close()
         self._set_state(StreamState.STOPPED)
 
     def __enter__(self):
@@ -251,6 +335,7 @@ class FileSink(AudioPlayback):
         volume: float = 1.0,
         max_buffer_seconds: float = DEFAULT_MAX_BUFFER_SECONDS,
         on_state: StateCallback | None = None,
+        event_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(
             None,
@@ -269,18 +354,23 @@ class FileSink(AudioPlayback):
             self._resampler = Resampler(input_rate, self.rate)
         self.device_label = f"file {self.path.name if self.path else '(none)'} {self.rate} Hz"
         self._wav: wave.Wave_write | None = None
-        self._file_pacer: _Pacer | None = None
+        self._event_loop = event_loop
+        self._file_pacer: _Pacer | _LoopPacer | None = None
+        self._tick_lock = threading.Lock()
         self.frames_written = 0
 
     def _tick(self, _block_end_time: float) -> None:
-        was_playing = self.playback_state == PlaybackState.PLAYING
-        fading_out = self._fade_out is not None
-        frames = max(1, self.rate * self.block_ms // 1000)
-        data, _ = self._callback(None, frames, None, 0)
-        if was_playing or fading_out or self.playback_state == PlaybackState.PLAYING:
-            if self._wav is not None:
-                self._wav.writeframes(data)
-            self.frames_written += frames
+        with self._tick_lock:  # stop() may run on another thread and close the file
+            if self._file_pacer is None:
+                return
+            was_playing = self.playback_state == PlaybackState.PLAYING
+            fading_out = self._fade_out is not None
+            frames = max(1, self.rate * self.block_ms // 1000)
+            data, _ = self._callback(None, frames, None, 0)
+            if was_playing or fading_out or self.playback_state == PlaybackState.PLAYING:
+                if self._wav is not None:
+                    self._wav.writeframes(data)
+                self.frames_written += frames
 
     def start(self) -> None:
         if self._file_pacer is not None:
@@ -291,15 +381,17 @@ class FileSink(AudioPlayback):
             self._wav.setsampwidth(2)
             self._wav.setframerate(self.rate)
         period = max(1, self.rate * self.block_ms // 1000) / self.rate
-        self._file_pacer = _Pacer("audio-file-sink", period, self._tick)
+        self._file_pacer = _make_pacer("audio-file-sink", period, self._tick, self._event_loop)
         self._file_pacer.start()
         self._set_state(StreamState.RUNNING, self.device_label)
 
     def stop(self) -> None:
-        if self._file_pacer is not None:
-            self._file_pacer.stop()
+        pacer = self._file_pacer
+        if pacer is not None:
+            pacer.stop()
+        with self._tick_lock:
             self._file_pacer = None
-        if self._wav is not None:
-            self._wav.close()
-            self._wav = None
+            if self._wav is not None:
+                self._wav.close()
+                self._wav = None
         self._set_state(StreamState.STOPPED)

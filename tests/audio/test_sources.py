@@ -1,5 +1,6 @@
 """The WAV stand-ins for microphone and speaker (no audio stack needed)."""
 
+import asyncio
 import threading
 import time
 import tracemalloc
@@ -9,6 +10,7 @@ import numpy as np
 
 from appliance import dtmf
 from appliance.audio.playback import PlaybackState
+from appliance.audio.ring import wake_loop
 from appliance.audio.sources import FileSink, FileSource
 from appliance.audio.stream import StreamState
 from tests.audio.signals import wait_for
@@ -66,6 +68,51 @@ def test_file_source_reads_the_wav_as_it_plays_not_whole(tmp_path):
 def read_wav(path):
     with wave.open(str(path), "rb") as w:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"), w.getframerate()
+
+
+def test_file_source_paced_by_an_event_loop_writes_on_that_loop_without_a_thread(tmp_path):
+    path = tmp_path / "in.wav"
+    dtmf.write_wav(path, dtmf.generate("369", 16000, lead_ms=50, trail_ms=50), 16000)
+
+    async def main() -> tuple[str, set[int], int]:
+        loop = asyncio.get_running_loop()
+        threads_before = threading.active_count()
+        source = FileSource(path, lead_silence_seconds=0.1, block_ms=20, event_loop=loop)
+        writers: set[int] = set()
+        write = source.ring.write
+        source.ring.write = lambda *a: (writers.add(threading.get_ident()), write(*a))[1]
+        source.start()
+        assert threading.active_count() == threads_before
+        heard = asyncio.Event()
+        source.ring.call_when_written(source.program_samples, wake_loop(loop, heard.set))
+        await asyncio.wait_for(heard.wait(), timeout=5)
+        digits = dtmf.decode_digits(source.ring.read(0, source.program_samples).samples, 16000)
+        await asyncio.to_thread(source.stop)  # the daemon's closers may run off the loop
+        blocks = source.blocks
+        await asyncio.sleep(0.1)
+        return digits, writers - {threading.get_ident()}, source.blocks - blocks
+
+    digits, other_writers, blocks_after_stop = asyncio.run(main())
+    assert digits == "369"
+    assert other_writers == set()  # every block was written on the loop's thread
+    assert blocks_after_stop == 0
+
+
+def test_file_sink_paced_by_an_event_loop_writes_the_reply(tmp_path):
+    path = tmp_path / "out.wav"
+    reply = dtmf.generate("58", 24000, lead_ms=20, trail_ms=20)
+
+    async def main() -> None:
+        sink = FileSink(path, input_rate=24000, event_loop=asyncio.get_running_loop())
+        sink.start()
+        sink.write(reply.tobytes())
+        sink.end_of_stream()
+        assert await asyncio.to_thread(sink.wait_drained, 5)
+        sink.stop()
+
+    asyncio.run(main())
+    samples, rate = read_wav(path)
+    assert dtmf.decode_digits(samples, rate) == "58"
 
 
 def test_file_sink_writes_what_would_be_played_and_drains(tmp_path):
