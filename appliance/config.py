@@ -155,7 +155,7 @@ class AudioConfig:
     )
     input_channel: int = setting(0, minimum=0, maximum=31, doc="channel of a multi-channel mic")
     block_ms: int = setting(
-        50, minimum=5, maximum=200, unit=" ms", doc="capture callback period (CPU vs latency)"
+        100, minimum=5, maximum=200, unit=" ms", doc="capture callback period (CPU vs latency)"
     )
     history_seconds: float = setting(
         10.0, minimum=2, maximum=600, unit=" s", doc="ring buffer history (reconnect gap cover)"

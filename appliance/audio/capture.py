@@ -35,10 +35,14 @@ from appliance.audio.stream import (
 
 __all__ = ["AudioCapture", "Level", "RingSource", "StreamState", "measure_level"]
 
-# 50 ms: the streaming protocol sends no chunk under 50 ms, so smaller blocks buy
-# no latency there; measured with PulseAudio, 20 ms blocks cost ~0.5 CPU-s per
-# audio minute more than 50 ms (100 ms saves ~0.2 more but adds 50 ms to barge-in).
-DEFAULT_BLOCK_MS = 50
+# 100 ms: a live frame is 100 ms (as is the SDK's chunk), so each block completes a
+# frame and the session wakes once per frame; smaller blocks buy live transcription
+# no latency. Every wake-up of a Python thread costs far more than its work (cold
+# caches), so on the PulseAudio test stack 50 ms blocks cost ~0.25 CPU-s per audio
+# minute more in live mode (20 ms: ~0.5 more again). The price: the voice agent's
+# 50 ms frames go two per block, the first up to 50 ms later (the server hears a
+# barge-in that much later); ``audio.block_ms`` trades it back.
+DEFAULT_BLOCK_MS = 100
 SILENCE_DBFS = -120.0
 
 
