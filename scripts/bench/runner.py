@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 #: The daemon's capture block: its floor is a bare capture with the same block.
 OUR_BLOCK_MS = AudioConfig().block_ms
+#: The SDK pipeline reads 100 ms at a time; its floor is ours when the blocks match.
+SDK_BLOCK_MS = 100
+SDK_FLOOR = "floor" if OUR_BLOCK_MS == SDK_BLOCK_MS else "floor100"
 #: How long a workload may take from spawn to READY=1 before the run is abandoned.
 READY_TIMEOUT_SECONDS = 20.0
 #: Time after the press before CPU is counted (connection set-up, first turn).
@@ -83,14 +86,9 @@ def variants(
     table = {
         "floor": Variant(
             "floor",
-            f"floor: bare PyAudio callback, 48 kHz, {OUR_BLOCK_MS} ms blocks (ours' block)",
+            f"floor: bare PyAudio callback, 48 kHz, {OUR_BLOCK_MS} ms blocks (ours' block"
+            + (", and the SDK's)" if SDK_FLOOR == "floor" else ")"),
             workload("floor", "--block-ms", str(OUR_BLOCK_MS)),
-            streams=False,
-        ),
-        "floor100": Variant(
-            "floor100",
-            "floor: bare PyAudio callback, 48 kHz, 100 ms blocks (the SDK pipeline's block)",
-            workload("floor", "--block-ms", "100"),
             streams=False,
         ),
         "transport": Variant(
@@ -105,7 +103,7 @@ def variants(
             "SDK pipeline: PyAudio 100 ms reads + audioop + StreamingClient",
             workload("sdk"),
             trace_kind="sdk",
-            floor="floor100",
+            floor=SDK_FLOOR,
         ),
         "live": Variant(
             "live",
@@ -115,6 +113,13 @@ def variants(
             floor="floor",
         ),
     }
+    if SDK_FLOOR != "floor":
+        table[SDK_FLOOR] = Variant(
+            SDK_FLOOR,
+            f"floor: bare PyAudio callback, 48 kHz, {SDK_BLOCK_MS} ms blocks (the SDK's block)",
+            workload("floor", "--block-ms", str(SDK_BLOCK_MS)),
+            streams=False,
+        )
     daemon = workload("daemon")
     table["d-live"] = Variant(
         "d-live",
@@ -391,7 +396,9 @@ def agent_latencies(result: RunResult, sessions: list[Any]) -> tuple[list[float]
 
     Reply: the emulator's first ``reply.audio`` of each reply to the first
     playback callback that starts playing after it (includes the jitter
-    buffer).  Barge-in: each ``reply.done`` (interrupted) to the first flush
+    buffer); a reply the speaker was flushed of before it started (the user
+    spoke over it at once) never plays and is left out, or the next reply's
+    start would be charged to it.  Barge-in: each ``reply.done`` (interrupted) to the first flush
     after the speech start that caused it (from the speech start when the
     daemon flushed before the emulator's interruption arrived).
     """
@@ -414,6 +421,9 @@ def agent_latencies(result: RunResult, sessions: list[Any]) -> tuple[list[float]
     for t_sent in sorted(firsts.values()):
         i = bisect.bisect_right(playing, t_sent)
         if i < len(playing) and playing[i] - t_sent < 2.0:
+            j = bisect.bisect_right(flushes, t_sent)
+            if j < len(flushes) and flushes[j] < playing[i]:
+                continue  # flushed before it played: the start is the next reply's
             reply.append((playing[i] - t_sent) * 1000)
     starts = sorted(t for kind, t in triggers if kind == "start")
     flush = []
@@ -676,11 +686,13 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
         f"- CPU above each one's floor (same capture block): {fmt(live_above)} / "
         f"{fmt(sdk_above)} = {fmt(live_above / sdk_above if sdk_above else math.nan)}"
     )
-    floor100 = s.get("floor100", {}).get("cpu", math.nan)
-    lines.append(
-        f"- CPU above the same 100 ms floor (charges ours for its shorter block): "
-        f"{fmt(live.get('cpu', math.nan) - floor100)} / {fmt(sdk.get('cpu', math.nan) - floor100)}"
-    )
+    if SDK_FLOOR != "floor":
+        sdk_floor = s.get(SDK_FLOOR, {}).get("cpu", math.nan)
+        lines.append(
+            f"- CPU above the SDK's {SDK_BLOCK_MS} ms floor (charges ours for its block): "
+            f"{fmt(live.get('cpu', math.nan) - sdk_floor)} / "
+            f"{fmt(sdk.get('cpu', math.nan) - sdk_floor)}"
+        )
     if "transport" in s:
         yardstick = above_floor(s, "transport", floors)
         where = "below" if yardstick > sdk_above / 2 else "above"
