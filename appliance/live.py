@@ -394,6 +394,7 @@ class LiveTranscription:
         self._stop_reason = "stop requested"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._sleep_timer: asyncio.TimerHandle | None = None
         self.wakeups = 0  # loop iterations (one per chunk in steady state)
 
     # -------------------------------------------------------------- control
@@ -537,13 +538,30 @@ class LiveTranscription:
             if cancel_audio is not None:
                 cancel_audio()
             return
-        handle = loop.call_later(delay, wake.set)
+        self._arm_sleep_timer(loop, delay)
         try:
             await wake.wait()
         finally:
-            handle.cancel()
             if cancel_audio is not None:
                 cancel_audio()
+
+    def _arm_sleep_timer(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        """Have the loop wake us in ``delay`` s, keeping the armed timer when it will do.
+
+        Making and cancelling a timer on every wait left a cancelled handle per
+        frame in the loop's heap until its time came.  The armed timer is kept
+        while it is still to fire, no later than needed and at most half a
+        maximum sleep early (an early wake only recomputes the sleep).
+        """
+        now = loop.time()
+        when = now + delay
+        timer = self._sleep_timer
+        if timer is not None and not timer.cancelled():
+            if now < timer.when() <= when and timer.when() >= when - MAX_SLEEP_SECONDS / 2:
+                return
+            timer.cancel()
+        assert self._wake is not None
+        self._sleep_timer = loop.call_at(when, self._wake.set)
 
     def _capture_index_for(self, wanted: int, max_index: int) -> int:
         """The capture index whose arrival makes stream index ``wanted`` available."""
@@ -636,8 +654,11 @@ class LiveTranscription:
         if ws is None:
             return
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_SECONDS):  # no task per frame, as wait_for
+            if _send_cannot_stall(ws, len(data)):
                 await ws.send(data)
+            else:
+                async with asyncio.timeout(SEND_TIMEOUT_SECONDS):  # no task, as wait_for has
+                    await ws.send(data)
         except TimeoutError:
             log.warning("send stalled for %.0f s; dropping the connection", SEND_TIMEOUT_SECONDS)
             ws.transport.abort()
@@ -823,9 +844,24 @@ class LiveTranscription:
             self._wake.set()
 
     async def _teardown(self) -> None:
+        if self._sleep_timer is not None:
+            self._sleep_timer.cancel()
         self._abandon_connection()
         if self._keeper is not None:
             await self._keeper.close()
+
+
+def _send_cannot_stall(ws: Any, size: int) -> bool:
+    """True when sending ``size`` bytes on ``ws`` completes without waiting.
+
+    The WebSocket waits only while its transport's buffer is above the
+    high-water mark (flow control); below the low-water mark after this write,
+    it cannot be.  Then the frame needs no timeout (a timer per frame, most of
+    a live session's timers).  A frame's header adds at most 14 bytes.
+    """
+    transport = ws.transport
+    low, _high = transport.get_write_buffer_limits()
+    return transport.get_write_buffer_size() + size + 14 <= low
 
 
 def account_dict(account: SessionAccount) -> dict[str, Any]:
