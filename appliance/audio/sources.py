@@ -236,8 +236,8 @@ class FileSource(RingSource):
     ``lead_silence_seconds``/``trail_silence_seconds`` pad the file;
     ``loop`` repeats file and padding.  After the last pass the source keeps
     delivering silence, like a microphone in a quiet room, and sets
-    ``finished``.  ``event_loop``: pace with timers on that asyncio loop (start
-    and stop on its thread) instead of a thread of its own.
+    ``finished``.  ``event_loop``: pace with timers on that asyncio loop instead
+    of a thread of its own (start and stop from any thread).
     """
 
     def __init__(
