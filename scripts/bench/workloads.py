@@ -58,6 +58,28 @@ def write_trace(path: str | None, data: dict) -> None:
         Path(path).write_text(json.dumps(data))
 
 
+def open_callback_capture(args: argparse.Namespace, callback):
+    """PyAudio callback capture at ``--rate`` in ``--block-ms`` blocks: (PyAudio, stream)."""
+    import pyaudio
+
+    pa = pyaudio.PyAudio()
+    stream = pa.open(
+        rate=args.rate,
+        channels=1,
+        format=pyaudio.paInt16,
+        input=True,
+        frames_per_buffer=args.rate * args.block_ms // 1000,
+        stream_callback=callback,
+    )
+    return pa, stream
+
+
+def close_capture(pa, stream) -> None:
+    stream.stop_stream()
+    stream.close()
+    pa.terminate()
+
+
 # --------------------------------------------------------------------------- floor
 
 
@@ -75,22 +97,12 @@ def run_floor(args: argparse.Namespace) -> None:
         return (None, pyaudio.paContinue)
 
     buttons = Buttons(lambda t: None)
-    pa = pyaudio.PyAudio()
-    stream = pa.open(
-        rate=args.rate,
-        channels=1,
-        format=pyaudio.paInt16,
-        input=True,
-        frames_per_buffer=args.rate * args.block_ms // 1000,
-        stream_callback=callback,
-    )
+    pa, stream = open_callback_capture(args, callback)
     while blocks == 0 and not buttons.done.is_set():
         time.sleep(0.01)
     notify("READY=1")
     buttons.done.wait()
-    stream.stop_stream()
-    stream.close()
-    pa.terminate()
+    close_capture(pa, stream)
     write_trace(args.trace, {"blocks": blocks, "overflows": overflows})
 
 
@@ -136,15 +148,7 @@ def run_transport(args: argparse.Namespace) -> None:
                 loop.call_soon_threadsafe(frames.put_nowait, data)
             return (None, pyaudio.paContinue)
 
-        pa = pyaudio.PyAudio()
-        stream = pa.open(
-            rate=args.rate,
-            channels=1,
-            format=pyaudio.paInt16,
-            input=True,
-            frames_per_buffer=args.rate * args.block_ms // 1000,
-            stream_callback=callback,
-        )
+        pa, stream = open_callback_capture(args, callback)
         await asyncio.sleep(0.2)
         notify("READY=1")
         presses: asyncio.Queue[float] = asyncio.Queue()
@@ -173,9 +177,7 @@ def run_transport(args: argparse.Namespace) -> None:
             state["streaming"] = False
             await ws.send(json.dumps({"type": "Terminate"}))
             reader.cancel()
-        stream.stop_stream()
-        stream.close()
-        pa.terminate()
+        close_capture(pa, stream)
 
     asyncio.run(main())
     write_trace(args.trace, {"overflows": overflows})
