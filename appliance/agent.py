@@ -36,13 +36,15 @@ import numpy as np
 import websockets
 
 from appliance import events as ev
+from appliance.audio.playback import BufferFull
 from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import RingBuffer
-from appliance.backoff import Backoff
 from appliance.cloud import agent as proto
 from appliance.cloud import tls
 from appliance.cloud.tokens import TokenAuthError, TokenError, TokenSource
 from appliance.config import Config
+from appliance.connection.pacer import Pacer, PacingLimits
+from appliance.connection.retry import DEFAULT_RETRY_LIMITS, Backoff, RetryLimits
 from appliance.logs import log_context
 from appliance.secrets import Secret, redact
 from appliance.tools import ToolRunner
@@ -85,11 +87,10 @@ class ConversationLimits:
     open_timeout_seconds: float = 10.0
     #: Largest server message accepted (reply audio chunks are a few kB).
     max_message_bytes: int = 2**20
-    #: A backlog (pre-roll, audio captured while reconnecting) is sent at most this
-    #: many times real time, after an initial burst, so the service's real-time
-    #: check never fires.
-    catchup_rate: float = 1.25
-    catchup_burst_seconds: float = 0.5
+    #: Audio never leads wall time since ``session.ready`` by more than this (one
+    #: frame): a backlog (pre-roll, audio captured while reconnecting) is paced like
+    #: live audio, so the service's real-time check never fires.
+    max_lead_seconds: float = 1.0
     #: Stop reconnecting after the service was unreachable this long.
     give_up_seconds: float = 60.0
     #: Longest wait for microphone audio before the pump looks at the session again
@@ -125,6 +126,8 @@ class ConversationAccount:
     interrupted_replies: int = 0
     tool_calls: int = 0
     garbled_messages: int = 0
+    #: Reply audio dropped because the playback buffer was full (a reply over its length).
+    dropped_reply_seconds: float = 0.0
     stop_reason: str = ""
     error: str | None = None
     transcript_path: str | None = None
@@ -184,6 +187,7 @@ class VoiceAgentConversation:
         self.account = ConversationAccount(start_index=0, rate=ring.rate)
         self._chunk_samples = max(1, ring.rate * agent.chunk_ms // 1000)
         self._resampler = Resampler(ring.rate, AGENT_RATE)
+        self._ready_at = 0.0  # when the current connection's session.ready arrived
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
@@ -251,7 +255,11 @@ class VoiceAgentConversation:
     # ----------------------------------------------------------- connections
 
     async def _connect_loop(self) -> None:
-        backoff = Backoff(self.config.reconnect.base_seconds, self.config.reconnect.max_seconds)
+        rc = self.config.reconnect
+        floor = DEFAULT_RETRY_LIMITS.floor_seconds
+        backoff = Backoff(
+            RetryLimits(max(floor, rc.base_seconds), max(floor, rc.max_seconds), floor)
+        )
         self._backoff = backoff
         while not self.protocol.finished:
             if self._stop_requested:
@@ -362,19 +370,20 @@ class VoiceAgentConversation:
         ring, limits = self.ring, self.limits
         chunk = self._chunk_samples
         buf = np.empty(chunk, dtype=np.int16)
-        started = self.clock()
-        sent = 0  # capture samples sent on this connection
+        # Counted in capture samples from session.ready: the rate the service sees
+        # differs only by the resampler's ratio, which is exact.
+        pacer = Pacer(ring.rate, PacingLimits(limits.max_lead_seconds))
+        pacer.begin(self._ready_at)
         while self.protocol.ready:
-            budget = limits.catchup_burst_seconds + limits.catchup_rate * (self.clock() - started)
-            room = int(budget * ring.rate) - sent
             available = ring.write_index - self._position
             if available < chunk:
                 await ring.wait_until_async(
                     self._position + chunk, timeout=limits.audio_wait_seconds
                 )
                 continue
-            if room < chunk:  # catching up faster than the pacing allows
-                await asyncio.sleep((chunk - room) / ring.rate / limits.catchup_rate)
+            if not pacer.take(self.clock(), chunk):  # a backlog goes no faster than real time
+                due = pacer.due(chunk)
+                await asyncio.sleep(max(0.0, (due or 0.0) - self.clock()))
                 continue
             start = self._position
             result = ring.read(start, chunk, out=buf)
@@ -387,7 +396,6 @@ class VoiceAgentConversation:
             actions = self.protocol.audio(pcm.astype("<i2", copy=False).tobytes())
             if not actions:  # too little output yet (resampler warm-up)
                 self._advance(result, muted)
-                sent += len(result.samples)
                 continue
             try:
                 for action in actions:
@@ -397,7 +405,6 @@ class VoiceAgentConversation:
                 self._resampler.reset()  # this chunk goes again on the next connection
                 return
             self._advance(result, muted)
-            sent += len(result.samples)
 
     def _advance(self, result: Any, muted: bool) -> None:
         n = len(result.samples)
@@ -417,7 +424,7 @@ class VoiceAgentConversation:
                 if self._outbox is not None:
                     self._outbox.put_nowait(action.message)
             elif isinstance(action, proto.Play):
-                self.playback.write(action.pcm)
+                self._play(action.pcm)
             elif isinstance(action, proto.FlushPlayback):
                 self._flush_playback(action.reason)
             elif isinstance(action, proto.SpeakingChanged):
@@ -457,6 +464,15 @@ class VoiceAgentConversation:
         if end is not None:
             end()
 
+    def _play(self, pcm: bytes) -> None:
+        """Queue reply audio; a reply longer than the playback buffer loses its excess only."""
+        try:
+            self.playback.write(pcm)
+        except BufferFull:
+            if not self.account.dropped_reply_seconds:
+                log.warning("reply longer than the playback buffer: its excess is dropped")
+            self.account.dropped_reply_seconds += len(pcm) / 2 / AGENT_RATE
+
     def _flush_playback(self, reason: str) -> None:
         started = time.perf_counter()
         self.playback.flush()
@@ -464,6 +480,7 @@ class VoiceAgentConversation:
 
     def _on_ready(self, action: proto.SessionReady) -> None:
         self._backoff.reset()
+        self._ready_at = self.clock()  # the service counts pacing from here
         self._ready.set()
         if action.resumed:
             log.info("voice agent session %s resumed", action.session_id)

@@ -69,6 +69,7 @@ from appliance.cloud.tokens import (
     TokenSource,
     TokenTransientError,
 )
+from appliance.connection.retry import parse_retry_after
 from appliance.logs import log_context
 from appliance.spool import SpoolFull
 
@@ -82,8 +83,10 @@ MAX_SLEEP_SECONDS = 1.0
 #: Bounds on the WebSocket itself (a press must never hang on a dead network).
 OPEN_TIMEOUT_SECONDS = 10.0
 SEND_TIMEOUT_SECONDS = 3.0
-PING_INTERVAL_SECONDS = 5.0
-PING_TIMEOUT_SECONDS = 5.0
+#: A server that answers neither messages nor pings for PING_INTERVAL + PING_TIMEOUT
+#: seconds is declared dead (its unconfirmed audio is then resent or spooled).
+PING_INTERVAL_SECONDS = 2.5
+PING_TIMEOUT_SECONDS = 2.5
 CLOSE_TIMEOUT_SECONDS = 2.0
 #: RMS (int16 units, about -50 dBFS) below which 10 ms of audio counts as a pause.
 QUIET_RMS = 100.0
@@ -141,8 +144,6 @@ def limits_from_config(config: Any, history_seconds: float) -> StreamingLimits:
     live, rc = config.live, config.reconnect
     return StreamingLimits(
         chunk_ms=live.chunk_ms,
-        catchup_rate=live.catchup_rate,
-        catchup_chunk_ms=max(live.chunk_ms, 500),
         backoff_base_seconds=rc.base_seconds,
         backoff_max_seconds=rc.max_seconds,
         auth_retry_seconds=rc.auth_retry_seconds,
@@ -813,8 +814,9 @@ class LiveTranscription:
             retry_after = None
             if status == 429:
                 failure = ConnectFailure.RATE_LIMITED
-                with contextlib.suppress(TypeError, ValueError):
-                    retry_after = float(exc.response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
+            elif status >= 500:
+                retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
             elif status in (400, 404, 410):
                 failure = ConnectFailure.FATAL
             put(_Event("failed", conn, (failure, f"HTTP {status} on upgrade", retry_after)))

@@ -12,9 +12,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from appliance.events import ERROR, STATE
+from appliance.events import ERROR, SPOOL, STATE
 
 if TYPE_CHECKING:
+    from appliance.config import Config
+    from appliance.connection.retry import RetryLimits
     from appliance.daemon import Daemon, SessionRunner
 
 log = logging.getLogger("appliance.daemon")
@@ -158,42 +160,35 @@ async def build_components(daemon: Daemon) -> None:
     events.add_callback(follow_agent)
 
     # Spool and uploader: the safety net under every mode.
-    from appliance.spool import Spool
-
-    daemon.spool = await asyncio.to_thread(Spool, config, events)
-    closers.append(daemon.spool.close)
-    if config.upload.enabled and config.api_key is not None:
-        from appliance.cloud.rest import RestClient
-        from appliance.spool.uploader import Uploader
-
-        client = RestClient.from_config(config)
-        closers.append(client.aclose)
-        daemon.uploader = Uploader(daemon.spool, client, config.upload, events)
-        daemon._background.append(asyncio.create_task(daemon.uploader.run(), name="uploader"))
-    daemon.spool.publish_status()
+    await open_spool(daemon)
 
     # Tokens: keep one ready for the current mode so a press connects at once.
     # Both sources share one long-lived HTTP client (a client per token costs CPU and a
     # new connection); it is closed after them.
-    from appliance.cloud.tokens import PrefetchingTokens, SharedHttpClient, token_source_for
+    from appliance.cloud.tokens import SharedHttpClient, token_source_for
+    from appliance.connection.tokens import TokenCoordinator
 
     token_http = SharedHttpClient()
     closers.append(token_http.aclose)
-    daemon._stream_tokens = PrefetchingTokens(
+    daemon._stream_tokens = TokenCoordinator(
         token_source_for(
             config,
             "streaming",
             max_session_seconds=config.live.max_session_seconds,
             client=token_http,
-        )
+        ),
+        retry=retry_limits(config),
+        auth_retry_seconds=config.reconnect.auth_retry_seconds,
     )
-    daemon._agent_tokens = PrefetchingTokens(
+    daemon._agent_tokens = TokenCoordinator(
         token_source_for(
             config,
             "agent",
             max_session_seconds=config.agent.max_conversation_seconds,
             client=token_http,
-        )
+        ),
+        retry=retry_limits(config),
+        auth_retry_seconds=config.reconnect.auth_retry_seconds,
     )
     for tokens in (daemon._stream_tokens, daemon._agent_tokens):
         closers.append(tokens.aclose)
@@ -208,6 +203,44 @@ async def build_components(daemon: Daemon) -> None:
         closers.append(web.stop)
         daemon.web = web
         log.info("web page on http://%s:%s/", config.web.host, web.port)
+
+
+def retry_limits(config: Config) -> RetryLimits:
+    """The one retry policy every reconnect and token request of the daemon follows."""
+    from appliance.connection.retry import DEFAULT_RETRY_LIMITS, RetryLimits
+
+    rc = config.reconnect
+    floor = DEFAULT_RETRY_LIMITS.floor_seconds
+    return RetryLimits(
+        base_seconds=max(floor, rc.base_seconds),
+        cap_seconds=max(floor, rc.max_seconds),
+        floor_seconds=floor,
+    )
+
+
+async def open_spool(daemon: Daemon) -> None:
+    """The spool and its uploader; without a usable spool the daemon runs on and says why."""
+    from appliance.spool import Spool, SpoolUnavailable
+
+    config, events = daemon.config, daemon.events
+    try:
+        daemon.spool = await asyncio.to_thread(Spool, config, events)
+    except SpoolUnavailable as exc:
+        daemon.spool_problem = str(exc)
+        log.error("spool unavailable, running without it (recording is refused): %s", exc)
+        events.publish(ERROR, message=f"spool unavailable: {exc}", where="spool")
+        events.publish(SPOOL, available=False, problem=str(exc))
+        return
+    daemon._closers.append(daemon.spool.close)
+    if config.upload.enabled and config.api_key is not None:
+        from appliance.cloud.rest import RestClient
+        from appliance.spool.uploader import Uploader
+
+        client = RestClient.from_config(config)
+        daemon._closers.append(client.aclose)
+        daemon.uploader = Uploader(daemon.spool, client, config.upload, events)
+        daemon._background.append(asyncio.create_task(daemon.uploader.run(), name="uploader"))
+    daemon.spool.publish_status()
 
 
 def _wait_first_audio(source: Any) -> bool:
@@ -250,6 +283,10 @@ def make_session(daemon: Daemon, mode: str) -> SessionRunner:
             state_dir,
             on_notice=daemon.play_earcon,
         )
+    if daemon.spool is None:
+        from appliance.spool.recorder import Refusal
+
+        return Refusal(daemon.spool_problem or "not opened", daemon.events, daemon.play_earcon)
     from appliance.spool.recorder import Recording
 
     return Recording(daemon.ring, daemon.spool, events=daemon.events)

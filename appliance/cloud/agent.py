@@ -24,7 +24,6 @@ arithmetic in tests.  The asyncio runner is ``appliance.agent``.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import enum
 import json
@@ -32,6 +31,7 @@ import logging
 from typing import Any, ClassVar
 
 from appliance.config import AgentConfig
+from appliance.connection.messages import Rejected, describe_failure, parse_message
 
 #: The Voice Agent API speaks PCM16 mono at 24 kHz both ways.
 AGENT_SAMPLE_RATE = 24_000
@@ -372,22 +372,20 @@ class AgentProtocol:
                 data = data.decode("utf-8")
             except UnicodeDecodeError:
                 return self._garbled("a binary frame that is not UTF-8 text")
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return self._garbled(f"invalid JSON ({len(data)} characters)")
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        message = parse_message(data)
+        if isinstance(message, Rejected):
+            return self._garbled(message.reason)
+        kind = message.get("type")
+        if not isinstance(kind, str):
             return self._garbled("a JSON message without a type")
-        handler = self._handlers.get(message["type"])
+        handler = self._handlers.get(kind)
         if handler is None:
             self.stats.unknown_messages += 1  # the service adds new events; ignore them
             return []
         try:
             return handler(self, message, now)
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            return self._garbled(
-                f"a malformed {message['type']!r} message ({exc.__class__.__name__})"
-            )
+        except Exception as exc:  # one bad message never ends the conversation
+            return self._garbled(describe_failure(kind, exc))
 
     def audio(self, pcm: bytes) -> list[Action]:
         """Microphone audio (24 kHz PCM16) ready to go: an ``input.audio``, or nothing.
@@ -660,7 +658,10 @@ class AgentProtocol:
         name = message["name"]
         arguments = message.get("arguments") or {}
         if isinstance(arguments, str):  # be lenient: some servers send the JSON as text
-            arguments = json.loads(arguments) if arguments.strip() else {}
+            parsed = parse_message(arguments) if arguments.strip() else {}
+            if isinstance(parsed, Rejected):
+                raise ValueError(f"tool.call arguments: {parsed.reason}")
+            arguments = parsed
         if not isinstance(call_id, str) or not isinstance(name, str):
             raise TypeError("tool.call call_id/name are not text")
         if not isinstance(arguments, dict):

@@ -13,57 +13,48 @@ Positions are absolute sample indices of the session's 16 kHz stream (index 0
 is the first sample of the session, pre-roll included); the runner maps them
 to its audio buffer.
 
-What counts as delivered (the rule that makes "every word exactly once" hold
-across reconnects):
+Three rules make "every word exactly once, never ahead of real time" hold
+(the whole reasoning is in ``docs/delivery.md``):
 
-* A connection starts sending at ``resume`` (the confirmed point). The server's
-  word times are relative to the audio it got on that connection, so a word
-  ending at ``t`` ms ends at stream index ``resume + t * 16``.
-* Audio is *confirmed* up to the end of the last word of the last **final**
-  turn (``end_of_turn: true``) plus a small guard (``resume_guard_ms``, not
-  past what was sent): the server has turned it into words we hold. Partial
-  turns confirm nothing: an unfinished turn on a dropped connection is lost
-  server-side.
-* A ``Termination`` confirms everything sent on that connection (the server
-  flushes the open turn before it), except what its ``audio_duration_seconds``
-  (whole seconds) shows the server never received.
-* When a connection ends any other way, everything after the confirmed point
-  is sent again on the next connection. Resending silence or a partial word
-  is harmless; a word is only ever *finalised* once because its audio is
-  confirmed as soon as its final turn arrives.
-* Audio that cannot be sent live -- the network stays down longer than
-  ``max_outage_seconds``, or the backlog grows towards the buffer's history, or
-  the session stops while disconnected, or ``Termination`` never comes -- is
-  handed to the spool as one or more :class:`Spool` ranges (transcribed later
-  as pre-recorded audio), and live streaming resumes after them.
+* **Pacing.** A connection's audio never leads wall time since its ``Begin``
+  by more than one frame (:class:`appliance.connection.pacer.Pacer`). A
+  backlog longer than the live window (that lead plus ``max_lag_seconds``)
+  is never caught up: its oldest part goes to the spool (:class:`Spool`,
+  ending in a pause), and live streaming resumes close to now.
+* **Evidence.** Audio is *confirmed* only by the service: the words of a
+  final turn (up to the last word's end plus ``resume_guard_ms``), a later
+  message placed after it (a turn's first word, ``SpeechStarted``'s
+  timestamp), or ``Termination`` (less what its ``audio_duration_seconds``
+  shows it never got). After any other end of a connection, everything past
+  the confirmed point is sent again or spooled.
+* **Nothing overwritten.** Unconfirmed audio about to fall out of the buffer
+  is spooled; what the capture ring overwrote before it was read is lost,
+  and counted.
 
 Every sample of ``[0, end)`` ends up exactly once in the account as streamed
-(confirmed live), spooled, or lost (overwritten before it could be read).
+(confirmed live), spooled, or lost.
 
-Close codes: network errors (1006 and friends), 1000 without ``Termination``,
-3005, 3009 -> reconnect with full-jitter backoff, except that the first drop
-after a connection got fresh audio through reconnects within
-``quick_reconnect_max_seconds`` (at most once per
-``quick_reconnect_spacing_seconds``); 1008 -> reconnect at once
-with a new token, and after ``auth_failures_before_slow_retry`` in a row ->
-"credentials refused", retry every ``auth_retry_seconds`` (never a hot loop);
-3008 -> reconnect at once (roll over to a new session; the buffer keeps the
-audio meanwhile); 3006/3007 -> a bug on our side: logged loudly with the
-offending frame's size, then reconnect with backoff.
+Close codes: network errors, 1000 without ``Termination``, 3005, 3009 and a
+dead keepalive -> reconnect with full-jitter backoff (a first drop after
+fresh audio got through: within ``quick_reconnect_max_seconds``, at most once
+per ``quick_reconnect_spacing_seconds``); 1008 -> a new token soon, and after
+``auth_failures_before_slow_retry`` in a row a slow retry; 3008 -> roll over
+at once; 3006/3007 -> a bug on our side, logged loudly, then backoff. No
+retry is ever sooner than ``retry_floor_seconds`` after a failure.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.backoff import Backoff
+from appliance.connection.messages import Rejected, describe_failure, excerpt, parse_message
+from appliance.connection.pacer import Pacer, PacingLimits
+from appliance.connection.retry import Backoff, RetryLimits
 
 log = logging.getLogger(__name__)
 
@@ -90,42 +81,54 @@ class StreamingLimits:
     """Every limit of the session logic, named, with the reasoning in the defaults."""
 
     chunk_ms: int = 100  # shortest steady-state frame (50..1000); below 2 chunks all is sent
-    catchup_rate: float = 1.25  # backlog is sent at most this many times real time
-    catchup_chunk_ms: int = 500  # frame length while catching up (<= 1000)
-    burst_seconds: float = 1.0  # token-bucket capacity (audio ahead of real time)
-    initial_burst_seconds: float = 0.5  # bucket fill when a connection begins
+    backlog_frame_ms: int = 1000  # longest frame when sending a backlog (<= 1000)
+    # Audio never leads wall time since Begin by more than this (one maximum-size frame).
+    max_lead_seconds: float = 1.0
+    # A backlog longer than the lead is streamed late by at most this much; beyond it,
+    # its oldest part goes to the spool so live streaming resumes close to now.
+    max_lag_seconds: float = 1.0
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
+    retry_floor_seconds: float = 0.1  # never retry sooner than this after a failure
     auth_retry_seconds: float = 300.0  # slow retry once credentials look wrong
     auth_failures_before_slow_retry: int = 2
     healthy_after_seconds: float = 5.0  # a connection this old resets the backoff
-    # A drop after a connection that got fresh audio through is reconnected at once (a
-    # small jitter so a fleet does not land together); at most one such quick reconnect
-    # per spacing, every other retry backs off exponentially.
-    quick_reconnect_max_seconds: float = 0.2
+    # A drop after a connection that got fresh audio through is reconnected almost at
+    # once (a jitter above the retry floor, so a fleet does not land together); at most
+    # one such quick reconnect per spacing, every other retry backs off exponentially.
+    quick_reconnect_max_seconds: float = 0.3
     quick_reconnect_spacing_seconds: float = 1.0
     begin_timeout_seconds: float = 10.0  # connected but no Begin: give up on it
     connect_timeout_seconds: float = 15.0  # token + handshake bound
     termination_timeout_seconds: float = 5.0  # Terminate sent, waiting for Termination
-    max_outage_seconds: float = 20.0  # disconnected this long: spool the backlog
     history_samples: int = 10 * STREAM_RATE  # how far back the audio buffer reaches
-    spool_backlog_fraction: float = 0.5  # spool once the backlog fills this much history
+    # Unconfirmed audio this close to falling out of the buffer is kept in the spool.
+    history_margin_samples: int = 2 * STREAM_RATE
     resume_guard_ms: int = 100  # confirmed point sits this far past a final word's end
-    silence_confirm_seconds: float = 3.0  # no speech reported this long after sending: delivered
-    # Silence is confirmed in batches this long: one timer wake-up per batch, not per frame
-    # (confirming a little later only means a little more would be resent after a drop).
-    silence_confirm_batch_seconds: float = 1.0
+    spool_batch_ms: int = 1000  # a backlog is spooled in ranges of at least this much
     drain_extra_seconds: float = 10.0  # after stop, longest wait to send the backlog
 
     def __post_init__(self) -> None:
         if not MIN_FRAME_MS <= self.chunk_ms <= MAX_FRAME_MS:
             raise ValueError("chunk_ms must be in 50..1000")
-        if not self.chunk_ms <= self.catchup_chunk_ms <= MAX_FRAME_MS:
-            raise ValueError("catchup_chunk_ms must be in chunk_ms..1000")
-        if self.catchup_rate < 1.0:
-            raise ValueError("catchup_rate must be >= 1")
-        if self.burst_seconds * 1000 < self.catchup_chunk_ms:
-            raise ValueError("burst_seconds must hold one catch-up frame")
+        if not self.chunk_ms <= self.backlog_frame_ms <= MAX_FRAME_MS:
+            raise ValueError("backlog_frame_ms must be in chunk_ms..1000")
+        if not 0 < self.max_lead_seconds <= MAX_FRAME_MS / 1000:
+            raise ValueError("max_lead_seconds must be in (0, 1]")
+        if self.max_lead_seconds * 1000 < self.chunk_ms:
+            raise ValueError("max_lead_seconds must hold one chunk")
+        if self.max_lag_seconds < 0:
+            raise ValueError("max_lag_seconds must be >= 0")
+        if not 0 <= self.history_margin_samples < self.history_samples:
+            raise ValueError("history_margin_samples must be below history_samples")
+
+    @property
+    def retry(self) -> RetryLimits:
+        return RetryLimits(
+            base_seconds=max(self.backoff_base_seconds, self.retry_floor_seconds),
+            cap_seconds=max(self.backoff_max_seconds, self.backoff_base_seconds),
+            floor_seconds=self.retry_floor_seconds,
+        )
 
 
 def ms_to_samples(ms: float) -> int:
@@ -340,14 +343,18 @@ class StreamingSession:
     ):
         self.limits = limits or StreamingLimits()
         lim = self.limits
-        self.backoff = backoff or Backoff(lim.backoff_base_seconds, lim.backoff_max_seconds)
+        self.backoff = backoff or Backoff(lim.retry, rng)
         self._rng = rng or random.Random()
         self._fresh_on_connection = False  # this connection sent audio never sent before
         self._last_quick_reconnect: float | None = None
         self.phase = Phase.IDLE
         self.account = SessionAccount()
         self._chunk = ms_to_samples(lim.chunk_ms)
-        self._catchup_chunk = ms_to_samples(lim.catchup_chunk_ms)
+        self._backlog_frame = ms_to_samples(lim.backlog_frame_ms)
+        self._pacer = Pacer(STREAM_RATE, PacingLimits(lim.max_lead_seconds))
+        self._lead = self._pacer.max_lead_samples
+        self._window = self._lead + ms_to_samples(lim.max_lag_seconds * 1000)
+        self._spool_batch = ms_to_samples(lim.spool_batch_ms)
         self._min_frame = ms_to_samples(MIN_FRAME_MS)
         self._max_frame = ms_to_samples(MAX_FRAME_MS)
         self._available = 0  # stream samples the runner can supply: [0, available)
@@ -362,11 +369,9 @@ class StreamingSession:
         self._auth_failures = 0
         self._retry_at = 0.0
         self._disconnected_since: float | None = None
-        self._spooling = False  # outage: audio goes to the spool until we reconnect
+        self._spooling = False  # this outage has sent audio to the spool (said once)
         self._phase_deadline: float | None = None
         self._begin_time = 0.0
-        self._bucket = 0.0  # seconds of audio we may send ahead of real time
-        self._bucket_time = 0.0
         self._stop_deadline: float | None = None
         self._stop_reason = ""
         self._terminate_sent = False
@@ -375,8 +380,6 @@ class StreamingSession:
         self._turn_order = 0  # session-wide order of the next final turn
         self._pending_final: dict[str, Any] | None = None  # unformatted final awaiting format
         self._last_frame_samples = 0
-        self._send_log: deque[tuple[float, int]] = deque()  # (time sent, end index)
-        self._turn_open = False  # speech reported but its final turn not yet seen
         self._last_frame_pad = 0
         self.format_turns = True
         # Optional hint from the runner: the latest quiet index in [start, end] (a pause).
@@ -438,8 +441,7 @@ class StreamingSession:
         self._termination_seen = False
         self._pending_final = None
         self._server_session = ""
-        self._turn_open = False
-        self._send_log.clear()
+        self._pacer.end()
         self._fresh_on_connection = False
         return []
 
@@ -459,30 +461,29 @@ class StreamingSession:
         if failure is ConnectFailure.FATAL:
             return self._after_disconnect(
                 now,
-                self.limits.auth_retry_seconds,
+                self._slow_retry_delay(),
                 f"cannot connect ({detail}); retrying slowly",
                 level=logging.ERROR,
             )
-        delay = self.backoff.next_delay()
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        delay = self.backoff.next_delay(retry_after)
         return self._after_disconnect(now, delay, f"connect failed ({detail})")
 
     def message(self, now: float, text: str | bytes) -> list[Action]:
-        """A text frame from the server. Garbled or unknown messages are survived."""
+        """A text frame from the server. Anything it holds is survived: at worst it is dropped."""
         if not self.connected:
             return []
-        try:
-            msg = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        msg = parse_message(text)
+        if isinstance(msg, Rejected):
             self.garbled_messages += 1
-            log.warning("ignored a garbled server message (%d bytes)", len(text))
-            return []
-        if not isinstance(msg, dict):
-            self.garbled_messages += 1
-            log.warning("ignored a server message that is not an object")
-            return []
+            return [Notice(logging.WARNING, f"ignored a server message: {msg.reason}")]
         kind = msg.get("type")
+        try:
+            return self._on_message(now, kind, msg)
+        except Exception as exc:  # one bad message never ends the session
+            self.garbled_messages += 1
+            return [Notice(logging.WARNING, describe_failure(kind, exc))]
+
+    def _on_message(self, now: float, kind: object, msg: dict[str, Any]) -> list[Action]:
         if kind == "Begin":
             return self._on_begin(now, msg)
         if kind == "Turn":
@@ -490,12 +491,19 @@ class StreamingSession:
         if kind == "Termination":
             return self._on_termination(now, msg)
         if kind == "SpeechStarted":
-            self._turn_open = True
+            timestamp = msg.get("timestamp")
+            if _is_number(timestamp):
+                self._confirm_before(float(timestamp))
             return []
         if kind == "Error":
             code = msg.get("error_code")
-            return [Notice(logging.WARNING, f"server error {code}: {str(msg.get('error'))[:200]}")]
-        self.ignored_messages += 1  # SpeechStarted, Heartbeat, Warning, future types
+            return [
+                Notice(
+                    logging.WARNING,
+                    f"server error {excerpt(code, 20)}: {excerpt(msg.get('error'))}",
+                )
+            ]
+        self.ignored_messages += 1  # Heartbeat, Warning, future types
         return []
 
     def closed(self, now: float, code: int | None, reason: str = "") -> list[Action]:
@@ -573,7 +581,7 @@ class StreamingSession:
         backlog_s = (self._end - self._sent) / STREAM_RATE
         self._stop_deadline = (
             now
-            + backlog_s / self.limits.catchup_rate
+            + max(0.0, backlog_s - self.limits.max_lead_seconds)
             + min(self.limits.drain_extra_seconds, backlog_s + 1.0)
         )
         if not self.connected:
@@ -597,10 +605,11 @@ class StreamingSession:
                 actions += self.connect_failed(now, ConnectFailure.NETWORK, "connect timed out")
             return actions
         if phase is Phase.AWAITING_BEGIN:
+            actions = self._spool_outage(now)
             if self._phase_deadline is not None and now >= self._phase_deadline:
                 self.phase = Phase.CLOSING
-                return [Close(CLOSE_NORMAL, "no Begin")]
-            return []
+                actions.append(Close(CLOSE_NORMAL, "no Begin"))
+            return actions
         if phase is Phase.TERMINATING:
             if self._phase_deadline is not None and now >= self._phase_deadline:
                 self.phase = Phase.CLOSING
@@ -621,32 +630,22 @@ class StreamingSession:
         never too late.
         """
         phase = self.phase
-        lim = self.limits
         times: list[float] = []
-        if phase in (Phase.WAITING, Phase.CONNECTING):
-            since = self._disconnected_since
-            if since is not None and not self._spooling:
-                times.append(since + lim.max_outage_seconds)
-            if phase is Phase.WAITING:
-                times.append(self._retry_at)
+        if phase is Phase.WAITING:
+            times.append(self._retry_at)
         waits_for_peer = phase in (Phase.CONNECTING, Phase.AWAITING_BEGIN, Phase.TERMINATING)
         if waits_for_peer and self._phase_deadline is not None:
             times.append(self._phase_deadline)
         if phase is Phase.STREAMING:
-            if self._send_log and not self._turn_open and self._pending_final is None:
-                # (While a turn is open nothing is confirmed this way: no timer.)
-                times.append(
-                    self._send_log[0][0]
-                    + lim.silence_confirm_seconds
-                    + lim.silence_confirm_batch_seconds
-                )
             if self._stop_deadline is not None:
                 times.append(self._stop_deadline)
             frame = self._next_frame()
             if frame is not None:
-                # A frame waits for the pacing bucket: due when it has refilled enough.
-                need = (frame[0] + frame[1]) / STREAM_RATE - self._bucket
-                times.append(self._bucket_time + max(0.0, need) / lim.catchup_rate)
+                # A frame waits for the pacer: due when a chunk of it (or all of it) fits.
+                size = frame[0] + frame[1]
+                due = self._pacer.due(min(size, max(self._chunk, self._min_frame)))
+                if due is not None:
+                    times.append(due)
         return min(times) if times else None
 
     def audio_wanted(self) -> int | None:
@@ -680,21 +679,26 @@ class StreamingSession:
     def _retry_delay(self, now: float) -> float:
         """The wait before reconnecting after a transient drop.
 
-        A connection that got fresh audio through proves the path works: the
-        drop is news, so reconnect almost at once (the audio meanwhile waits in
-        the buffer). At most one such quick reconnect per spacing, and only after
-        progress, so a server that keeps failing still meets the full-jitter
-        backoff (which restarts from its base after progress).
+        A drop of a connection that got fresh audio through, with no failure
+        since the last healthy connection, is news: reconnect almost at once
+        (the audio meanwhile waits in the buffer), at most once per spacing.
+        Every other retry takes the full-jitter backoff, which only a
+        connection that stayed up ``healthy_after_seconds`` resets; so a server
+        that drops every connection costs one quick reconnect, not a cascade.
         """
         lim = self.limits
         progressed = self._fresh_on_connection
         self._fresh_on_connection = False
         last = self._last_quick_reconnect
-        if progressed and (last is None or now - last >= lim.quick_reconnect_spacing_seconds):
+        spaced = last is None or now - last >= lim.quick_reconnect_spacing_seconds
+        if progressed and spaced and self.backoff.attempt == 0:
             self._last_quick_reconnect = now
-            self.backoff.reset()
-            return self._rng.uniform(0.0, lim.quick_reconnect_max_seconds)
+            return self._rng.uniform(lim.retry_floor_seconds, lim.quick_reconnect_max_seconds)
         return self.backoff.next_delay()
+
+    def _slow_retry_delay(self) -> float:
+        """The wait once retrying fast is pointless (refused credentials, a fatal answer)."""
+        return self._rng.uniform(0.75, 1.0) * self.limits.auth_retry_seconds
 
     def _mark_disconnected(self, now: float) -> None:
         if self._disconnected_since is None:
@@ -722,12 +726,18 @@ class StreamingSession:
         self._auth_failures += 1
         if self._auth_failures < self.limits.auth_failures_before_slow_retry:
             # A token can be refused once (used, expired in flight): try a fresh one at once.
+            delay = self._rng.uniform(
+                self.limits.retry_floor_seconds, self.limits.quick_reconnect_max_seconds
+            )
             self.phase = Phase.WAITING
-            self._retry_at = now
-            return [Notice(logging.WARNING, f"{why}; trying a new token"), ReconnectAfter(0.0, why)]
+            self._retry_at = now + delay
+            return [
+                Notice(logging.WARNING, f"{why}; trying a new token"),
+                ReconnectAfter(delay, why),
+            ]
         return self._after_disconnect(
             now,
-            self.limits.auth_retry_seconds,
+            self._slow_retry_delay(),
             f"credentials refused {self._auth_failures} times in a row ({why}): check the API "
             "key or the token broker",
             level=logging.ERROR,
@@ -747,9 +757,12 @@ class StreamingSession:
         self._auth_failures = 0
         self._disconnected_since = None
         self._spooling = False
-        self._bucket = self.limits.initial_burst_seconds
-        self._bucket_time = now
-        return self._pump(now)
+        self._pacer.begin(now)
+        # What cannot be streamed within the lag bound goes to the spool now; the rest
+        # (at most one frame ahead of this connection's clock) is streamed from here.
+        actions = self._spool_backlog(self._window)
+        self._resume = self._sent = self._confirmed
+        return actions + self._pump(now)
 
     def _turn_words(self, msg: dict[str, Any]) -> tuple[Word, ...]:
         words = msg.get("words")
@@ -790,10 +803,12 @@ class StreamingSession:
         if self.phase not in (Phase.STREAMING, Phase.TERMINATING, Phase.CLOSING):
             return []
         final = msg.get("end_of_turn") is True
+        first = _first_word_start(msg.get("words"))
+        if first is not None:
+            # The server placed this turn's first word here: it processed what came before.
+            self._confirm_before(first)
         if not final:
-            self._turn_open = True
             return [EmitTurn(self._make_turn(msg, final=False))]
-        self._turn_open = False
         formatted = msg.get("turn_is_formatted") is True
         actions: list[Action] = []
         if self.format_turns and not formatted:
@@ -834,21 +849,11 @@ class StreamingSession:
         point = self._resume + ms_to_samples(max(ends) + self.limits.resume_guard_ms)
         self._advance_confirmed(min(point, self._sent))
 
-    def _confirm_silence(self, now: float) -> list[Action]:
-        """With no turn open, audio sent long ago held no speech: count it as delivered.
-
-        The server reports speech within a fraction of a second (SpeechStarted or
-        a partial Turn). Without this, a long silence would stay unconfirmed and,
-        after a drop, need resending from further back than the buffer reaches.
-        """
-        log_ = self._send_log
-        horizon = now - self.limits.silence_confirm_seconds
-        point = None
-        while log_ and log_[0][0] <= horizon:
-            point = log_.popleft()[1]
-        if point is not None and not self._turn_open and self._pending_final is None:
-            self._advance_confirmed(point)
-        return []
+    def _confirm_before(self, ms: float) -> None:
+        """The server placed a message at ``ms`` of this connection's audio: what lies
+        before it (less the guard) was processed.  Never past what was sent."""
+        point = self._resume + ms_to_samples(ms - self.limits.resume_guard_ms)
+        self._advance_confirmed(min(point, self._sent))
 
     def _on_termination(self, now: float, msg: dict[str, Any]) -> list[Action]:
         actions = self._flush_pending_final()
@@ -892,43 +897,57 @@ class StreamingSession:
         self._sent = max(self._sent, end)
         return [Spool(start, end)]
 
+    def _spool_backlog(self, threshold: int) -> list[Action]:
+        """Spool the oldest backlog once it is longer than ``threshold`` samples.
+
+        A backlog longer than the live window (one frame of lead plus the lag
+        bound) can never be streamed in real time, so its oldest part goes to
+        the spool, ending in a pause when there is one, and what remains fits
+        the window.
+        """
+        backlog = self._available - self._confirmed
+        if backlog <= threshold:
+            return []
+        high = self._available - self._lead
+        low = max(self._confirmed, self._available - self._window)
+        end = high
+        if self.quiet_point is not None and low < high:
+            # End the range in a pause so live streaming resumes between words.
+            end = max(low, min(high, self.quiet_point(low, high)))
+        return self._spool_to(end)
+
     def _spool_outage(self, now: float) -> list[Action]:
-        """While disconnected: spool the backlog once it is too long or too old."""
+        """While disconnected: spool what could no longer be streamed live, a batch at a time."""
         if self._disconnected_since is None:
             return []
-        lim = self.limits
-        backlog = self._available - self._confirmed
-        too_long = now - self._disconnected_since >= lim.max_outage_seconds
-        too_big = backlog >= lim.history_samples * lim.spool_backlog_fraction
-        if not (self._spooling or too_long or too_big):
-            return []
-        actions: list[Action] = []
-        if not self._spooling:
+        actions = self._spool_backlog(self._window + self._spool_batch)
+        if actions and not self._spooling:
             self._spooling = True
-            actions.append(
+            actions.insert(
+                0,
                 Notice(
                     logging.WARNING,
-                    f"offline for {now - self._disconnected_since:.1f} s with "
-                    f"{backlog / STREAM_RATE:.1f} s of audio waiting: keeping it for later",
-                )
+                    f"offline for {now - self._disconnected_since:.1f} s: keeping the audio "
+                    "for later transcription",
+                ),
             )
-        # Spool whole seconds at a time while it is still arriving (fewer, larger writes),
-        # and never less than a chunk however often the runner looks.
-        if backlog >= STREAM_RATE or too_big or (too_long and backlog >= self._chunk):
-            end = self._available
-            if self.quiet_point is not None:
-                # End the range in a pause so live streaming resumes between words.
-                end = max(self._confirmed, min(end, self.quiet_point(self._confirmed, end)))
-            actions += self._spool_to(end)
         return actions
 
-    def _pump(self, now: float) -> list[Action]:
-        """Send what pacing allows; at the end, Terminate."""
+    def _spool_before_overwrite(self) -> list[Action]:
+        """Unconfirmed audio about to fall out of the buffer is kept in the spool.
+
+        Only the service's evidence confirms audio; during a long silence it
+        sends none, and what it has not confirmed must not be overwritten.
+        """
         lim = self.limits
-        self._bucket = min(
-            lim.burst_seconds, self._bucket + (now - self._bucket_time) * lim.catchup_rate
-        )
-        self._bucket_time = now
+        limit = self._available - (lim.history_samples - lim.history_margin_samples)
+        if limit - self._confirmed < self._spool_batch:
+            return []
+        return self._spool_to(limit)
+
+    def _pump(self, now: float) -> list[Action]:
+        """Send what the pacer allows; at the end, Terminate."""
+        lim = self.limits
         actions: list[Action] = []
         if now - self._begin_time >= lim.healthy_after_seconds and self.backoff.attempt:
             self.backoff.reset()
@@ -937,9 +956,14 @@ class StreamingSession:
             if frame is None:
                 break
             size, pad, catching_up = frame
-            if (size + pad) / STREAM_RATE > self._bucket + 1e-9:
-                break
-            self._bucket -= (size + pad) / STREAM_RATE
+            allowed = self._pacer.allowance(now)
+            if size + pad > allowed:
+                size = self._fitting_frame(allowed)
+                pad = 0
+                if size == 0:
+                    break
+            if not self._pacer.take(now, size + pad):
+                break  # (the fit above makes this unreachable; the pacer has the last word)
             start = self._sent
             self._sent += size
             if start < self._sent_max:
@@ -950,9 +974,8 @@ class StreamingSession:
             if catching_up:
                 self.account.caught_up_samples += size
             self._last_frame_samples, self._last_frame_pad = size, pad
-            self._send_log.append((now, self._sent))
             actions.append(SendAudio(start, self._sent, pad))
-        actions += self._confirm_silence(now)
+        actions += self._spool_before_overwrite()
         end = self._end
         if end is not None:
             if self._sent >= end and not self._terminate_sent:
@@ -969,6 +992,18 @@ class StreamingSession:
                 actions.append(SendJson({"type": "Terminate"}))
         return actions
 
+    def _fitting_frame(self, allowed: int) -> int:
+        """The largest legal frame within ``allowed`` samples (0: wait for the pacer).
+
+        At least a chunk, and never leaving a final tail too short to send.
+        """
+        limit = self._available if self._end is None else self._end
+        size = min(allowed, limit - self._sent, self._max_frame)
+        rest = limit - self._sent - size
+        if self._end is not None and 0 < rest < self._min_frame:
+            size -= self._min_frame
+        return size if size >= max(self._chunk, self._min_frame) else 0
+
     def _next_frame(self) -> tuple[int, int, bool] | None:
         """The next frame to send as (samples, padding, catching up), pacing aside."""
         end = self._end
@@ -979,10 +1014,12 @@ class StreamingSession:
         if end is None and (backlog + self._held_back < self._chunk or backlog < self._min_frame):
             return None
         catching_up = backlog >= 2 * self._chunk
+        # (A backlog only exists after a connection began behind capture; the pacer
+        # decides how much of each frame may go now.)
         # In step with capture a frame takes everything ready (one to two chunks): a
         # chunk that ends a few samples past the newest capture block (the resampler's
         # look-ahead) would otherwise wait a whole block for them.
-        size = min(self._catchup_chunk if catching_up else backlog, backlog, self._max_frame)
+        size = min(self._backlog_frame if catching_up else backlog, backlog, self._max_frame)
         if end is not None and 0 < backlog - size < self._min_frame:
             # Never leave a tail shorter than a legal frame.
             size = backlog if backlog <= self._max_frame else backlog - self._min_frame
@@ -1000,3 +1037,15 @@ class StreamingSession:
         acc.stop_reason = self._stop_reason or "ended"
         actions.append(Finish(acc))
         return actions
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _first_word_start(words: object) -> float | None:
+    """The start (ms) of a turn's first word, if it has a readable one."""
+    if not isinstance(words, list) or not words or not isinstance(words[0], dict):
+        return None
+    start = words[0].get("start")
+    return float(start) if _is_number(start) else None

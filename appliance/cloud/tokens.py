@@ -21,9 +21,9 @@ the same one and closes it on shutdown; a source given none keeps its own
 (closed by its ``aclose()``). Its TLS context is the process's shared one
 (:mod:`appliance.cloud.tls`), made only if a token URL is ``https://``.
 
-:class:`PrefetchingTokens` wraps either so that a button press connects without
-waiting for a token round trip: it keeps one unexpired token ready and hands
-each token out at most once.
+:class:`appliance.connection.tokens.TokenCoordinator` wraps either: it keeps
+a token ready (so a press costs no round trip), makes one request at a time and
+spaces retries after a failure.
 
 Failures are classified so callers can react sensibly: :class:`TokenAuthError`
 (401/403, the credential is wrong: retry slowly, tell the user) versus
@@ -34,18 +34,15 @@ it leaves this module, and no exception text ever contains a token or a key.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
-import time
-from collections.abc import Callable
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from appliance.cloud import tls
+from appliance.connection.retry import parse_retry_after
 from appliance.secrets import Secret, register_secret
 
 log = logging.getLogger(__name__)
@@ -59,12 +56,6 @@ DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS = 60.0
 #: Bounds the documented API puts on the minting parameters.
 EXPIRES_IN_RANGE = (1, 600)
 MAX_SESSION_RANGE = (60, 10800)
-#: A prefetched token is replaced this long before it expires (or a fraction of
-#: its lifetime for very short-lived tokens), so what is handed out is usable.
-DEFAULT_REFRESH_MARGIN_SECONDS = 30.0
-DEFAULT_REFRESH_MARGIN_FRACTION = 0.25
-#: Longest Retry-After honoured from a 429 (a broken header must not park the device).
-MAX_RETRY_AFTER_SECONDS = 300.0
 #: How many issued-token fingerprints are remembered to detect a repeated token.
 _SEEN_LIMIT = 4096
 
@@ -108,13 +99,8 @@ def _safe_url(url: str) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return min(MAX_RETRY_AFTER_SECONDS, max(0.0, float(raw)))
-    except ValueError:
-        return None  # an HTTP date or garbage: fall back to the caller's backoff
+    """The server's Retry-After, unclamped (whoever sleeps on it clamps it)."""
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 class SharedHttpClient:
@@ -300,107 +286,6 @@ class BrokerTokens(_HttpTokenSource):
             client=client,
             timeout=timeout,
         )
-
-
-class PrefetchingTokens:
-    """Keeps one fresh token ready so a press connects without a token round trip.
-
-    ``start()`` launches a keeper task: it fetches a token, and replaces it
-    shortly before it expires (``lifetime - margin``). ``fetch()`` hands out the
-    ready token if it is still fresh (and never the same token twice), or
-    fetches one directly; either way the keeper refills at once. Keeper errors
-    are retried with the given delay; they never reach ``fetch()`` callers, who
-    get the inner source's own error when they fetch directly.
-    """
-
-    def __init__(
-        self,
-        source: TokenSource,
-        *,
-        lifetime_seconds: float | None = None,
-        refresh_margin_seconds: float | None = None,
-        retry_seconds: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._source = source
-        lifetime = lifetime_seconds
-        if lifetime is None:
-            lifetime = getattr(source, "lifetime_seconds", DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS)
-        self.lifetime_seconds = float(lifetime)
-        if refresh_margin_seconds is None:
-            refresh_margin_seconds = min(
-                DEFAULT_REFRESH_MARGIN_SECONDS,
-                self.lifetime_seconds * DEFAULT_REFRESH_MARGIN_FRACTION,
-            )
-        self.refresh_margin_seconds = refresh_margin_seconds
-        self.retry_seconds = retry_seconds
-        self._clock = clock
-        self._ready: tuple[Secret, float] | None = None  # (token, usable-until)
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.handed_out = 0
-        self.discarded = 0
-        self.prefetched = 0
-
-    @property
-    def has_ready_token(self) -> bool:
-        ready = self._ready
-        return ready is not None and self._clock() < ready[1]
-
-    def start(self) -> None:
-        """Start keeping a token ready (call on the running loop)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._keep_ready(), name="token-prefetch"
-            )
-
-    async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._ready = None
-
-    async def fetch(self) -> Secret:
-        ready, self._ready = self._ready, None  # taken before any await: handed out once
-        self._wakeup.set()
-        if ready is not None and self._clock() < ready[1]:
-            self.handed_out += 1
-            return ready[0]
-        if ready is not None:
-            self.discarded += 1
-        token = await self._source.fetch()
-        self.handed_out += 1
-        return token
-
-    async def _keep_ready(self) -> None:
-        while True:
-            if not self.has_ready_token:
-                if self._ready is not None:
-                    self.discarded += 1
-                    self._ready = None
-                fetched_at = self._clock()
-                try:
-                    token = await self._source.fetch()
-                except TokenError as exc:
-                    delay = self.retry_seconds
-                    if isinstance(exc, TokenTransientError) and exc.retry_after is not None:
-                        delay = max(delay, exc.retry_after)
-                    log.warning("could not prefetch a token (%s); retrying in %.0f s", exc, delay)
-                    await self._sleep_or_wake(delay)
-                    continue
-                usable_until = fetched_at + self.lifetime_seconds - self.refresh_margin_seconds
-                self._ready = (token, usable_until)
-                self.prefetched += 1
-            ready = self._ready
-            wait = ready[1] - self._clock() if ready is not None else 0.0
-            await self._sleep_or_wake(max(0.0, wait))
-
-    async def _sleep_or_wake(self, seconds: float) -> None:
-        self._wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
 
 
 def token_source_for(

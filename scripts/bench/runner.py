@@ -852,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         "(scripts/bench/workloads.py) adds class-level wrappers that append (index, time) to a "
         "list per capture/playback callback and per flush: no appliance code is edited.",
         "Press and reconnect latencies use a driver wired like the daemon "
-        "(`workloads.py live`, with and without PrefetchingTokens).",
+        "(`workloads.py live`, with and without the token coordinator's kept token).",
         "The yardstick row is not a product: it decimates by dropping samples and has no "
         "ring, resume, spool or turn handling; it shows the cost of the transport alone "
         "(`workloads.py transport`).",

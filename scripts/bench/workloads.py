@@ -311,8 +311,9 @@ def run_live(args: argparse.Namespace) -> None:
 
     from appliance import events as ev
     from appliance.audio.capture import AudioCapture
-    from appliance.cloud.tokens import MintedTokens, PrefetchingTokens
+    from appliance.cloud.tokens import MintedTokens
     from appliance.config import Config
+    from appliance.connection.tokens import TokenCoordinator
     from appliance.live import LiveTranscription
     from appliance.secrets import Secret
 
@@ -355,7 +356,7 @@ def run_live(args: argparse.Namespace) -> None:
             daemon=True,
         ).start()
         minted = MintedTokens.streaming(config.urls.streaming_token_url, config.api_key)
-        tokens = PrefetchingTokens(minted) if args.prefetch else minted
+        tokens = TokenCoordinator(minted) if args.prefetch else minted
         if args.prefetch:
             tokens.start()
         bus = ev.EventBus()

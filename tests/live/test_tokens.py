@@ -12,12 +12,13 @@ from aiohttp import web
 from appliance.cloud.tokens import (
     BrokerTokens,
     MintedTokens,
-    PrefetchingTokens,
     SharedHttpClient,
     TokenAuthError,
     TokenError,
     TokenTransientError,
 )
+from appliance.connection.retry import RetryLimits
+from appliance.connection.tokens import TokenCoordinator
 from appliance.logs import RedactingFilter
 from appliance.secrets import Secret
 
@@ -195,7 +196,7 @@ async def _until(predicate, timeout: float = 5.0) -> None:
 
 async def test_prefetch_hands_out_a_ready_token_once(token_server):
     inner = MintedTokens.streaming(f"{token_server.url}/v3/token", API_KEY, expires_in_seconds=60)
-    tokens = PrefetchingTokens(inner)
+    tokens = TokenCoordinator(inner)
     tokens.start()
     try:
         await _until(lambda: tokens.has_ready_token)
@@ -212,7 +213,7 @@ async def test_prefetch_hands_out_a_ready_token_once(token_server):
 
 async def test_concurrent_fetches_never_share_a_token(token_server):
     inner = MintedTokens.streaming(f"{token_server.url}/v3/token", API_KEY, expires_in_seconds=60)
-    tokens = PrefetchingTokens(inner)
+    tokens = TokenCoordinator(inner)
     tokens.start()
     try:
         await _until(lambda: tokens.has_ready_token)
@@ -226,7 +227,7 @@ async def test_prefetch_remints_before_expiry(token_server):
     inner = CountingSource(
         MintedTokens.streaming(f"{token_server.url}/v3/token", API_KEY, expires_in_seconds=1)
     )
-    tokens = PrefetchingTokens(inner, refresh_margin_seconds=0.7)  # replace every 0.3 s
+    tokens = TokenCoordinator(inner, refresh_margin_seconds=0.7)  # replace every 0.3 s
     tokens.start()
     try:
         await _until(lambda: inner.calls >= 3 and tokens.has_ready_token)
@@ -239,7 +240,7 @@ async def test_prefetch_remints_before_expiry(token_server):
 async def test_stale_ready_token_is_not_handed_out(token_server):
     now = [0.0]
     inner = MintedTokens.streaming(f"{token_server.url}/v3/token", API_KEY, expires_in_seconds=60)
-    tokens = PrefetchingTokens(inner, clock=lambda: now[0])
+    tokens = TokenCoordinator(inner, clock=lambda: now[0])
     tokens._ready = (Secret("stale-token-xxxx"), 10.0)
     now[0] = 11.0
     got = await tokens.fetch()
@@ -247,10 +248,10 @@ async def test_stale_ready_token_is_not_handed_out(token_server):
     assert tokens.discarded == 1
 
 
-async def test_prefetch_keeper_survives_errors_and_fetch_reports_them(token_server):
+async def test_the_keeper_survives_errors_and_fetch_reports_them(token_server):
     token_server.script.extend([(503, None)] * 3)
     inner = MintedTokens.streaming(f"{token_server.url}/v3/token", API_KEY, expires_in_seconds=60)
-    tokens = PrefetchingTokens(inner, retry_seconds=0.05)
+    tokens = TokenCoordinator(inner, retry=RetryLimits(0.1, 0.2, 0.1))
     tokens.start()
     try:
         await _until(lambda: tokens.has_ready_token)

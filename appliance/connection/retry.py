@@ -1,0 +1,119 @@
+"""When to try again: full-jitter backoff with a floor, and one ``Retry-After`` rule.
+
+Both hold by construction, here and nowhere else:
+
+* a retry is never sooner than ``floor_seconds`` after a failure, and two
+  delays are never equal by design (each is drawn from a range, never a
+  constant), so a fleet never retries in lockstep;
+* a server's ``Retry-After`` is honoured and clamped to
+  ``[floor_seconds, retry_after_cap_seconds]`` whatever it says: negative,
+  zero, an HTTP date, ``1e9``, ``inf`` or garbage.
+
+Every client that retries (token requests, the pre-recorded REST client,
+WebSocket upgrades) takes its delays from :class:`Backoff`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+
+@dataclass(frozen=True)
+class RetryLimits:
+    """The retry policy's limits (httpx-style: one object, named fields)."""
+
+    #: First ceiling of the full-jitter range; it doubles with each failure.
+    base_seconds: float = 0.5
+    #: Largest ceiling.
+    cap_seconds: float = 30.0
+    #: No retry sooner than this after a failure, whatever else says so.
+    floor_seconds: float = 0.1
+    #: The most a server's Retry-After can make us wait.
+    retry_after_cap_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.floor_seconds <= self.base_seconds <= self.cap_seconds:
+            raise ValueError("need 0 < floor_seconds <= base_seconds <= cap_seconds")
+        if self.retry_after_cap_seconds < self.floor_seconds:
+            raise ValueError("retry_after_cap_seconds must be >= floor_seconds")
+
+
+DEFAULT_RETRY_LIMITS = RetryLimits()
+
+
+def parse_retry_after(raw: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header value (delta-seconds or HTTP date).
+
+    Unclamped: the caller passes it to :func:`clamp_retry_after` (or
+    :meth:`Backoff.next_delay`). None when absent or unreadable.
+    """
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    wall = time.time() if now is None else now
+    try:
+        return when.timestamp() - wall
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def clamp_retry_after(
+    seconds: float | None, limits: RetryLimits = DEFAULT_RETRY_LIMITS
+) -> float | None:
+    """``seconds`` within ``[floor, retry_after_cap]``; None stays None (NaN counts as absent)."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(limits.retry_after_cap_seconds, max(limits.floor_seconds, seconds))
+
+
+class Backoff:
+    """Delays for successive retries: full jitter above a floor, capped, reset on success.
+
+    ``delay = uniform(floor, max(floor, min(cap, base * 2**attempt)))``; with a
+    ``Retry-After``, at least its clamped value plus up to ``floor`` of jitter.
+    """
+
+    def __init__(
+        self,
+        limits: RetryLimits = DEFAULT_RETRY_LIMITS,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.limits = limits
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def ceiling(self) -> float:
+        """The most the next delay can be (without a Retry-After)."""
+        lim = self.limits
+        return max(
+            lim.floor_seconds, min(lim.cap_seconds, lim.base_seconds * 2 ** min(self.attempt, 32))
+        )
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """The delay before the next attempt; each call counts one more failure."""
+        lim = self.limits
+        delay = self._rng.uniform(lim.floor_seconds, self.ceiling())
+        self.attempt += 1
+        server = clamp_retry_after(retry_after, lim)
+        if server is not None and server >= delay:
+            delay = server + self._rng.uniform(0.0, lim.floor_seconds)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0

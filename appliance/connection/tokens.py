@@ -1,0 +1,196 @@
+"""One token coordinator per product: single flight, shared by prefetch and connect.
+
+A press should connect without waiting for a token round trip, so a token is
+kept ready while idle; and a failure must never turn into a burst of
+requests. Both hold here, for every caller of one product (streaming or the
+agent):
+
+* one request in flight at a time (the keeper and a connecting session wait
+  for the same one, never make two);
+* after a failed request, the next waits a full-jitter backoff (never less
+  than the retry floor) or the server's clamped ``Retry-After``, whichever is
+  longer; after a credential refusal the keeper waits the slow auth retry;
+* each token is handed out at most once, and only while it is still usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from appliance.cloud.tokens import (
+    DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS,
+    TokenAuthError,
+    TokenError,
+    TokenSource,
+    TokenTransientError,
+)
+from appliance.connection.retry import DEFAULT_RETRY_LIMITS, Backoff, RetryLimits
+from appliance.secrets import Secret
+
+log = logging.getLogger(__name__)
+
+#: A kept token is replaced this long before it expires (or this fraction of its
+#: lifetime for short-lived tokens), so what is handed out is still usable.
+DEFAULT_REFRESH_MARGIN_SECONDS = 30.0
+DEFAULT_REFRESH_MARGIN_FRACTION = 0.25
+#: After the credential was refused, the keeper asks again only this rarely.
+DEFAULT_AUTH_RETRY_SECONDS = 300.0
+
+
+class TokenCoordinator:
+    """Every token request of one product goes through here (it is a :class:`TokenSource`)."""
+
+    def __init__(
+        self,
+        source: TokenSource,
+        *,
+        retry: RetryLimits = DEFAULT_RETRY_LIMITS,
+        lifetime_seconds: float | None = None,
+        refresh_margin_seconds: float | None = None,
+        auth_retry_seconds: float = DEFAULT_AUTH_RETRY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._source = source
+        lifetime = lifetime_seconds
+        if lifetime is None:
+            lifetime = getattr(source, "lifetime_seconds", DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS)
+        self.lifetime_seconds = float(lifetime)
+        if refresh_margin_seconds is None:
+            refresh_margin_seconds = min(
+                DEFAULT_REFRESH_MARGIN_SECONDS,
+                self.lifetime_seconds * DEFAULT_REFRESH_MARGIN_FRACTION,
+            )
+        self.refresh_margin_seconds = refresh_margin_seconds
+        self.auth_retry_seconds = auth_retry_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(retry, self._rng)
+        self._lock = asyncio.Lock()
+        self._not_before = 0.0  # no request before this (set by a failure)
+        self._last_failure: TokenError | None = None
+        self._ready: tuple[Secret, float] | None = None  # (token, usable until)
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.requests = 0
+        self.failures = 0
+        self.handed_out = 0
+        self.discarded = 0
+        self.prefetched = 0
+
+    @property
+    def has_ready_token(self) -> bool:
+        ready = self._ready
+        return ready is not None and self._clock() < ready[1]
+
+    @property
+    def not_before(self) -> float:
+        """No request goes out before this time (the clock's)."""
+        return self._not_before
+
+    # ------------------------------------------------------------------ callers
+
+    async def fetch(self) -> Secret:
+        """A token never handed out before: the kept one, or the next request's."""
+        token = self._take_ready()
+        if token is not None:
+            return token
+        async with self._lock:
+            token = self._take_ready()  # the keeper may have fetched one meanwhile
+            if token is not None:
+                return token
+            token, _ = await self._request_locked()
+        self.handed_out += 1
+        self._wakeup.set()  # the keeper refills
+        return token
+
+    def start(self) -> None:
+        """Keep a token ready from now on (call on the running loop)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._keep_ready(), name="token-keeper"
+            )
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._ready = None
+        closer = getattr(self._source, "aclose", None)
+        if closer is not None:
+            await closer()
+
+    # ----------------------------------------------------------------- internals
+
+    def _take_ready(self) -> Secret | None:
+        ready, self._ready = self._ready, None  # taken before any await: handed out once
+        if ready is None:
+            return None
+        self._wakeup.set()
+        if self._clock() < ready[1]:
+            self.handed_out += 1
+            return ready[0]
+        self.discarded += 1
+        return None
+
+    async def _request_locked(self) -> tuple[Secret, float]:
+        """One request, no sooner than the last failure allows; (token, usable until)."""
+        wait = self._not_before - self._clock()
+        if wait > 0:
+            await self._sleep(wait)
+        started = self._clock()
+        self.requests += 1
+        try:
+            token = await self._source.fetch()
+        except TokenError as exc:
+            self.failures += 1
+            self._last_failure = exc
+            retry_after = exc.retry_after if isinstance(exc, TokenTransientError) else None
+            self._not_before = self._clock() + self._backoff.next_delay(retry_after)
+            raise
+        self._backoff.reset()
+        self._last_failure = None
+        return token, started + self.lifetime_seconds - self.refresh_margin_seconds
+
+    async def _keep_ready(self) -> None:
+        while True:
+            if not self.has_ready_token:
+                if self._ready is not None:
+                    self.discarded += 1
+                    self._ready = None
+                try:
+                    async with self._lock:
+                        if not self.has_ready_token:
+                            self._ready = await self._request_locked()
+                            self.prefetched += 1
+                except TokenAuthError as exc:
+                    delay = self._rng.uniform(0.75, 1.0) * self.auth_retry_seconds
+                    log.warning(
+                        "could not keep a token ready (%s); asking again in %.0f s", exc, delay
+                    )
+                    await self._sleep_or_wake(delay)
+                    continue
+                except TokenError as exc:
+                    log.warning(
+                        "could not keep a token ready (%s); asking again in %.1f s",
+                        exc,
+                        max(0.0, self._not_before - self._clock()),
+                    )
+                    continue  # the next request waits for the backoff by itself
+            ready = self._ready
+            wait = ready[1] - self._clock() if ready is not None else 0.0
+            await self._sleep_or_wake(max(0.0, wait))
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)

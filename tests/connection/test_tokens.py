@@ -1,0 +1,170 @@
+"""The token coordinator: one request at a time, spaced after failures, each token once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from appliance.cloud.tokens import TokenAuthError, TokenError, TokenTransientError
+from appliance.connection.retry import RetryLimits
+from appliance.connection.tokens import TokenCoordinator
+from appliance.secrets import Secret
+
+LIMITS = RetryLimits(base_seconds=0.2, cap_seconds=2.0, floor_seconds=0.1)
+
+
+class FakeClock:
+    """A clock that only moves when the coordinator sleeps (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class ScriptedSource:
+    """Answers each fetch from a script: an exception to raise, or a fresh token."""
+
+    lifetime_seconds = 60.0
+
+    def __init__(self, clock: FakeClock, script: list[BaseException | None]) -> None:
+        self.clock = clock
+        self.script = list(script)
+        self.request_times: list[float] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._n = 0
+
+    async def fetch(self) -> Secret:
+        self.request_times.append(self.clock.now)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            outcome = self.script.pop(0) if self.script else None
+            if outcome is not None:
+                raise outcome
+            self._n += 1
+            return Secret(f"token-{self._n:04d}-xxxxxxxx")
+        finally:
+            self.in_flight -= 1
+
+
+def coordinator(clock: FakeClock, source: ScriptedSource, **kw: object) -> TokenCoordinator:
+    return TokenCoordinator(
+        source,
+        retry=LIMITS,
+        clock=clock,
+        sleep=clock.sleep,
+        rng=random.Random(3),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_the_keeper_and_connecting_sessions_share_one_request_at_a_time() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source)
+    tokens.start()
+    try:
+        got = await asyncio.gather(*(tokens.fetch() for _ in range(5)))
+    finally:
+        await tokens.aclose()
+    assert source.most_in_flight == 1
+    assert len({t.reveal() for t in got}) == 5
+
+
+async def test_no_request_follows_a_failure_within_the_floor() -> None:
+    clock = FakeClock()
+    failure = TokenTransientError("HTTP 503", status=503)
+    source = ScriptedSource(clock, [failure] * 6)
+    tokens = coordinator(clock, source)
+    for _ in range(6):
+        with pytest.raises(TokenTransientError):
+            await tokens.fetch()
+    await tokens.fetch()
+    gaps = [b - a for a, b in zip(source.request_times, source.request_times[1:], strict=False)]
+    assert all(gap >= 0.1 for gap in gaps)
+    assert len(set(gaps)) == len(gaps)  # jittered: never the same spacing twice
+
+
+async def test_prefetch_and_connect_after_a_failure_make_one_spaced_request() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [TokenTransientError("HTTP 503", status=503)])
+    tokens = coordinator(clock, source)
+    with pytest.raises(TokenTransientError):
+        await tokens.fetch()
+    failed_at = clock.now
+    tokens.start()  # the keeper wants a token too
+    token = await tokens.fetch()
+    await tokens.aclose()
+    assert token.reveal()
+    # One request after the failure from the session, at most one more from the keeper,
+    # and none within the floor of the failure.
+    after = [t for t in source.request_times[1:]]
+    assert after and all(t - failed_at >= 0.1 for t in after)
+    assert source.most_in_flight == 1
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "low", "high"),
+    [(3.0, 3.0, 3.1), (-5.0, 0.1, 2.1), (1e9, 300.0, 300.1), (float("inf"), 300.0, 300.1)],
+)
+async def test_retry_after_is_honoured_within_its_clamp(
+    retry_after: float, low: float, high: float
+) -> None:
+    clock = FakeClock()
+    refusal = TokenTransientError("HTTP 429", status=429, retry_after=retry_after)
+    source = ScriptedSource(clock, [refusal])
+    tokens = coordinator(clock, source)
+    with pytest.raises(TokenTransientError):
+        await tokens.fetch()
+    await tokens.fetch()
+    wait = source.request_times[1] - source.request_times[0]
+    assert low <= wait <= high
+
+
+async def test_after_a_credential_refusal_the_keeper_asks_again_only_slowly() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [TokenAuthError("HTTP 401", 401)] * 3)
+    tokens = coordinator(clock, source, auth_retry_seconds=300.0)
+    tokens.start()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    assert len(source.request_times) == 1  # the keeper now waits about five minutes
+
+
+async def test_a_ready_token_is_handed_out_once_and_a_stale_one_never() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, refresh_margin_seconds=10.0)
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.aclose()  # the keeper stops; nothing refills
+    tokens._ready = (Secret("kept-token-xxxxxxxx"), clock.now + 1.0)
+    first = await tokens.fetch()
+    assert first.reveal() == "kept-token-xxxxxxxx"
+    second = await tokens.fetch()
+    assert second.reveal() != first.reveal()
+    tokens._ready = (Secret("stale-token-xxxxxxx"), clock.now - 1.0)
+    third = await tokens.fetch()
+    assert third.reveal() != "stale-token-xxxxxxx" and tokens.discarded >= 1
+
+
+async def test_a_fatal_answer_reaches_the_caller() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [TokenError("HTTP 400")])
+    tokens = coordinator(clock, source)
+    with pytest.raises(TokenError):
+        await tokens.fetch()
