@@ -255,9 +255,6 @@ class LiveConfig:
     silence_timeout_seconds: float | None = setting(
         None, minimum=1, maximum=3600, unit=" s", doc="stop after this long without a word"
     )
-    catchup_rate: float = setting(
-        1.25, minimum=1.0, maximum=4.0, doc="times real time when sending a backlog"
-    )
     token_expires_seconds: int = setting(600, minimum=1, maximum=600, unit=" s")
     termination_timeout_seconds: float = setting(5.0, minimum=0.5, maximum=60, unit=" s")
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from appliance.cloud import tls
+from appliance.connection.retry import parse_retry_after
 from appliance.secrets import Secret
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -118,13 +119,8 @@ def transcript_request(upload_config: Any, audio_url: str) -> dict[str, Any]:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    """The server's Retry-After, unclamped: whoever waits on it clamps it."""
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 def _reason(response: httpx.Response) -> str:

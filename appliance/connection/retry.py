@@ -45,6 +45,15 @@ class RetryLimits:
 DEFAULT_RETRY_LIMITS = RetryLimits()
 
 
+def retry_limits(
+    base_seconds: float, cap_seconds: float, floor_seconds: float | None = None
+) -> RetryLimits:
+    """Limits from configured base and cap, raised to the floor where they are below it."""
+    floor = DEFAULT_RETRY_LIMITS.floor_seconds if floor_seconds is None else floor_seconds
+    base = max(floor, base_seconds)
+    return RetryLimits(base_seconds=base, cap_seconds=max(base, cap_seconds), floor_seconds=floor)
+
+
 def parse_retry_after(raw: str | None, *, now: float | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header value (delta-seconds or HTTP date).
 
@@ -98,18 +107,22 @@ class Backoff:
         self.attempt = 0
         self._rng = rng or random.Random()
 
-    def ceiling(self) -> float:
-        """The most the next delay can be (without a Retry-After)."""
+    def ceiling(self, attempt: int | None = None) -> float:
+        """The most a delay can be after ``attempt`` failures (default: the next one's)."""
         lim = self.limits
-        return max(
-            lim.floor_seconds, min(lim.cap_seconds, lim.base_seconds * 2 ** min(self.attempt, 32))
-        )
+        n = self.attempt if attempt is None else attempt
+        return max(lim.floor_seconds, min(lim.cap_seconds, lim.base_seconds * 2 ** min(n, 32)))
 
     def next_delay(self, retry_after: float | None = None) -> float:
         """The delay before the next attempt; each call counts one more failure."""
-        lim = self.limits
-        delay = self._rng.uniform(lim.floor_seconds, self.ceiling())
+        delay = self.delay_for(self.attempt, retry_after)
         self.attempt += 1
+        return delay
+
+    def delay_for(self, attempt: int, retry_after: float | None = None) -> float:
+        """The delay after ``attempt`` earlier failures (for callers that keep the count)."""
+        lim = self.limits
+        delay = self._rng.uniform(lim.floor_seconds, self.ceiling(attempt))
         server = clamp_retry_after(retry_after, lim)
         if server is not None and server >= delay:
             delay = server + self._rng.uniform(0.0, lim.floor_seconds)

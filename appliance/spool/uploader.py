@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance import events as ev
-from appliance.backoff import Backoff
 from appliance.cloud import rest
+from appliance.connection.retry import Backoff, retry_limits
 from appliance.logs import log_context
 from appliance.spool import store as st
 from appliance.spool.ids import InvalidId, check_transcript_id
@@ -115,7 +115,8 @@ class Uploader:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self._rng = rng or random.Random()
-        self._probe = Backoff(probe_base, probe_cap, self._rng)
+        self._probe = Backoff(retry_limits(probe_base, probe_cap), self._rng)
+        self._retry = Backoff(retry_limits(retry_base, retry_cap), self._rng)
         self._upload_slots = asyncio.Semaphore(upload_config.concurrency)
         self._wake = asyncio.Event()
         self._online = asyncio.Event()
@@ -266,7 +267,7 @@ class Uploader:
             self._went_offline(exc)
             raise _Offline from None
         except rest.RateLimited as exc:
-            wait = exc.retry_after if exc.retry_after is not None else self._backoff(row.attempts)
+            wait = self._retry.delay_for(row.attempts, exc.retry_after)  # clamped, jittered
             log.info("rate limited; next try in %.1f s", wait)
             self.spool.store.update(row.id, next_attempt_at=time.time() + wait, last_error=str(exc))
         except rest.TranscriptError as exc:
@@ -288,8 +289,7 @@ class Uploader:
             )
 
     def _backoff(self, attempts: int) -> float:
-        ceiling = min(self.retry_cap, self.retry_base * 2 ** min(attempts, 32))
-        return self._rng.uniform(0, ceiling)
+        return self._retry.delay_for(attempts)
 
     def _fail(self, row: st.RecordingRow, reason: str, **fields: Any) -> None:
         current = self.spool.store.get(row.id)

@@ -139,7 +139,7 @@ async def test_twenty_faults_lose_and_duplicate_nothing(emulator, spool, tmp_pat
     digits = " ".join(groups)
     audio = dtmf.generate(digits, CAPTURE_RATE, lead_ms=300, trail_ms=1500)
     ring = RingBuffer(CAPTURE_RATE, 4.0)  # short history: the outage outlasts it
-    config = make_config(emulator, tmp_path, catchup_rate=1.4)
+    config = make_config(emulator, tmp_path)
     config.reconnect = ReconnectConfig(base_seconds=0.2, max_seconds=1.0, auth_retry_seconds=1.0)
     bus = ev.EventBus()
     spool.events = bus
