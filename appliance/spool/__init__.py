@@ -7,6 +7,15 @@ from appliance.spool.spool import (
     SpoolError,
     SpoolFull,
     SpoolParams,
+    SpoolUnavailable,
 )
 
-__all__ = ["RecordingWriter", "Spool", "SpoolBusy", "SpoolError", "SpoolFull", "SpoolParams"]
+__all__ = [
+    "RecordingWriter",
+    "Spool",
+    "SpoolBusy",
+    "SpoolError",
+    "SpoolFull",
+    "SpoolParams",
+    "SpoolUnavailable",
+]

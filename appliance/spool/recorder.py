@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -127,8 +128,13 @@ class Recording:
             finally:
                 account.end_index = reader.position
                 await asyncio.to_thread(writer.close)
-                self._publish(ev.SESSION, phase="ended", mode="record", session_id=writer.id,
-                              account=dataclasses.asdict(account))
+                self._publish(
+                    ev.SESSION,
+                    phase="ended",
+                    mode="record",
+                    session_id=writer.id,
+                    account=dataclasses.asdict(account),
+                )
         log.info(
             "recording %s done: %.1f s written, %d lost, %d refused (spool full)",
             writer.id,
@@ -152,3 +158,33 @@ class Recording:
             writer.note_lost(len(samples))
             return
         account.samples_written += len(samples)
+
+
+class Refusal:
+    """Record mode without a usable spool: each press is refused, said once per press.
+
+    There is nowhere durable to put the audio, so nothing is recorded rather
+    than something that would be lost; live and agent modes are unaffected.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        events: ev.EventBus | None = None,
+        on_notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.problem = problem
+        self.events = events
+        self.on_notice = on_notice
+
+    def request_stop(self) -> None:
+        pass
+
+    async def run(self, start_index: int) -> None:
+        message = f"cannot record: spool unavailable: {self.problem}"
+        log.error("%s", message)
+        if self.events is not None:
+            self.events.publish(ev.ERROR, message=message, where="record")
+            self.events.publish(ev.STATE, state="error", mode="record", detail="spool unavailable")
+        if self.on_notice is not None:
+            self.on_notice("error")

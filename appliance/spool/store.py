@@ -14,16 +14,23 @@ States::
 ``uploading`` and ``submitting`` are intents written *before* the network
 call; see ``appliance.spool.uploader`` for how they are reconciled after a
 crash.
+
+A database that SQLite reports as damaged (not a database, malformed, failing
+its quick check, read-only first so nothing of it is touched) raises
+:class:`DatabaseDamaged` on open, so the spool can set it aside and rebuild it
+from the audio on disk (``appliance.spool.repair``). Every other error
+(read-only, unreadable) is raised as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,13 @@ STATES = (RECORDING, READY, UPLOADING, UPLOADED, SUBMITTING, SUBMITTED, COMPLETE
 # States the uploader still has work to do in.
 PENDING_STATES = (READY, UPLOADING, UPLOADED, SUBMITTING, SUBMITTED)
 ORIGINS = ("record", "live-gap", "agent")
+# The reason a recording fails with when the server cannot tell whether it accepted a
+# submit; ``spool retry`` of such a row is a person's decision to submit again.
+UNKNOWN_SUBMIT = "submit outcome unknown"
+# SQLite's primary result codes for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).
+DAMAGE_CODES = frozenset({11, 26})
+# Files SQLite keeps beside the database in WAL mode.
+DB_SIDE_SUFFIXES = ("-wal", "-shm")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recordings (
@@ -72,7 +86,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RecordingRow:
     """A snapshot of one recording's row."""
 
@@ -102,25 +116,84 @@ class RecordingRow:
         return self.data_bytes / 2 / self.rate if self.rate else 0.0
 
 
+_COLUMNS = frozenset(f.name for f in dataclasses.fields(RecordingRow))
+
+
 class StateConflict(RuntimeError):
     """A transition found the row in another state than expected (someone else moved it)."""
 
 
+class DatabaseDamaged(Exception):
+    """The database file is damaged; SQLite cannot be trusted with it any more."""
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Does this SQLite error say the file itself is damaged (not merely unwritable)?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in DAMAGE_CODES
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def find_damage(path: Path) -> str | None:
+    """What is wrong with the database file at ``path``, or None (sound, absent, unreadable).
+
+    Read-only, so it is safe while the daemon runs and leaves a damaged file and
+    its WAL exactly as they were (a read-write open would delete an unusable WAL).
+    """
+    try:
+        if path.stat().st_size == 0:
+            return None
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        first = db.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if is_damage(exc) else None
+    finally:
+        db.close()
+    verdict = first[0] if first else "no answer"
+    return None if verdict == "ok" else f"fails its integrity check: {verdict}"
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (its WAL files copy its mode)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path.name, *(path.name + s for s in DB_SIDE_SUFFIXES)):
+        with contextlib.suppress(OSError):
+            path.with_name(name).chmod(0o600)
+
+
 class Store:
-    """Thread-safe access to the spool database (one connection, one lock)."""
+    """Thread-safe access to the spool database (one connection, one lock).
+
+    Raises :class:`DatabaseDamaged` when the file is damaged, sqlite3/OS errors
+    when it cannot be opened for another reason.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        problem = find_damage(path)
+        if problem is not None:
+            raise DatabaseDamaged(f"{path.name} is damaged: {problem}")
+        _create_private(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-        with contextlib.suppress(OSError):
-            path.chmod(0o600)
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if is_damage(exc):
+                raise DatabaseDamaged(f"{path.name} is damaged: {exc}") from exc
+            raise
+        _create_private(path)  # WAL files an older version left readable by others
 
     def close(self) -> None:
         with self._lock:
@@ -144,6 +217,11 @@ class Store:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY created_at, id", args).fetchall()
         return [_row(r) for r in rows]
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM recordings").fetchall()
+        return {r[0] for r in rows}
 
     def upload_url_for(self, content_hash: str) -> str | None:
         with self._lock:
@@ -194,6 +272,25 @@ class Store:
                 (recording_id, origin, rate, session_id, session_offset, started_at, now, now,
                  RECORDING),
             )  # fmt: skip
+
+    def insert_found(self, **fields: Any) -> bool:
+        """Insert a row rebuilt from the files on disk (every column given); False if it
+        exists already."""
+        if "gaps" in fields and not isinstance(fields["gaps"], str):
+            fields["gaps"] = json.dumps(fields["gaps"])
+        unknown = set(fields) - _COLUMNS
+        if unknown:
+            raise ValueError(f"no such columns: {sorted(unknown)}")
+        if fields.get("state") not in STATES:
+            raise ValueError(f"unknown state {fields.get('state')!r}")
+        names = ", ".join(fields)
+        marks = ",".join("?" * len(fields))
+        with self._lock:
+            cur = self._db.execute(
+                f"INSERT OR IGNORE INTO recordings ({names}) VALUES ({marks})",
+                tuple(fields.values()),
+            )
+        return cur.rowcount == 1
 
     def transition(
         self, recording_id: str, expect: str | tuple[str, ...], to: str, **fields: Any

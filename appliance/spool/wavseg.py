@@ -149,6 +149,26 @@ def segment_data_bytes(path: Path) -> int:
     return int(data_bytes)
 
 
+def segment_rate(path: Path) -> int | None:
+    """The sample rate a segment's header names, or None if the header is not ours."""
+    with open(path, "rb") as f:
+        header = f.read(HEADER_BYTES)
+    if len(header) < HEADER_BYTES or header[:4] != b"RIFF" or header[8:16] != b"WAVEfmt ":
+        return None
+    (rate,) = struct.unpack_from("<I", header, 24)
+    return int(rate)
+
+
+def segment_is_whole(path: Path) -> bool:
+    """Does the header account for exactly the whole samples in the file (no repair needed)?"""
+    size = path.stat().st_size
+    try:
+        data_bytes = segment_data_bytes(path)
+    except ValueError:
+        return False
+    return data_bytes % SAMPLE_BYTES == 0 and HEADER_BYTES + data_bytes == size
+
+
 def iter_pcm(paths: list[Path], chunk_bytes: int) -> Iterator[bytes]:
     """The samples of ``paths`` one after another, in chunks (never all in memory)."""
     for path in paths:
