@@ -19,7 +19,12 @@ stopped in, and no step is applied twice:
   ``submit outcome unknown`` and waits for a person (``appliance spool retry``),
   because a duplicate costs money and a human can check the dashboard.
   Errors that prove the request was *not* accepted (connection refused, 429,
-  5xx, 4xx) go back to ``uploaded`` safely.
+  5xx, 3xx/4xx) go back to ``uploaded`` safely. An answer that came back
+  accepted but unusable (not JSON, no id, an id that is not ours to put in a
+  URL) is treated like a lost answer: reconciled, never submitted again.
+  Before each submit is sent its upload URL is written beside the audio
+  (``submit.json``), so a rebuilt database and ``appliance spool retry`` know
+  to reconcile it too.
 * ``submitted -> completed``: poll with growing intervals, then fetch SRT and
   VTT and store all three beside the audio (write, fsync, rename, fsync dir)
   before the state changes; a crash in between just fetches them again.
@@ -63,7 +68,7 @@ IDLE_RESCAN_SECONDS = 30.0
 PROGRESS_FRACTION = 0.10
 PROGRESS_SECONDS = 5.0
 MAX_TASKS = 8
-UNKNOWN_SUBMIT = "submit outcome unknown"
+UNKNOWN_SUBMIT = st.UNKNOWN_SUBMIT
 
 
 def _crashpoint(name: str) -> None:
@@ -75,7 +80,8 @@ def _crashpoint(name: str) -> None:
 def write_durably(path: Path, data: str) -> None:
     """Write, fsync, rename, fsync the directory: the file is whole or absent."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -346,17 +352,24 @@ class Uploader:
             return
         body = rest.transcript_request(self.config, row.upload_url)
         self.spool.store.transition(row.id, st.UPLOADED, st.SUBMITTING)
+        await self._mark_submit(row)
         _crashpoint("submit-start")
         try:
             answer = await self.client.submit(body)
-        except (rest.NetworkDown, rest.RateLimited, rest.Permanent) as exc:
-            # The server did not accept it (not reached, or refused): safe to submit again.
+        except rest.Permanent as exc:
+            if not _refused(exc):
+                raise self._unusable_answer(row, str(exc)) from None
+            # The server said no: safe to submit again.
             self.spool.store.transition(row.id, st.SUBMITTING, st.UPLOADED)
-            if isinstance(exc, rest.Permanent) and exc.status in (400, 404, 410, 422):
+            if exc.status in (400, 404, 410, 422):
                 # The upload may have expired or be unusable: upload again on a manual retry.
                 self.spool.store.forget_upload(row.content_hash or "")
                 self._fail(row, str(exc), upload_url=None)
                 return
+            raise
+        except (rest.NetworkDown, rest.RateLimited):
+            # Not reached, or refused: safe to submit again.
+            self.spool.store.transition(row.id, st.SUBMITTING, st.UPLOADED)
             raise
         except rest.Transient as exc:
             if exc.status is not None and exc.status >= 500:
@@ -366,13 +379,32 @@ class Uploader:
             log.warning("submit of %s got no answer (%s); will reconcile", row.id, exc)
             raise
         _crashpoint("submit-answered")
-        self._adopt(row, answer.get("id"))
+        try:
+            tid = check_transcript_id(answer.get("id"))
+        except InvalidId as exc:
+            raise self._unusable_answer(row, str(exc)) from None
+        self._adopt(row, tid)
+
+    async def _mark_submit(self, row: st.RecordingRow) -> None:
+        """Leave proof on disk that a submit for this upload may reach the server."""
+        marker = self.spool.submit_marker_path(row.id)
+        data = json.dumps({"upload_url": row.upload_url, "at": time.time()})
+        try:
+            await asyncio.to_thread(write_durably, marker, data)
+        except OSError as exc:  # the database still says so; only a rebuild would not know
+            log.warning("cannot write the submit marker of %s: %s", row.id, exc.strerror)
+
+    def _unusable_answer(self, row: st.RecordingRow, why: str) -> rest.Transient:
+        """The server accepted the submit but its answer is unusable: like a lost answer."""
+        log.warning("submit of %s was accepted but %s; will reconcile", row.id, why)
+        return rest.Transient(f"submit answer unusable ({why}); reconciling")
 
     def _adopt(self, row: st.RecordingRow, transcript_id: Any) -> None:
         try:
             tid = check_transcript_id(transcript_id)
         except InvalidId as exc:
-            self._fail(row, str(exc))
+            # The server has a transcript for this upload: never submit it again.
+            self._fail(row, f"{exc}; 'appliance spool retry' reconciles again")
             return
         self.spool.store.transition(
             row.id, st.SUBMITTING, st.SUBMITTED, transcript_id=tid, attempts=0
@@ -415,6 +447,11 @@ class Uploader:
         write_durably(spool.artifact_path(recording_id, "json"), json.dumps(data, indent=1))
         write_durably(spool.artifact_path(recording_id, "srt"), srt)
         write_durably(spool.artifact_path(recording_id, "vtt"), vtt)
+
+
+def _refused(exc: rest.RestError) -> bool:
+    """Does this error prove the server did not accept the request (a 3xx/4xx answer)?"""
+    return exc.status is not None and exc.status >= 300
 
 
 class _Progress:
