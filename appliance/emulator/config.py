@@ -62,6 +62,17 @@ class EmulatorConfig:
     #: How far ahead of real time reply audio is sent (playback buffer lead).
     agent_reply_lead_s: float = 0.2
     agent_script: AgentScript = field(default_factory=AgentScript)
+    #: Client rules judged into ``state.violations`` (real seconds, never scaled).
+    #: A request of a product sooner than this after a failed one is a violation.
+    retry_min_gap_s: float = 0.1
+    #: Two successive retry delays closer than this are "identical" (no jitter).
+    retry_delay_tolerance_s: float = 0.001
+    #: Retry-After waits up to this long are enforced; longer ones are left to
+    #: the client's own cap and not judged.
+    retry_after_judged_max_s: float = 60.0
+    #: Malformed frames (``garble`` modes): nesting depth and string length.
+    garble_nesting_depth: int = 100_000
+    garble_string_chars: int = 900_000
     #: Where uploads and per-session WAV files go (None: a temporary directory).
     data_dir: Path | None = None
     #: Keep each session's received audio as a WAV file in data_dir/sessions.
