@@ -23,6 +23,7 @@ from appliance import dtmf
 from appliance.emulator import recognizer
 from appliance.emulator.auth import websocket_auth
 from appliance.emulator.connection import Connection
+from appliance.emulator.rules import pacing_exceeded
 from appliance.emulator.state import SessionRecord
 
 if TYPE_CHECKING:
@@ -208,7 +209,8 @@ class AgentConnection:
         self.speaking = False
         self.silence_ms = 0
         self.received_samples = 0
-        self.audio_started: float | None = None
+        #: Pacing counts from the moment session.ready went out on this connection.
+        self.ready_at: float | None = None
         self.reply_task: asyncio.Task | None = None
         self.reply_interrupt = asyncio.Event()
         self.done = False
@@ -283,6 +285,7 @@ class AgentConnection:
         self.session = session
         self.conn.record.id = session.id
         await self.conn.send_json({"type": "session.ready", "session_id": session.id})
+        self.ready_at = time.monotonic()
         self.emu.apply_next_session_fault(self.conn)
 
     async def resume(self, message: dict) -> None:
@@ -342,14 +345,12 @@ class AgentConnection:
             await self.error("invalid_audio", "audio must be base64 of 24 kHz PCM16 mono samples")
             return
         samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
-        now = time.monotonic()
-        if self.audio_started is None:
-            self.audio_started = now
+        assert self.ready_at is not None
         self.received_samples += samples.size
         received_s = self.received_samples / AGENT_RATE
-        elapsed = now - self.audio_started
+        elapsed = time.monotonic() - self.ready_at
         cfg = self.emu.config
-        if received_s > elapsed * cfg.rate_allowance + cfg.burst_s:
+        if pacing_exceeded(received_s, elapsed, cfg.rate_allowance, cfg.max_lead_s):
             self.emu.state.counters["rate_violations"] += 1
             await self.error(
                 "audio_rate_violation",

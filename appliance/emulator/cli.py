@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from appliance.emulator.config import DEMO_API_KEY, EmulatorConfig
+from appliance.emulator.config import DEMO_API_KEY, LOOSE_RATE_ALLOWANCE, EmulatorConfig
 from appliance.emulator.server import Emulator
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = EmulatorConfig()  # one place for every default
     parser = argparse.ArgumentParser(
         prog="appliance emulator",
         description=(
@@ -20,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
             "and fault controls under /_emulator/. Speech is DTMF: digits in, words out."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (default: %(default)s)")
+    parser.add_argument("--host", default=defaults.host, help="bind address (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help="TCP port (default: %(default)s)"
+    )
     parser.add_argument(
         "--api-key",
         action="append",
@@ -32,28 +35,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--time-scale",
         type=float,
-        default=1.0,
+        default=defaults.time_scale,
         help="multiply server-side durations (token life, session cap, resume window, "
         "inactivity, transcript processing) by this (default: %(default)s)",
     )
-    parser.add_argument(
+    pacing = parser.add_mutually_exclusive_group()
+    pacing.add_argument(
         "--rate-allowance",
         type=float,
-        default=1.5,
-        help="streaming pacing: audio may arrive at up to this multiple of real time "
-        "(default: %(default)s)",
+        default=defaults.rate_allowance,
+        help="pacing (streaming and agent): audio may arrive at up to this multiple of the "
+        "wall time since Begin / session.ready, plus the lead; above 1.0 is looser than the "
+        "documented rule (default: %(default)s)",
+    )
+    pacing.add_argument(
+        "--loose-pacing",
+        action="store_const",
+        const=LOOSE_RATE_ALLOWANCE,
+        dest="rate_allowance",
+        help=f"shorthand for --rate-allowance {LOOSE_RATE_ALLOWANCE}: a backlog may be caught "
+        "up faster than real time (not what the service promises)",
     )
     parser.add_argument(
-        "--burst",
+        "--max-lead",
         type=float,
-        default=1.0,
-        help="streaming pacing: seconds of audio allowed ahead of the allowance "
-        "(default: %(default)s)",
+        default=defaults.max_lead_s,
+        help="pacing: seconds of audio a client may lead wall time by, one maximum-size "
+        "frame by default (default: %(default)s)",
     )
     parser.add_argument(
         "--max-sessions",
         type=int,
-        default=100,
+        default=defaults.max_concurrent_sessions,
         help="concurrent sessions before 3009 / concurrency_exceeded (default: %(default)s)",
     )
     parser.add_argument(
@@ -81,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         api_keys=tuple(args.api_keys) if args.api_keys else (DEMO_API_KEY,),
         time_scale=args.time_scale,
         rate_allowance=args.rate_allowance,
-        burst_s=args.burst,
+        max_lead_s=args.max_lead,
         max_concurrent_sessions=args.max_sessions,
         data_dir=args.data_dir,
     )

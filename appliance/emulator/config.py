@@ -8,6 +8,10 @@ from pathlib import Path
 #: The key the emulator accepts when none is configured (``appliance demo``).
 DEMO_API_KEY = "emulator-demo-key-0000000000000000"
 
+#: A looser pacing option (``--loose-pacing``): a backlog may be caught up at
+#: up to 1.5x real time. Never the default: the service promises no such slack.
+LOOSE_RATE_ALLOWANCE = 1.5
+
 
 @dataclass
 class AgentScript:
@@ -33,17 +37,19 @@ class EmulatorConfig:
     processing); audio pacing and turn detection always follow the audio's own
     clock. Tests use a small scale (for example 0.05) to see expiry quickly.
 
-    Pacing: a streaming client may send audio ahead of real time by at most
-    ``burst_s`` seconds plus ``rate_allowance`` times the elapsed time, which
-    lets a reconnecting client catch up a backlog at up to ~1.5x real time.
+    Pacing is the documented rule read strictly: audio received on a
+    connection may exceed ``rate_allowance`` times the wall time since its
+    ``Begin`` / ``session.ready`` by at most ``max_lead_s`` (one maximum-size
+    frame). ``rate_allowance`` above 1.0 (``LOOSE_RATE_ALLOWANCE``) lets a
+    backlog catch up faster than real time, which the service does not promise.
     """
 
     host: str = "127.0.0.1"
     port: int = 8765
     api_keys: tuple[str, ...] = (DEMO_API_KEY,)
     time_scale: float = 1.0
-    rate_allowance: float = 1.5
-    burst_s: float = 1.0
+    rate_allowance: float = 1.0
+    max_lead_s: float = 1.0
     max_concurrent_sessions: int = 100
     default_session_s: float = 3 * 3600.0
     default_token_session_s: float = 10800.0

@@ -16,6 +16,7 @@ from appliance.emulator import recognizer
 from appliance.emulator.auth import websocket_auth
 from appliance.emulator.connection import Connection
 from appliance.emulator.g711 import mulaw_decode
+from appliance.emulator.rules import pacing_exceeded
 from appliance.emulator.state import SessionRecord
 
 if TYPE_CHECKING:
@@ -169,10 +170,10 @@ def chunk_duration_violation(n_bytes: int, params: StreamingParams) -> str | Non
 
 
 def rate_violation(
-    received_s: float, elapsed_s: float, allowance: float, burst_s: float
+    received_s: float, elapsed_s: float, rate_allowance: float, max_lead_s: float
 ) -> str | None:
-    """The 3007 message when audio arrives faster than real time allows, else None."""
-    if received_s > elapsed_s * allowance + burst_s:
+    """The 3007 message when audio runs ahead of wall time since Begin, else None."""
+    if pacing_exceeded(received_s, elapsed_s, rate_allowance, max_lead_s):
         return (
             f"Audio Transmission Rate Exceeded: Received {received_s:.1f} sec. audio "
             f"in {elapsed_s:.1f} sec"
@@ -203,6 +204,8 @@ class StreamingSession:
         self.config = app.config
         self.id = conn.record.id
         self.started = time.monotonic()
+        #: Pacing counts from the moment Begin went out (set by ``begin``).
+        self.began_at = self.started
         self.expires_at_mono = self.started + self.config.scaled(max_session_s)
         self.expires_at_wall = int(time.time() + self.config.scaled(max_session_s))
         self.received_samples = 0
@@ -221,6 +224,7 @@ class StreamingSession:
         await self.conn.send_json(
             {"type": "Begin", "id": self.id, "expires_at": self.expires_at_wall}
         )
+        self.began_at = time.monotonic()
 
     async def fail(self, code: int, reason: str) -> None:
         """Send the Error frame, then close with the same code."""
@@ -245,12 +249,12 @@ class StreamingSession:
             else mulaw_decode(data)
         )
         self.received_samples += samples.size
-        elapsed = time.monotonic() - self.started
+        elapsed = time.monotonic() - self.began_at
         violation = rate_violation(
             self.received_samples / p.sample_rate,
             elapsed,
             self.config.rate_allowance,
-            self.config.burst_s,
+            self.config.max_lead_s,
         )
         if violation:
             self.app.state.counters["rate_violations"] += 1

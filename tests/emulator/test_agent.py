@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 
 import httpx
@@ -12,7 +13,10 @@ import pytest
 import websockets
 
 from appliance import dtmf
+from appliance.emulator import Emulator
+from appliance.emulator.config import LOOSE_RATE_ALLOWANCE
 from tests.emulator.clients import expect_close
+from tests.fixtures.emulator import make_test_config
 
 RATE = 24000
 SESSION = {"system_prompt": "Be brief.", "output": {"voice": "ivy"}}
@@ -272,3 +276,49 @@ async def test_forced_expiry_ends_the_session(emulator):
     assert emulator.expire_sessions(kind="agent") == 1
     messages, _, _ = await expect_close(ws)
     assert messages[-1]["code"] == "session_expired"
+
+
+# --- pacing ----------------------------------------------------------------------------------
+
+
+async def send_audio_now(ws, seconds: float) -> None:
+    """``seconds`` of silence as 50 ms input.audio messages, all at once."""
+    chunk = base64.b64encode(np.zeros(RATE // 20, dtype="<i2").tobytes()).decode()
+    for _ in range(round(seconds * 20)):
+        await ws.send(json.dumps({"type": "input.audio", "audio": chunk}))
+
+
+async def test_audio_ahead_of_real_time_is_an_audio_rate_violation(emulator):
+    ws, _ = await open_session(emulator)
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await send_audio_now(ws, 2.0)  # a pre-roll backlog sent in a burst
+    messages, code, _ = await expect_close(ws)
+    errors = [m for m in messages if m["type"] == "session.error"]
+    assert [e["code"] for e in errors] == ["audio_rate_violation"] and code == 1008
+    assert (
+        errors[0]["message"].startswith("Received 1.")
+        and " sec. audio in 0." in errors[0]["message"]
+    )
+    assert emulator.state.rate_violations == 1
+
+
+async def test_agent_pacing_counts_from_session_ready(emulator):
+    ws, _ = await open_session(emulator)
+    await asyncio.sleep(0.8)
+    await send_audio_now(ws, 1.5)  # 1.5 s of audio 0.8 s after session.ready: within the lead
+    await asyncio.sleep(0.1)
+    await ws.send(json.dumps({"type": "session.end"}))
+    messages, code, _ = await expect_close(ws)
+    assert code == 1000 and "session.error" not in [m["type"] for m in messages]
+    assert emulator.state.rate_violations == 0
+
+
+async def test_the_loose_allowance_applies_to_the_agent(tmp_path):
+    config = make_test_config(tmp_path, rate_allowance=LOOSE_RATE_ALLOWANCE)
+    async with Emulator(config) as emu:
+        ws, _ = await open_session(emu)
+        await asyncio.sleep(0.5)
+        await send_audio_now(ws, 1.7)  # 1.7 s in 0.5 s: over the strict 1.5 s, under 1.75 s
+        await ws.send(json.dumps({"type": "session.end"}))
+        _, code, _ = await expect_close(ws)
+        assert code == 1000 and emu.state.rate_violations == 0

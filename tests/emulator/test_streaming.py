@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -12,6 +13,7 @@ import websockets
 
 from appliance import dtmf
 from appliance.emulator import Emulator
+from appliance.emulator.config import LOOSE_RATE_ALLOWANCE
 from appliance.emulator.g711 import mulaw_encode
 from tests.emulator.clients import expect_close, mint_streaming_token, stream_audio, streaming_url
 from tests.fixtures.emulator import make_test_config
@@ -241,17 +243,60 @@ async def test_audio_faster_than_real_time_is_rejected(emulator):
     assert emulator.state.rate_violations == 1
 
 
-async def test_catching_up_a_backlog_at_the_allowed_rate_is_accepted(emulator):
+async def test_one_maximum_size_frame_of_lead_then_real_time_is_accepted(emulator):
     headers = {"Authorization": emulator.api_key}
-    audio = np.zeros(RATE * 3, dtype=np.int16)
+    audio = np.zeros(RATE * 2, dtype=np.int16)
     async with websockets.connect(streaming_url(emulator), additional_headers=headers) as ws:
         await ws.recv()
-        await stream_audio(ws, audio, RATE, chunk_ms=200, speed=1.4)
+        await ws.send(chunk(1000))  # a full second ahead at once, then real time
+        await asyncio.sleep(0.15)
+        await stream_audio(ws, audio, RATE, chunk_ms=100)
+        await asyncio.sleep(0.1)
         await ws.send(json.dumps({"type": "Terminate"}))
         messages, code, _ = await expect_close(ws)
-    assert code == 1000
-    assert messages[-1]["audio_duration_seconds"] == 3
+    assert code == 1000 and messages[-1]["audio_duration_seconds"] == 3
     assert emulator.state.rate_violations == 0
+
+
+async def test_catching_up_a_backlog_faster_than_real_time_is_rejected(emulator):
+    """500 ms frames at 1.25x lead by more than 1 s with the 7th frame, at 2.4 s."""
+    headers = {"Authorization": emulator.api_key}
+    audio = np.zeros(RATE * 6, dtype=np.int16)
+    async with websockets.connect(streaming_url(emulator), additional_headers=headers) as ws:
+        await ws.recv()
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await stream_audio(ws, audio, RATE, chunk_ms=500, speed=1.25)
+        _, code, reason = await expect_close(ws)
+    assert code == 3007
+    assert reason.startswith("Audio Transmission Rate Exceeded: Received 3.5 sec. audio in 2.")
+
+
+async def test_pacing_counts_from_begin_not_from_the_upgrade(emulator):
+    emulator.delay_messages(0.6, count=1)  # Begin goes out 0.6 s after the upgrade
+    headers = {"Authorization": emulator.api_key}
+    async with websockets.connect(streaming_url(emulator), additional_headers=headers) as ws:
+        assert json.loads(await ws.recv())["type"] == "Begin"
+        await ws.send(chunk(1000))
+        await asyncio.sleep(0.2)
+        await ws.send(chunk(500))  # 1.5 s in 0.2 s since Begin (0.8 s since the upgrade)
+        _, code, reason = await expect_close(ws)
+    assert code == 3007 and "Received 1.5 sec. audio in 0.2 sec" in reason
+
+
+async def test_the_loose_allowance_lets_a_backlog_catch_up(tmp_path):
+    config = make_test_config(tmp_path, rate_allowance=LOOSE_RATE_ALLOWANCE)
+    audio = np.zeros(RATE * 3, dtype=np.int16)
+    async with Emulator(config) as emu:
+        headers = {"Authorization": emu.api_key}
+        async with websockets.connect(streaming_url(emu), additional_headers=headers) as ws:
+            await ws.recv()
+            await ws.send(chunk(500))
+            await stream_audio(ws, audio, RATE, chunk_ms=200, speed=1.4)
+            await ws.send(json.dumps({"type": "Terminate"}))
+            messages, code, _ = await expect_close(ws)
+        assert code == 1000
+        assert messages[-1]["audio_duration_seconds"] == 3
+        assert emu.state.rate_violations == 0
 
 
 async def test_odd_byte_count_is_rejected(emulator):
