@@ -40,11 +40,18 @@ from appliance.audio.playback import BufferFull
 from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import RingBuffer
 from appliance.cloud import agent as proto
-from appliance.cloud import tls
-from appliance.cloud.tokens import TokenAuthError, TokenError, TokenSource
+from appliance.cloud.tokens import TokenAuthError, TokenSource
 from appliance.config import Config
+from appliance.connection.failures import ConnectFailure, Failure
 from appliance.connection.pacer import Pacer, PacingLimits
-from appliance.connection.retry import DEFAULT_RETRY_LIMITS, Backoff, RetryLimits
+from appliance.connection.retry import Backoff, retry_limits
+from appliance.connection.websocket import (
+    CONNECT_ERRORS,
+    DEFAULT_WEBSOCKET_LIMITS,
+    WebSocketLimits,
+    failure_from,
+    open_session_socket,
+)
 from appliance.logs import log_context
 from appliance.secrets import Secret, redact
 from appliance.tools import ToolRunner
@@ -83,10 +90,9 @@ class ConversationLimits:
     max_tick_seconds: float = 1.0
     #: How long to wait for ``session.ended`` after ``session.end``.
     end_timeout_seconds: float = 5.0
-    #: WebSocket opening handshake bound.
-    open_timeout_seconds: float = 10.0
-    #: Largest server message accepted (reply audio chunks are a few kB).
-    max_message_bytes: int = 2**20
+    #: Bounds on the WebSocket (reply audio chunks are a few kB; its keepalive
+    #: declares a silent server dead).
+    websocket: WebSocketLimits = DEFAULT_WEBSOCKET_LIMITS
     #: Audio never leads wall time since ``session.ready`` by more than this (one
     #: frame): a backlog (pre-roll, audio captured while reconnecting) is paced like
     #: live audio, so the service's real-time check never fires.
@@ -188,6 +194,7 @@ class VoiceAgentConversation:
         self._chunk_samples = max(1, ring.rate * agent.chunk_ms // 1000)
         self._resampler = Resampler(ring.rate, AGENT_RATE)
         self._ready_at = 0.0  # when the current connection's session.ready arrived
+        self._last_failure: Failure | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
@@ -256,10 +263,7 @@ class VoiceAgentConversation:
 
     async def _connect_loop(self) -> None:
         rc = self.config.reconnect
-        floor = DEFAULT_RETRY_LIMITS.floor_seconds
-        backoff = Backoff(
-            RetryLimits(max(floor, rc.base_seconds), max(floor, rc.max_seconds), floor)
-        )
+        backoff = Backoff(retry_limits(rc.base_seconds, rc.max_seconds))
         self._backoff = backoff
         while not self.protocol.finished:
             if self._stop_requested:
@@ -274,7 +278,8 @@ class VoiceAgentConversation:
             delay = 0.0
             for action in self.protocol.connection_lost(self.clock(), detail):
                 if isinstance(action, proto.Reconnect):
-                    delay = backoff.next_delay()
+                    failure = self._last_failure
+                    delay = backoff.next_delay(failure.retry_after if failure else None)
                     kind = "resuming" if action.resume else "reconnecting"
                     log.warning(
                         "voice agent connection lost (%s); %s in %.1f s", detail, kind, delay
@@ -285,26 +290,27 @@ class VoiceAgentConversation:
                 await self._sleep(delay)
 
     async def _connect_once(self) -> str:
-        """One connection attempt and its whole life; returns why it ended."""
+        """One connection attempt and its whole life; returns why it ended.
+
+        A failed attempt leaves its :class:`Failure` in ``_last_failure`` (the
+        reconnect delay honours its Retry-After).
+        """
+        self._last_failure = None
         try:
             token = await self.tokens.fetch()
-        except TokenAuthError as exc:
-            self._fail(f"the voice agent token was refused: {exc}")
-            return "token refused"
-        except TokenError as exc:
-            return f"no token: {exc}"
+            ws = await open_session_socket(
+                _with_token(self.url, token), tls_for=self.url, limits=self.limits.websocket
+            )
+        except CONNECT_ERRORS as exc:
+            failure = failure_from(exc)
+            if failure.kind is ConnectFailure.AUTH and isinstance(exc, TokenAuthError):
+                self._fail(f"the voice agent token was refused: {exc}")
+            self._last_failure = failure
+            return failure.detail
         try:
-            async with websockets.connect(
-                _with_token(self.url, token),
-                ssl=tls.context_for(self.url),  # one shared context
-                open_timeout=self.limits.open_timeout_seconds,
-                max_size=self.limits.max_message_bytes,
-                close_timeout=2.0,
-                compression=None,
-                proxy=None,
-            ) as ws:
+            async with ws:
                 return await self._serve(ws)
-        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+        except websockets.exceptions.WebSocketException as exc:
             return redact(f"{exc.__class__.__name__}: {exc}")
 
     async def _serve(self, ws: Any) -> str:

@@ -40,17 +40,14 @@ from urllib.parse import urlencode
 import numpy as np
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 
 from appliance import events as ev
 from appliance.audio.resample import STT_RATE, Resampler
 from appliance.audio.ring import RingBuffer, wake_loop
-from appliance.cloud import tls
 from appliance.cloud.streaming import (
     Action,
     Close,
     Connect,
-    ConnectFailure,
     EmitTurn,
     Finish,
     Notice,
@@ -64,12 +61,10 @@ from appliance.cloud.streaming import (
     Turn,
 )
 from appliance.cloud.tokens import (
-    TokenAuthError,
     TokenError,
     TokenSource,
-    TokenTransientError,
 )
-from appliance.connection.retry import parse_retry_after
+from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
 from appliance.logs import log_context
 from appliance.spool import SpoolFull
 
@@ -80,14 +75,8 @@ log = logging.getLogger(__name__)
 #: block that completes the next chunk lands.
 #: Longest sleep when nothing is due (a safety net for anything not announced).
 MAX_SLEEP_SECONDS = 1.0
-#: Bounds on the WebSocket itself (a press must never hang on a dead network).
-OPEN_TIMEOUT_SECONDS = 10.0
+#: A frame the socket could not take for this long means a dead path: drop it.
 SEND_TIMEOUT_SECONDS = 3.0
-#: A server that answers neither messages nor pings for PING_INTERVAL + PING_TIMEOUT
-#: seconds is declared dead (its unconfirmed audio is then resent or spooled).
-PING_INTERVAL_SECONDS = 2.5
-PING_TIMEOUT_SECONDS = 2.5
-CLOSE_TIMEOUT_SECONDS = 2.0
 #: RMS (int16 units, about -50 dBFS) below which 10 ms of audio counts as a pause.
 QUIET_RMS = 100.0
 #: Largest read from the capture ring per pump step (keeps each step short).
@@ -779,53 +768,17 @@ class LiveTranscription:
         put = self._post
         try:
             token = await self.tokens.fetch()
-        except TokenAuthError as exc:
-            put(_Event("failed", conn, (ConnectFailure.AUTH, str(exc), None)))
+            fingerprint = hashlib.sha256(token.reveal().encode()).hexdigest()
+            if not self.machine.note_token(fingerprint):
+                raise TokenError("the token source handed out a token seen before")
+            query = live_query(self.config.live)
+            query["token"] = token.reveal()
+            url = f"{self.config.urls.streaming_url}?{urlencode(query)}"
+            ws = await open_session_socket(url, tls_for=self.config.urls.streaming_url)
+        except CONNECT_ERRORS as exc:
+            failure = failure_from(exc)
+            put(_Event("failed", conn, (failure.kind, failure.detail, failure.retry_after)))
             return
-        except TokenTransientError as exc:
-            failure = ConnectFailure.RATE_LIMITED if exc.retry_after else ConnectFailure.NETWORK
-            put(_Event("failed", conn, (failure, str(exc), exc.retry_after)))
-            return
-        except TokenError as exc:
-            put(_Event("failed", conn, (ConnectFailure.FATAL, str(exc), None)))
-            return
-        fingerprint = hashlib.sha256(token.reveal().encode()).hexdigest()
-        if not self.machine.note_token(fingerprint):
-            put(_Event("failed", conn, (ConnectFailure.FATAL, "token seen before", None)))
-            return
-        query = live_query(self.config.live)
-        query["token"] = token.reveal()
-        url = f"{self.config.urls.streaming_url}?{urlencode(query)}"
-        try:
-            ws = await ws_connect(
-                url,
-                ssl=tls.context_for(self.config.urls.streaming_url),  # one shared context
-                open_timeout=OPEN_TIMEOUT_SECONDS,
-                ping_interval=PING_INTERVAL_SECONDS,
-                ping_timeout=PING_TIMEOUT_SECONDS,
-                close_timeout=CLOSE_TIMEOUT_SECONDS,
-                max_size=2**20,
-                # PCM barely compresses; permessage-deflate only costs CPU (it is optional).
-                compression=None,
-            )
-        except websockets.InvalidStatus as exc:
-            status = exc.response.status_code
-            failure = ConnectFailure.NETWORK
-            retry_after = None
-            if status == 429:
-                failure = ConnectFailure.RATE_LIMITED
-                retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
-            elif status >= 500:
-                retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
-            elif status in (400, 404, 410):
-                failure = ConnectFailure.FATAL
-            put(_Event("failed", conn, (failure, f"HTTP {status} on upgrade", retry_after)))
-            return
-        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            put(_Event("failed", conn, (ConnectFailure.NETWORK, type(exc).__name__, None)))
-            return
-        except asyncio.CancelledError:
-            raise
         if conn != self._conn_id:
             ws.transport.abort()
             return

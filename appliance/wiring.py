@@ -207,15 +207,9 @@ async def build_components(daemon: Daemon) -> None:
 
 def retry_limits(config: Config) -> RetryLimits:
     """The one retry policy every reconnect and token request of the daemon follows."""
-    from appliance.connection.retry import DEFAULT_RETRY_LIMITS, RetryLimits
+    from appliance.connection.retry import retry_limits as limits
 
-    rc = config.reconnect
-    floor = DEFAULT_RETRY_LIMITS.floor_seconds
-    return RetryLimits(
-        base_seconds=max(floor, rc.base_seconds),
-        cap_seconds=max(floor, rc.max_seconds),
-        floor_seconds=floor,
-    )
+    return limits(config.reconnect.base_seconds, config.reconnect.max_seconds)
 
 
 async def open_spool(daemon: Daemon) -> None:

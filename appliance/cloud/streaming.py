@@ -52,6 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.connection.failures import ConnectFailure
 from appliance.connection.messages import Rejected, describe_failure, excerpt, parse_message
 from appliance.connection.pacer import Pacer, PacingLimits
 from appliance.connection.retry import Backoff, RetryLimits
@@ -300,13 +301,6 @@ class Phase(enum.Enum):
     CLOSING = "closing"  # Close emitted (or server closing), waiting for closed
     WAITING = "waiting"  # disconnected, next Connect at retry_at
     FINISHED = "finished"
-
-
-class ConnectFailure(enum.Enum):
-    NETWORK = "network"  # refused, timeout, DNS, 5xx on the upgrade, token transient error
-    AUTH = "auth"  # token endpoint said 401/403
-    RATE_LIMITED = "rate_limited"  # 429 with Retry-After
-    FATAL = "fatal"  # e.g. HTTP 410 (retired endpoint), 400 from the token endpoint
 
 
 class _Intervals:
