@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 from appliance import dtmf
 from appliance.emulator import recognizer
 from appliance.emulator.auth import websocket_auth
-from appliance.emulator.connection import Connection
+from appliance.emulator.connection import Connection, websocket_response
 from appliance.emulator.rules import pacing_exceeded
 from appliance.emulator.state import SessionRecord
 
@@ -556,10 +556,10 @@ async def handle_agent(request: web.Request) -> web.StreamResponse:
     from appliance.emulator.server import EMULATOR_KEY
 
     emu = request.app[EMULATOR_KEY]
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=8 * 1024 * 1024)
+    ws = websocket_response()
     await ws.prepare(request)
     record = SessionRecord(kind="agent", id="", rate=AGENT_RATE)
-    conn = Connection(ws, request, record, emu.faults)
+    conn = Connection(ws, request, record, emu.faults, emu.config)
     emu.state.sessions.append(record)
     agent = AgentConnection(emu, conn)
     try:
@@ -578,14 +578,12 @@ async def handle_agent(request: web.Request) -> web.StreamResponse:
         emu.register(conn, agent)
         watchdog = asyncio.create_task(agent.watchdog())
         try:
-            async for msg in ws:
+            async for msg in conn.incoming():
                 if msg.type == WSMsgType.TEXT:
                     await agent.on_text(msg.data)
-                elif msg.type == WSMsgType.BINARY:
+                else:
                     conn.log_in("binary", len(msg.data))
                     await agent.error("invalid_format", "audio goes in input.audio JSON messages")
-                else:
-                    break
                 if agent.done or conn.closed:
                     break
         finally:

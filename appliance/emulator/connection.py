@@ -8,14 +8,19 @@ import json
 import socket
 import struct
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
+from appliance.emulator.config import EmulatorConfig
 from appliance.emulator.faults import FaultPlan
+from appliance.emulator.garble import garbled_frames
 from appliance.emulator.state import LoggedMessage, SessionRecord
 
 MAX_CLOSE_REASON_BYTES = 123
+#: Largest client frame accepted (agent audio arrives base64 in JSON).
+MAX_CLIENT_FRAME = 8 * 1024 * 1024
 
 
 def cut_reason(reason: str) -> str:
@@ -36,7 +41,12 @@ def reset_transport(transport: asyncio.BaseTransport | None) -> None:
 
 
 class Connection:
-    """Wraps an aiohttp WebSocketResponse for one emulated session."""
+    """Wraps an aiohttp WebSocketResponse for one emulated session.
+
+    The response is made with ``autoping=False`` and ``autoclose=False``
+    (see ``websocket_response``): pings and close frames are answered here,
+    so a stalled connection answers neither.
+    """
 
     def __init__(
         self,
@@ -44,67 +54,144 @@ class Connection:
         request: web.Request,
         record: SessionRecord,
         faults: FaultPlan,
+        config: EmulatorConfig,
     ) -> None:
         self.ws = ws
         self.transport = request.transport
         self.record = record
         self.faults = faults
+        self.config = config
         self.kind = record.kind
         self._send_lock = asyncio.Lock()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._stall_task: asyncio.Task | None = None
         self.closed = False
+        #: Who ended the connection: "server", "client_close" (a close frame)
+        #: or "connection_lost" (no close frame); None while it is open.
+        self.ended_by: str | None = None
         self.last_activity = time.monotonic()
+
+    @property
+    def stalled(self) -> bool:
+        return not self._flowing.is_set()
 
     def log_in(self, kind: str, payload: Any) -> None:
         self.last_activity = time.monotonic()
         self.record.messages.append(LoggedMessage("in", time.monotonic(), kind, payload))
 
+    def _log_out(self, kind: str, payload: Any) -> None:
+        self.record.messages.append(LoggedMessage("out", time.monotonic(), kind, payload))
+
+    async def incoming(self) -> AsyncIterator[WSMessage]:
+        """Data frames from the client; pings and closes answered unless stalled."""
+        while not self.closed:
+            msg = await self.ws.receive()
+            await self._flowing.wait()  # a stall holds this frame (and the pong) back
+            if self.closed:
+                return
+            if msg.type is WSMsgType.PING:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.pong(msg.data)
+                continue
+            if msg.type is WSMsgType.PONG:
+                continue
+            if msg.type is WSMsgType.CLOSE:
+                await self._client_closed(msg.data)
+                return
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                yield msg
+                continue
+            if msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+                # aiohttp refused a frame (too big, bad opcode) and closed with its code.
+                self._ended("server", msg.data.code, cut_reason(f"protocol error: {msg.data}"))
+                return
+            self._ended("connection_lost", 1006, "connection lost without a close frame")
+            return
+
+    async def _client_closed(self, code: int | None) -> None:
+        self._ended("client_close", code, "closed by the client")
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close()
+
+    def _ended(self, by: str, code: int | None, reason: str) -> None:
+        if self.ended_by is None:
+            self.ended_by = by
+            self.record.close_code = code
+            self.record.close_reason = reason
+        self.closed = True
+        self._flowing.set()  # wake anything waiting on a stall
+        if self._stall_task is not None:
+            self._stall_task.cancel()
+
     async def send_json(self, message: dict[str, Any]) -> None:
         """Send one JSON message, subject to injected stalls, delays and garbling."""
         async with self._send_lock:
+            await self._flowing.wait()
+            delay = self.faults.take_delay()
+            if delay:
+                await asyncio.sleep(delay)
+                await self._flowing.wait()
             if self.closed:
                 return
-            stall = self.faults.stalled_for(self.kind)
-            delay = self.faults.take_delay()
-            if stall or delay:
-                await asyncio.sleep(stall + delay)
-                if self.closed:
-                    return
-            garble = self.faults.take_garble(self.kind)
             try:
-                if garble == "unknown_type":
-                    extra = {"type": "EmulatorUnknownEvent", "note": "clients must ignore this"}
-                    self.record.messages.append(
-                        LoggedMessage("out", time.monotonic(), "json", extra)
+                garble = self.faults.take_garble(self.kind, message)
+                if garble is not None:
+                    frames, keep = garbled_frames(
+                        garble,
+                        message,
+                        self.config.garble_nesting_depth,
+                        self.config.garble_string_chars,
                     )
-                    await self.ws.send_str(json.dumps(extra))
-                if garble == "invalid_json":
-                    text = json.dumps(message)[: -max(2, len(json.dumps(message)) // 3)]
-                    self.record.messages.append(
-                        LoggedMessage("out", time.monotonic(), "text", text)
-                    )
-                    await self.ws.send_str(text)
-                    return
-                self.record.messages.append(LoggedMessage("out", time.monotonic(), "json", message))
+                    for frame in frames:
+                        self._log_out("text", frame)
+                        await self.ws.send_str(frame)
+                    if not keep:
+                        return
+                self._log_out("json", message)
                 await self.ws.send_str(json.dumps(message))
             except (ConnectionError, RuntimeError):
-                self.closed = True
+                self._ended("connection_lost", 1006, "connection lost while sending")
+
+    def stall(self, seconds: float, reset: bool = True) -> None:
+        """Answer nothing for ``seconds``: no messages, no pongs, no close frame.
+
+        Frames the client sends wait unread (TCP backpressure follows). Then
+        the connection is reset, or with ``reset=False`` everything held back
+        flows again in order.
+        """
+        if self.closed:
+            return
+        self._flowing.clear()
+        if self._stall_task is not None:
+            self._stall_task.cancel()
+        self._stall_task = asyncio.get_running_loop().create_task(self._end_stall(seconds, reset))
+
+    async def _end_stall(self, seconds: float, reset: bool) -> None:
+        await asyncio.sleep(seconds)
+        self._stall_task = None
+        if reset:
+            self.drop("reset after a stall")
+        else:
+            self._flowing.set()
 
     async def close(self, code: int, reason: str) -> None:
         """Close with a WebSocket close frame (idempotent)."""
         if self.closed:
             return
-        self.closed = True
         reason = cut_reason(reason)
-        self.record.close_code = code
-        self.record.close_reason = reason
+        self._ended("server", code, reason)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.close(code=code, message=reason.encode())
 
-    def drop(self) -> None:
+    def drop(self, reason: str = "dropped by fault injection") -> None:
         """Vanish without a close frame (a dead network path)."""
         if self.closed:
             return
-        self.closed = True
-        self.record.close_code = 1006
-        self.record.close_reason = "dropped by fault injection"
+        self._ended("server", 1006, reason)
         reset_transport(self.transport)
+
+
+def websocket_response() -> web.WebSocketResponse:
+    """The server side of every emulated WebSocket: pings and closes answered by hand."""
+    return web.WebSocketResponse(autoping=False, autoclose=False, max_msg_size=MAX_CLIENT_FRAME)

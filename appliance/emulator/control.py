@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from appliance.emulator.faults import HttpFault, NextSessionFault
+from appliance.emulator.faults import FaultPlan, HttpFault, NextSessionFault
+from appliance.emulator.garble import GARBLE_MODES
 
 if TYPE_CHECKING:
     from appliance.emulator.server import EmulatorApp
@@ -71,10 +72,30 @@ class Controls:
             await self._app.close_connection(conn, code, reason)
         return len(conns)
 
-    def stall(self, seconds: float, kind: str | None = None) -> None:
-        """Send nothing for ``seconds`` (messages queue up, then flow again)."""
-        self._app.faults.stall_until = time.monotonic() + seconds
-        self._app.faults.stall_kind = kind
+    def stall(
+        self,
+        seconds: float,
+        kind: str | None = None,
+        reset: bool = True,
+        target: str = "current",
+        after_s: float = 0.0,
+    ) -> int:
+        """Go quiet with the socket open: no messages, pings and closes unanswered,
+        client frames unread, for ``seconds``; then reset the connection (TCP RST),
+        or with ``reset=False`` answer everything held back. ``target="next"``:
+        the next session of ``kind``, ``after_s`` after its Begin / session.ready.
+        Returns how many live connections stalled now."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        if target == "next":
+            self._app.faults.next_sessions.append(
+                NextSessionFault("stall", kind, after_s, stall_s=seconds, reset=reset)
+            )
+            return 0
+        conns = self._app.connections(kind)
+        for conn in conns:
+            conn.stall(seconds, reset)
+        return len(conns)
 
     def delay_messages(self, seconds: float, count: int | None = None) -> None:
         """Delay each of the next ``count`` (None: all) outgoing messages by ``seconds``."""
@@ -82,10 +103,12 @@ class Controls:
         self._app.faults.message_delay_remaining = count
 
     def garble(self, count: int = 1, mode: str = "invalid_json", kind: str | None = None) -> None:
-        """``invalid_json``: replace the next ``count`` messages with broken JSON;
-        ``unknown_type``: insert a message of an unknown type before each."""
-        if mode not in ("invalid_json", "unknown_type"):
-            raise ValueError("mode must be invalid_json or unknown_type")
+        """Malformed frames for the next ``count`` messages (``GARBLE_MODES``):
+        ``invalid_json`` replaces a message with broken JSON; ``unknown_type``,
+        ``deep_nesting``, ``huge_string`` and (next Turns only) ``nan`` /
+        ``infinity`` send an extra bad frame before it."""
+        if mode not in GARBLE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(GARBLE_MODES)}")
         self._app.faults.garble_remaining = count
         self._app.faults.garble_mode = mode
         self._app.faults.garble_kind = kind
@@ -102,14 +125,20 @@ class Controls:
         self,
         status: int = 429,
         count: int = 1,
-        retry_after: int | None = None,
+        retry_after: str | float | None = None,
         path_prefix: str | None = None,
     ) -> None:
         """Answer the next ``count`` API calls (optionally under ``path_prefix``)
-        with ``status``; ``retry_after`` sets the Retry-After header (seconds)."""
+        with ``status``. ``retry_after`` is the Retry-After header, sent as given
+        (a string keeps odd values exact: ``"-5"``, ``"1e9"``, ``"inf"``, an HTTP
+        date); a 429 without one says ``1``. WebSocket upgrades fail only when
+        ``path_prefix`` is the endpoint itself (``"/v3/ws"``, ``"/v1/ws"``)."""
+        if status < 400:
+            raise ValueError("status must be an HTTP error (>= 400)")
         if status == 429 and retry_after is None:
-            retry_after = 1
-        self._app.faults.http.append(HttpFault(status, count, retry_after, path_prefix))
+            retry_after = "1"
+        header = None if retry_after is None else str(retry_after)
+        self._app.faults.http.append(HttpFault(status, count, header, path_prefix))
 
     def network_down(self, seconds: float, drop_existing: bool = True) -> int:
         """Reset every new connection for ``seconds``; drop live sessions too."""
@@ -144,8 +173,7 @@ class Controls:
         self._app.config.agent_script.tool_triggers[digits] = (name, arguments or {})
 
     def reset_faults(self) -> None:
-        from appliance.emulator.faults import FaultPlan
-
+        """Clear every pending fault (stalls already under way run their course)."""
         fresh = FaultPlan()
         for field in vars(fresh):
             setattr(self._app.faults, field, getattr(fresh, field))

@@ -80,6 +80,8 @@ class EmulatorApp:
                 await asyncio.sleep(fault.after_s)
             if fault.action == "drop":
                 conn.drop()
+            elif fault.action == "stall":
+                conn.stall(fault.stall_s, fault.reset)
             else:
                 await self.close_connection(conn, fault.code, fault.reason)
 
@@ -133,13 +135,13 @@ class EmulatorApp:
             self.state.counters["connections_refused"] += 1
             reset_transport(request.transport)
             raise asyncio.CancelledError  # nothing more to say on a reset connection
-        if path.startswith(API_PREFIXES) and not path.endswith("/ws"):
-            fault = self.faults.take_http_fault(path)
+        if path.startswith(API_PREFIXES):
+            fault = self.faults.take_http_fault(path, websocket=path.endswith("/ws"))
             if fault is not None:
                 self.state.counters[f"http_{fault.status}_injected"] += 1
                 headers = {}
                 if fault.retry_after is not None:
-                    headers["Retry-After"] = str(fault.retry_after)
+                    headers["Retry-After"] = fault.retry_after
                 message = "Too many requests" if fault.status == 429 else "Service unavailable"
                 response = web.json_response(
                     {"error": message}, status=fault.status, headers=headers

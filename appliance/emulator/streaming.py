@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 
 from appliance.emulator import recognizer
 from appliance.emulator.auth import websocket_auth
-from appliance.emulator.connection import Connection
+from appliance.emulator.connection import Connection, websocket_response
 from appliance.emulator.g711 import mulaw_decode
 from appliance.emulator.rules import pacing_exceeded
 from appliance.emulator.state import SessionRecord
@@ -393,11 +393,11 @@ async def handle_streaming(request: web.Request) -> web.StreamResponse:
     from appliance.emulator.server import EMULATOR_KEY
 
     emu = request.app[EMULATOR_KEY]
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=8 * 1024 * 1024)
+    ws = websocket_response()
     await ws.prepare(request)
     record = SessionRecord(kind="streaming", id=str(uuid.uuid4()))
     record.params = {k: v for k, v in request.query.items() if k != "token"}
-    conn = Connection(ws, request, record, emu.faults)
+    conn = Connection(ws, request, record, emu.faults, emu.config)
     emu.state.sessions.append(record)
     try:
         await _run_streaming(emu, request, conn)
@@ -439,15 +439,13 @@ async def _run_streaming(emu: EmulatorApp, request: web.Request, conn: Connectio
     try:
         await session.begin()
         emu.apply_next_session_fault(conn)
-        async for msg in conn.ws:
+        async for msg in conn.incoming():
             if conn.closed or session.done:
                 break
             if msg.type == WSMsgType.BINARY:
                 await session.on_binary(msg.data)
-            elif msg.type == WSMsgType.TEXT:
-                await session.on_text(msg.data)
             else:
-                break
+                await session.on_text(msg.data)
     finally:
         session.done = True
         watchdog.cancel()
