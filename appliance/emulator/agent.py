@@ -25,6 +25,7 @@ from appliance.emulator.auth import websocket_auth
 from appliance.emulator.connection import Connection, websocket_response
 from appliance.emulator.rules import pacing_exceeded
 from appliance.emulator.state import SessionRecord
+from appliance.emulator.violations import PACING
 
 if TYPE_CHECKING:
     from appliance.emulator.server import EmulatorApp
@@ -214,6 +215,8 @@ class AgentConnection:
         self.reply_task: asyncio.Task | None = None
         self.reply_interrupt = asyncio.Event()
         self.done = False
+        #: The client said goodbye (session.end); a session without one was abandoned.
+        self.client_ended = False
 
     # -- outbound helpers ---------------------------------------------------
     async def error(self, code: str, message: str, fatal: bool = False) -> None:
@@ -328,6 +331,7 @@ class AgentConnection:
 
     async def end(self, message: dict) -> None:
         assert self.session is not None
+        self.client_ended = True
         self.session.ended = True
         self.cancel_reply()
         await self.conn.send_json({"type": "session.ended", "session_id": self.session.id})
@@ -351,12 +355,17 @@ class AgentConnection:
         elapsed = time.monotonic() - self.ready_at
         cfg = self.emu.config
         if pacing_exceeded(received_s, elapsed, cfg.rate_allowance, cfg.max_lead_s):
+            detail = f"Received {received_s:.1f} sec. audio in {elapsed:.1f} sec"
             self.emu.state.counters["rate_violations"] += 1
-            await self.error(
-                "audio_rate_violation",
-                f"Received {received_s:.1f} sec. audio in {elapsed:.1f} sec",
-                fatal=True,
+            self.emu.state.record_violation(
+                PACING,
+                "agent",
+                detail,
+                session=self.session.id,
+                received_s=received_s,
+                elapsed_s=elapsed,
             )
+            await self.error("audio_rate_violation", detail, fatal=True)
             return
         self.conn.record.audio_chunks.append(samples)
         for event in self.decoder.feed(samples):
@@ -565,13 +574,15 @@ async def handle_agent(request: web.Request) -> web.StreamResponse:
     try:
         auth = websocket_auth(request, "agent", emu.config.api_keys, emu.state.tokens)
         if not auth.ok:
-            emu.state.counters["auth_failures"] += 1
+            emu.refuse_auth("agent", auth)
             await agent.error("unauthorized", auth.reason, fatal=True)
             return ws
         record.auth = auth.method
         if emu.active_count("agent") >= emu.config.max_concurrent_sessions:
+            emu.upgrade_refused("agent")
             await agent.error("concurrency_exceeded", "too many concurrent sessions", fatal=True)
             return ws
+        emu.upgrade_accepted("agent")
         agent.conn_max_session_s = (
             auth.token.max_session_s if auth.token is not None else emu.config.default_session_s
         )
@@ -590,6 +601,9 @@ async def handle_agent(request: web.Request) -> web.StreamResponse:
             watchdog.cancel()
             agent.detach()
             emu.unregister(conn)
+            emu.judge_close(
+                conn, established=agent.ready_at is not None, said_goodbye=agent.client_ended
+            )
     finally:
         conn.closed = True
         emu.finish_record(record)

@@ -17,6 +17,8 @@ class AuthResult:
     method: str = ""  # "api_key" or "token"
     token: Token | None = None
     reason: str = ""
+    #: The token was already spent: the client broke the single-use rule.
+    reused: bool = False
 
 
 def raw_key_ok(request: web.Request, api_keys: tuple[str, ...]) -> bool:
@@ -67,7 +69,7 @@ def websocket_auth(
         Redeem.EXPIRED: "Unauthorized: token has expired",
         Redeem.REFUSED: "Unauthorized: token refused",
     }
-    return AuthResult(False, token=token, reason=reasons[outcome])
+    return AuthResult(False, token=token, reason=reasons[outcome], reused=outcome is Redeem.USED)
 
 
 def parse_token_request(request: web.Request) -> tuple[int, int | None] | str:

@@ -37,6 +37,7 @@ class Controls:
         "set_agent_script",
         "add_tool_trigger",
         "reset_faults",
+        "clear_violations",
     )
 
     def __init__(self, app: EmulatorApp) -> None:
@@ -178,6 +179,14 @@ class Controls:
         for field in vars(fresh):
             setattr(self._app.faults, field, getattr(fresh, field))
         self._app.state.tokens.refuse_next = 0
+
+    def clear_violations(self) -> int:
+        """Forget the violations recorded so far and the retry history they were
+        judged on (for a test that broke rules on purpose). Returns how many."""
+        count = len(self._app.state.violations)
+        self._app.state.violations.clear()
+        self._app.retries.clear()
+        return count
 
 
 def control_routes(app: web.Application, controls: Controls) -> None:

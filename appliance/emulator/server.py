@@ -16,6 +16,7 @@ from aiohttp import web
 from appliance import dtmf
 from appliance.emulator.auth import (
     REST_AUTH_ERROR,
+    AuthResult,
     bearer_key_ok,
     parse_token_request,
     raw_key_ok,
@@ -24,8 +25,11 @@ from appliance.emulator.config import EmulatorConfig
 from appliance.emulator.connection import Connection, reset_transport
 from appliance.emulator.control import Controls, control_routes
 from appliance.emulator.faults import FaultPlan
+from appliance.emulator.retries import RetryJudge, product_of
+from appliance.emulator.rules import abandoned_session
 from appliance.emulator.state import EmulatorState, SessionRecord
 from appliance.emulator.streaming import handle_streaming
+from appliance.emulator.violations import ABANDONED, TOKEN_REUSE
 
 T = TypeVar("T")
 
@@ -53,9 +57,13 @@ class EmulatorApp:
             self.data_dir = Path(config.data_dir)
         (self.data_dir / "uploads").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
+        self.retries = RetryJudge(config, self._record_retry_violation)
         self.controls = Controls(self)
         self.agent_sessions: dict[str, Any] = {}  # session_id -> AgentSession (resumable)
         self.web_app = self._build_app()
+
+    def _record_retry_violation(self, rule: str, product: str, detail: str, data: dict) -> None:
+        self.state.record_violation(rule, product, detail, **data)
 
     # Live session registry ---------------------------------------------
     def register(self, conn: Connection, session: Any) -> None:
@@ -131,8 +139,13 @@ class EmulatorApp:
         path = request.path
         if path.startswith(CONTROL_PREFIX):
             return await handler(request)
+        product = product_of(path)
+        if product is not None:
+            self.retries.on_request(product, path)
         if self.faults.network_is_down():
             self.state.counters["connections_refused"] += 1
+            if product is not None:
+                self.retries.on_failure(product)
             reset_transport(request.transport)
             raise asyncio.CancelledError  # nothing more to say on a reset connection
         if path.startswith(API_PREFIXES):
@@ -147,14 +160,63 @@ class EmulatorApp:
                     {"error": message}, status=fault.status, headers=headers
                 )
                 self.state.http_requests.append((request.method, path, fault.status))
+                if product is not None:
+                    self.retries.on_failure(product, fault.retry_after)
                 return response
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             self.state.http_requests.append((request.method, path, exc.status))
+            if product is not None:
+                self._judge_outcome(product, exc.status)
             raise
         self.state.http_requests.append((request.method, path, response.status))
+        # A WebSocket's handler reports its own outcome when the upgrade is decided.
+        if product is not None and not isinstance(response, web.WebSocketResponse):
+            self._judge_outcome(product, response.status)
         return response
+
+    def _judge_outcome(self, product: str, status: int) -> None:
+        if status >= 400:
+            self.retries.on_failure(product)
+        else:
+            self.retries.on_success(product)
+
+    def upgrade_refused(self, kind: str) -> None:
+        """A WebSocket upgrade of ``kind`` was refused (auth, parameters, capacity)."""
+        self.retries.on_failure(kind)
+
+    def upgrade_accepted(self, kind: str) -> None:
+        self.retries.on_success(kind)
+
+    def refuse_auth(self, kind: str, auth: AuthResult) -> None:
+        """Count a refused WebSocket authorisation; a spent token is a violation."""
+        self.state.counters["auth_failures"] += 1
+        if auth.reused:
+            self.state.record_violation(
+                TOKEN_REUSE, kind, f"a spent {kind} token was presented again"
+            )
+        self.upgrade_refused(kind)
+
+    def judge_close(self, conn: Connection, established: bool, said_goodbye: bool) -> None:
+        """Record an abandoned session: it began, and the client left without a goodbye."""
+        by_client = conn.ended_by in ("client_close", "connection_lost")
+        if not abandoned_session(established, said_goodbye, by_client):
+            return
+        goodbye = "Terminate" if conn.kind == "streaming" else "session.end"
+        record = conn.record
+        if conn.ended_by == "client_close":
+            how = f"closed by the client (code {record.close_code}) without {goodbye}"
+        else:
+            how = f"connection lost without a close frame or {goodbye}"
+        self.state.record_violation(
+            ABANDONED,
+            conn.kind,
+            how,
+            session=record.id or None,
+            close_frame=conn.ended_by == "client_close",
+            close_code=record.close_code,
+        )
 
     async def _issue_token(self, request: web.Request, kind: str) -> web.Response:
         ok = (

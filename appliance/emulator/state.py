@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from appliance.emulator.tokens import TokenStore
+from appliance.emulator.violations import Violation, count_by_rule
 
 
 @dataclass
@@ -106,6 +107,22 @@ class EmulatorState:
         self.submissions_by_upload: Counter[str] = Counter()
         self.submissions_by_hash: Counter[str] = Counter()
         self.http_requests: list[tuple[str, str, int]] = []  # method, path, status
+        #: Every client rule broken (``violations.RULES``), in order.
+        self.violations: list[Violation] = []
+
+    def record_violation(
+        self, rule: str, kind: str, detail: str, session: str | None = None, **data: Any
+    ) -> Violation:
+        violation = Violation(rule, kind, detail, time.monotonic(), session, data)
+        self.violations.append(violation)
+        return violation
+
+    def violation_counts(self) -> dict[str, int]:
+        """Violations per rule, every rule present (all 0 for a well-behaved client)."""
+        return count_by_rule(self.violations)
+
+    def violations_of(self, rule: str, kind: str | None = None) -> list[Violation]:
+        return [v for v in self.violations if v.rule == rule and kind in (None, v.kind)]
 
     # Convenience views -------------------------------------------------
     @property
@@ -143,6 +160,8 @@ class EmulatorState:
             "tokens_issued": self.tokens_issued,
             "token_reuse_attempts": self.token_reuse_attempts,
             "counters": dict(self.counters),
+            "violations": [v.as_dict() for v in self.violations],
+            "violation_counts": self.violation_counts(),
             "sessions_per_token": self.sessions_per_token(),
             "submissions_by_upload": dict(self.submissions_by_upload),
             "submissions_by_hash": dict(self.submissions_by_hash),

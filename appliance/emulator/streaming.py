@@ -18,6 +18,7 @@ from appliance.emulator.connection import Connection, websocket_response
 from appliance.emulator.g711 import mulaw_decode
 from appliance.emulator.rules import pacing_exceeded
 from appliance.emulator.state import SessionRecord
+from appliance.emulator.violations import PACING
 
 if TYPE_CHECKING:
     from appliance.emulator.server import EmulatorApp
@@ -206,12 +207,15 @@ class StreamingSession:
         self.started = time.monotonic()
         #: Pacing counts from the moment Begin went out (set by ``begin``).
         self.began_at = self.started
+        self.begun = False
         self.expires_at_mono = self.started + self.config.scaled(max_session_s)
         self.expires_at_wall = int(time.time() + self.config.scaled(max_session_s))
         self.received_samples = 0
         self.turn_order = 0
         self.detector = recognizer.TurnDetector(params.sample_rate, self._end_silence_ms())
         self.done = False
+        #: The client said goodbye (Terminate); a session without one was abandoned.
+        self.client_terminated = False
 
     def _end_silence_ms(self) -> int:
         lo = self.params.min_turn_silence
@@ -225,6 +229,7 @@ class StreamingSession:
             {"type": "Begin", "id": self.id, "expires_at": self.expires_at_wall}
         )
         self.began_at = time.monotonic()
+        self.begun = not self.conn.closed
 
     async def fail(self, code: int, reason: str) -> None:
         """Send the Error frame, then close with the same code."""
@@ -258,6 +263,14 @@ class StreamingSession:
         )
         if violation:
             self.app.state.counters["rate_violations"] += 1
+            self.app.state.record_violation(
+                PACING,
+                "streaming",
+                violation,
+                session=self.id,
+                received_s=self.received_samples / p.sample_rate,
+                elapsed_s=elapsed,
+            )
             await self.fail(CLOSE_AUDIO, violation)
             return
         self.conn.record.audio_chunks.append(samples)
@@ -273,6 +286,7 @@ class StreamingSession:
         self.conn.log_in("json", message)
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "Terminate":
+            self.client_terminated = True
             await self.terminate()
         elif kind == "ForceEndpoint":
             await self._emit(self.detector.force_endpoint())
@@ -415,7 +429,7 @@ async def _reject(conn: Connection, code: int, reason: str) -> None:
 async def _run_streaming(emu: EmulatorApp, request: web.Request, conn: Connection) -> None:
     auth = websocket_auth(request, "streaming", emu.config.api_keys, emu.state.tokens)
     if not auth.ok:
-        emu.state.counters["auth_failures"] += 1
+        emu.refuse_auth("streaming", auth)
         await _reject(conn, CLOSE_UNAUTHORIZED, auth.reason)
         return
     conn.record.auth = auth.method
@@ -423,10 +437,12 @@ async def _run_streaming(emu: EmulatorApp, request: web.Request, conn: Connectio
         params = parse_params([(k, v) for k, v in request.query.items() if k != "token"])
     except ParamError as exc:
         emu.state.counters["param_violations"] += 1
+        emu.upgrade_refused("streaming")
         await _reject(conn, CLOSE_INVALID, str(exc))
         return
     if emu.active_count("streaming") >= emu.config.max_concurrent_sessions:
         emu.state.counters["concurrency_violations"] += 1
+        emu.upgrade_refused("streaming")
         await _reject(conn, CLOSE_TOO_MANY, "Too many concurrent sessions")
         return
     conn.record.rate = params.sample_rate
@@ -435,6 +451,7 @@ async def _run_streaming(emu: EmulatorApp, request: web.Request, conn: Connectio
     )
     session = StreamingSession(emu, conn, params, max_session_s)
     emu.register(conn, session)
+    emu.upgrade_accepted("streaming")
     watchdog = asyncio.create_task(session.watchdog())
     try:
         await session.begin()
@@ -450,3 +467,4 @@ async def _run_streaming(emu: EmulatorApp, request: web.Request, conn: Connectio
         session.done = True
         watchdog.cancel()
         emu.unregister(conn)
+        emu.judge_close(conn, established=session.begun, said_goodbye=session.client_terminated)

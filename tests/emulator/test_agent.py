@@ -289,7 +289,7 @@ async def send_audio_now(ws, seconds: float) -> None:
 
 
 async def test_audio_ahead_of_real_time_is_an_audio_rate_violation(emulator):
-    ws, _ = await open_session(emulator)
+    ws, session_id = await open_session(emulator)
     with contextlib.suppress(websockets.ConnectionClosed):
         await send_audio_now(ws, 2.0)  # a pre-roll backlog sent in a burst
     messages, code, _ = await expect_close(ws)
@@ -299,7 +299,8 @@ async def test_audio_ahead_of_real_time_is_an_audio_rate_violation(emulator):
         errors[0]["message"].startswith("Received 1.")
         and " sec. audio in 0." in errors[0]["message"]
     )
-    assert emulator.state.rate_violations == 1
+    [violation] = emulator.state.violations_of("pacing", kind="agent")
+    assert violation.session == session_id and violation.detail == errors[0]["message"]
 
 
 async def test_agent_pacing_counts_from_session_ready(emulator):
@@ -310,7 +311,7 @@ async def test_agent_pacing_counts_from_session_ready(emulator):
     await ws.send(json.dumps({"type": "session.end"}))
     messages, code, _ = await expect_close(ws)
     assert code == 1000 and "session.error" not in [m["type"] for m in messages]
-    assert emulator.state.rate_violations == 0
+    assert emulator.state.violation_counts()["pacing"] == 0
 
 
 async def test_the_loose_allowance_applies_to_the_agent(tmp_path):

@@ -74,6 +74,7 @@ async def test_stall_answers_nothing_then_resets(emulator):
     assert 0.7 <= waited < 3.0
     record = emulator.state.streaming_sessions()[-1]
     assert (record.close_code, record.close_reason) == (1006, "reset after a stall")
+    assert emulator.state.violation_counts()["abandoned"] == 0  # the server hung up
 
 
 async def test_stall_without_reset_holds_everything_back_then_answers(emulator):
@@ -190,9 +191,13 @@ def test_token_endpoints_answer_429_with_the_retry_after_given(emulator, path, r
     assert r.headers["Retry-After"] == retry_after
     assert r.json() == {"error": "Too many requests"}
     assert emulator.state.tokens_issued == 0
-    time.sleep(0.15)
+    time.sleep(0.15)  # past the 100 ms floor; short of a sane Retry-After of 3 s
     r = httpx.get(url, params={"expires_in_seconds": 60}, headers={"Authorization": auth})
     assert r.status_code == 200 and emulator.state.tokens_issued == 1
+    counts = emulator.state.violation_counts()
+    assert counts["retry_too_soon"] == 0
+    # Only a sane wait is enforced: -5, 0 ask for none; 1e9, inf, 2065 are the client's to cap.
+    assert counts["ignored_retry_after"] == (1 if retry_after == "3" else 0)
 
 
 def test_fail_http_takes_numbers_and_no_retry_after_for_5xx(emulator):

@@ -241,6 +241,10 @@ async def test_audio_faster_than_real_time_is_rejected(emulator):
     assert reason.startswith("Audio Transmission Rate Exceeded: Received 2.0 sec. audio in 0.")
     assert reason.endswith(" sec")
     assert emulator.state.rate_violations == 1
+    [violation] = emulator.state.violations_of("pacing")
+    assert violation.kind == "streaming" and violation.detail == reason
+    assert violation.session == emulator.state.streaming_sessions()[-1].id
+    assert violation.data["received_s"] == 2.0
 
 
 async def test_one_maximum_size_frame_of_lead_then_real_time_is_accepted(emulator):
@@ -255,7 +259,7 @@ async def test_one_maximum_size_frame_of_lead_then_real_time_is_accepted(emulato
         await ws.send(json.dumps({"type": "Terminate"}))
         messages, code, _ = await expect_close(ws)
     assert code == 1000 and messages[-1]["audio_duration_seconds"] == 3
-    assert emulator.state.rate_violations == 0
+    assert emulator.state.violation_counts()["pacing"] == 0
 
 
 async def test_catching_up_a_backlog_faster_than_real_time_is_rejected(emulator):
@@ -269,6 +273,9 @@ async def test_catching_up_a_backlog_faster_than_real_time_is_rejected(emulator)
         _, code, reason = await expect_close(ws)
     assert code == 3007
     assert reason.startswith("Audio Transmission Rate Exceeded: Received 3.5 sec. audio in 2.")
+    [violation] = emulator.state.violations_of("pacing", kind="streaming")
+    assert 2.2 <= violation.data["elapsed_s"] <= 2.8
+    assert violation.data["received_s"] > violation.data["elapsed_s"] + 1.0
 
 
 async def test_pacing_counts_from_begin_not_from_the_upgrade(emulator):
