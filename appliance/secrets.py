@@ -10,7 +10,9 @@ exception message or a URL.
 from __future__ import annotations
 
 import re
+import stat
 import threading
+from pathlib import Path
 
 _MIN_SECRET_LENGTH = 8
 _lock = threading.Lock()
@@ -70,3 +72,11 @@ def redact(text: str) -> str:
     if pattern is not None:
         text = pattern.sub("***", text)
     return _CREDENTIAL_FIELDS.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+
+
+def loose_permissions(path: Path, mode: int) -> str | None:
+    """Why a secret file's mode is too open, or None: a key file's group and other users
+    should have no access at all (0600 or 0400), whoever owns it."""
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return None
+    return f"{path} is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"

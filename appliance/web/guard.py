@@ -15,11 +15,10 @@ from __future__ import annotations
 import enum
 import hmac
 import logging
-import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from appliance.secrets import Secret, register_secret
+from appliance.secrets import Secret, loose_permissions, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +97,9 @@ class ControlGuard:
         if not value:
             log.error("web controls refused: the control token file %s is empty", path)
             return cls(True, None)
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("the control token file %s is readable by others; chmod 600 it", path)
+        warning = loose_permissions(path, mode)
+        if warning:
+            log.warning("the control token file %s", warning)
         return cls(True, register_secret(Secret(value, source="web.control_token_file")))
 
     def check(self, authorization: str | None) -> Verdict:
