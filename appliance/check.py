@@ -115,6 +115,8 @@ def check_credential(report: Report, path: Path | None, config: Config) -> Confi
         report.line(OK, "credential", f"token-broker credential from {source}")
     elif full.api_key is not None:
         report.line(OK, "credential", f"API key from {full.api_key.source}")
+    for warning in full.warnings:
+        report.line(WARN, "credential", str(warning))
     return full
 
 

@@ -187,6 +187,8 @@ def load(args: argparse.Namespace, *, resolve_secrets: bool = True):
         raise _ConfigFailure(f"configuration error:\n{exc}") from None
     if not getattr(args, "verbose", False):
         setup_logging(config.logging.level, journal=getattr(args, "journal", None))
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return config
 
 

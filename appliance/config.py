@@ -4,18 +4,26 @@ The file is YAML. It is looked up from ``--config FILE``, then
 ``$APPLIANCE_CONFIG``, then ``/etc/appliance/config.yaml``; with none of them
 the built-in defaults apply. Every problem found is reported together, each
 naming the file, the line, the key path and what is allowed, so a person
-fixing a device over SSH fixes everything in one go.
+fixing a device over SSH fixes everything in one go. Whatever the file holds,
+the answer is that list or a loaded configuration, within a second: the file's
+size, nesting and value count are bounded (``LoadLimits``), only plain YAML
+values are read (``appliance.yamlread``), numbers are finite, and free-form
+settings, passed on to the API as JSON, hold JSON values and no aliases.
+A section left empty, every setting in it commented out, keeps its defaults.
 
 Secrets never live inline: the API key and the token-broker credential come
 from a file, a systemd credential (``$CREDENTIALS_DIRECTORY/<name>``) or, for a
-developer's shell, ``$ASSEMBLYAI_API_KEY``.
+developer's shell, ``$ASSEMBLYAI_API_KEY``. A secret file that others can read
+is used, with a warning in ``Config.warnings`` that the daemon logs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import ipaddress
+import math
 import os
 import types
 import typing
@@ -25,8 +33,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from appliance.secrets import Secret, register_secret
+from appliance.secrets import Secret, loose_permissions, register_secret
 from appliance.settings import limits_of, section, setting
+from appliance.yamlread import (
+    SHOWN_CHARS,
+    STR,
+    Refused,
+    alias_of,
+    check_collection_tag,
+    compose,
+    is_null,
+    scalar_value,
+    shown,
+    tag_name,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/appliance/config.yaml")
 CONFIG_ENV = "APPLIANCE_CONFIG"
@@ -61,6 +81,30 @@ REGION_HOSTS: dict[str, dict[str, str]] = {
         "agent": "agents.assemblyai.com",
     },
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadLimits:
+    """Bounds on what the loader reads, so that any file is judged in well under a second.
+
+    A real configuration is a few kB holding a few hundred values; the example
+    file is 8 kB. The schema nests 5 levels deep before a free-form setting
+    starts, so ``max_depth`` leaves room for ``max_free_form_depth`` inside one.
+    """
+
+    max_file_bytes: int = 256 * 1024
+    max_values: int = 20_000  # YAML values in the file, each alias counted as what it stands for
+    max_depth: int = 32
+    max_free_form_depth: int = 10  # nesting inside upload.extra or a tool's parameters
+    max_secret_bytes: int = 16 * 1024  # an API key is 32 characters, a broker credential ~2 kB
+    max_problems: int = 50  # reported at once; more would only flood the journal
+
+
+LOAD_LIMITS = LoadLimits()
+
+# Paths the daemon writes below. Relative ones start at the configuration's directory
+# and must stay inside it: one that climbs out with ".." breaks as soon as the file moves.
+_WRITTEN_PATHS = ("state_dir", "spool.directory", "audio.output_file")
 
 # What a gesture may do: ``toggle`` starts a session or stops the running one;
 # ``start_or_interrupt`` starts one or, while the agent speaks, cuts it short;
@@ -376,6 +420,10 @@ class Config:
     source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})
     api_key: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
     broker_credential: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
+    # What the loader would have the user fix without refusing the file (logged by the daemon).
+    warnings: list[ConfigProblem] = dataclasses.field(
+        default_factory=list, metadata={"internal": True}
+    )
 
     @property
     def state_path(self) -> Path:
@@ -435,26 +483,25 @@ def find_config_path(cli_path: str | os.PathLike | None) -> Path | None:
     return None
 
 
-def load_config(path: str | os.PathLike | None, *, resolve_secrets: bool = True) -> Config:
+def load_config(
+    path: str | os.PathLike | None,
+    *,
+    resolve_secrets: bool = True,
+    limits: LoadLimits = LOAD_LIMITS,
+) -> Config:
     """Load, validate and return the configuration; raise ConfigError listing every problem."""
     if path is None:
-        loader = _Loader("<defaults>")
+        loader = _Loader("<defaults>", limits)
         config = Config()
         root = None
     else:
         path = Path(path)
-        loader = _Loader(str(path))
+        loader = _Loader(str(path), limits)
+        text = _read_config_text(path, limits.max_file_bytes)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError([ConfigProblem(str(path), None, "", "file not found")]) from None
-        except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(
-                [ConfigProblem(str(path), None, "", f"cannot read: {reason}")]
-            ) from None
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = compose(text, max_depth=limits.max_depth, max_nodes=limits.max_values)
+        except Refused as exc:
+            raise ConfigError([ConfigProblem(str(path), exc.line, "", exc.message)]) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
@@ -462,7 +509,7 @@ def load_config(path: str | os.PathLike | None, *, resolve_secrets: bool = True)
             raise ConfigError(
                 [ConfigProblem(str(path), line, "", f"YAML syntax error: {what}")]
             ) from None
-        if root is None:
+        if root is None or is_null(root):
             config = Config()
         elif not isinstance(root, yaml.MappingNode):
             raise ConfigError(
@@ -476,36 +523,93 @@ def load_config(path: str | os.PathLike | None, *, resolve_secrets: bool = True)
                 ]
             )
         else:
-            config = loader.build(Config, root, "")
+            try:
+                config = loader.build(Config, root, "")
+            except Refused as exc:  # past max_values while expanding aliases
+                raise ConfigError([ConfigProblem(str(path), exc.line, "", exc.message)]) from None
     config.source = loader.file
     loader.check_semantics(config, root)
     if resolve_secrets:
         _resolve_secrets(config, loader, root)
     if loader.problems:
-        raise ConfigError(loader.problems)
+        raise ConfigError(loader.reported())
+    config.warnings = loader.warnings
     return config
+
+
+def _read_config_text(path: Path, limit: int) -> str:
+    """The file as text, refused unread past ``limit`` bytes (a device or a log file by mistake)."""
+    name = str(path)
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(name, None, "", "file not found")]) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([ConfigProblem(name, None, "", f"cannot read: {reason}")]) from None
+    if len(data) > limit:
+        what = f"the file is {_size(size)}" if size > limit else "the file is too large"
+        raise ConfigError(
+            [ConfigProblem(name, None, "", f"{what}; the limit is {_size(limit)}")]
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigProblem(name, line, "", "cannot read: not UTF-8 text")]) from None
 
 
 class _Loader:
     """Walks YAML nodes against the dataclass schema, collecting problems."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, limits: LoadLimits = LOAD_LIMITS) -> None:
         self.file = file
+        self.limits = limits
         self.base_dir = Path(file).resolve().parent if file != "<defaults>" else Path.cwd()
         self.problems: list[ConfigProblem] = []
+        self.warnings: list[ConfigProblem] = []
+        self._values_left = limits.max_values
 
     def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else None
         self.problems.append(ConfigProblem(self.file, line, key, message))
 
-    def build(self, cls: type, node: yaml.MappingNode, prefix: str) -> Any:
+    def warn(self, node: yaml.Node | None, key: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.warnings.append(ConfigProblem(self.file, line, key, message))
+
+    def reported(self) -> list[ConfigProblem]:
+        """The problems to show: the first ``max_problems``, then how many more there are."""
+        first = self.problems[: self.limits.max_problems]
+        hidden = len(self.problems) - len(first)
+        if hidden:
+            first.append(ConfigProblem(self.file, None, "", f"and {hidden} more problem(s)"))
+        return first
+
+    def spend(self, node: yaml.Node) -> None:
+        """Count one value read; aliases make a small file stand for a huge one."""
+        self._values_left -= 1
+        if self._values_left < 0:
+            raise Refused(
+                f"the file stands for more than {self.limits.max_values} values once its "
+                "aliases are expanded (the limit)",
+                node,
+            )
+
+    def build(self, cls: type, node: yaml.MappingNode, prefix: str, base: Any = None) -> Any:
+        """An instance of ``cls`` from a mapping; unset fields keep ``base``'s values if given."""
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            path = f"{prefix}{key}"
+            self.spend(key_node)
+            key = self.key_text(key_node, prefix)
+            if key is _INVALID:
+                continue
+            path = f"{prefix}{_shown_key(key)}"
             if prefix == "auth." and key in _INLINE_SECRET_KEYS:
                 self.problem(
                     key_node,
@@ -515,8 +619,11 @@ class _Loader:
                     f"${API_KEY_ENV} for a developer's shell",
                 )
                 continue
-            if not isinstance(key, str) or key not in fields:
-                near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            if key not in fields:
+                # Suggestions only while they are shown: difflib costs, and a file may hold
+                # thousands of wrong keys.
+                shown_yet = len(self.problems) < self.limits.max_problems
+                near = difflib.get_close_matches(key[:100], list(fields), n=1) if shown_yet else []
                 hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
                 allowed = ", ".join(fields)
                 self.problem(key_node, path, f"unknown setting{hint} (allowed here: {allowed})")
@@ -541,24 +648,45 @@ class _Loader:
             for name in missing:
                 values[name] = None
         try:
-            return cls(**values)
+            return dataclasses.replace(base, **values) if base is not None else cls(**values)
         except TypeError:  # pragma: no cover - defensive, problems already recorded
             return cls.__new__(cls)
 
+    def key_text(self, node: yaml.Node, prefix: str) -> Any:
+        """A mapping key as written, or _INVALID (a list as a key, ``<<``, a foreign tag)."""
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, f"{prefix}?", f"a key must be a name, not {_kind(node)}")
+            return _INVALID
+        try:
+            scalar_value(node)
+        except Refused as exc:
+            self.problem(node, f"{prefix}{_shown_key(node.value)}", exc.message)
+            return _INVALID
+        return node.value
+
     def convert(self, hint: Any, node: yaml.Node, path: str, field: Any = None) -> Any:
+        self.spend(node)
+        try:
+            check_collection_tag(node)
+        except Refused as exc:
+            self.problem(node, path, exc.message)
+            return _INVALID
         origin = get_origin(hint)
         args = get_args(hint)
         if origin in (typing.Union, types.UnionType):
             inner = [a for a in args if a is not type(None)]
-            if _is_null(node):
+            if is_null(node):
                 return None
             hint = inner[0] if len(inner) == 1 else hint
             origin, args = get_origin(hint), get_args(hint)
         if dataclasses.is_dataclass(hint):
+            default = _default_of(field) if field is not None else None
+            if default is not None and is_null(node):
+                return default  # a section whose settings are all commented out
             if not isinstance(node, yaml.MappingNode):
                 self.problem(node, path, f"expected a mapping of settings, got {_kind(node)}")
                 return _INVALID
-            return self.build(hint, node, path + ".")
+            return self.build(hint, node, path + ".", default)
         if origin is list:
             if not isinstance(node, yaml.SequenceNode):
                 self.problem(node, path, f"expected a list, got {_kind(node)}")
@@ -573,7 +701,9 @@ class _Loader:
             if not isinstance(node, yaml.MappingNode):
                 self.problem(node, path, f"expected a mapping, got {_kind(node)}")
                 return _INVALID
-            return yaml.safe_load(yaml.serialize(node))
+            return self.free_form(node, path, 1)
+        if hint is Any:
+            return self.free_form(node, path, 1)
         value = self.scalar(hint, node, path)
         if value is _INVALID or field is None:
             return value
@@ -584,13 +714,15 @@ class _Loader:
             self.problem(
                 node,
                 path,
-                f"{value!r} is not allowed{hint_text} (allowed: {limits.describe()[7:]})",
+                f"{shown(value)} is not allowed{hint_text} (allowed: {limits.describe()[7:]})",
             )
             return _INVALID
         if isinstance(value, int | float) and not isinstance(value, bool):
             low, high = limits.minimum, limits.maximum
             if (low is not None and value < low) or (high is not None and value > high):
-                self.problem(node, path, f"{value} is out of range (allowed: {limits.describe()})")
+                self.problem(
+                    node, path, f"{_number(value)} is out of range (allowed: {limits.describe()})"
+                )
                 return _INVALID
         return value
 
@@ -598,12 +730,14 @@ class _Loader:
         if not isinstance(node, yaml.ScalarNode):
             self.problem(node, path, f"expected {_type_name(hint)}, got {_kind(node)}")
             return _INVALID
-        if hint is Any:
-            return yaml.safe_load(yaml.serialize(node))
-        if _is_null(node):
+        if is_null(node):
             self.problem(node, path, f"expected {_type_name(hint)}, got null")
             return _INVALID
-        raw = yaml.safe_load(yaml.serialize(node))
+        try:
+            raw = scalar_value(node)
+        except Refused as exc:
+            self.problem(node, path, exc.message)
+            return _INVALID
         if hint is bool:
             if isinstance(raw, bool):
                 return raw
@@ -611,18 +745,99 @@ class _Loader:
             if isinstance(raw, int) and not isinstance(raw, bool):
                 return raw
         elif hint is float:
+            if isinstance(raw, float) and not math.isfinite(raw):
+                self.problem(node, path, f"expected a finite number, got {node.value}")
+                return _INVALID
             if isinstance(raw, int | float) and not isinstance(raw, bool):
                 return float(raw)
         elif hint is str:
             if isinstance(raw, str):
                 return raw
-            if isinstance(raw, int | float) and not isinstance(raw, bool):
+            if isinstance(raw, int | float | datetime.date) and not isinstance(raw, bool):
                 return node.value  # e.g. a numeric device name; keep the text as written
         elif hint is Path and isinstance(raw, str) and raw:
             # Relative paths are relative to the config file, not to the working directory.
             return self.base_dir / Path(raw).expanduser()
         self.problem(node, path, f"expected {_type_name(hint)}, got {_describe(raw)}")
         return _INVALID
+
+    def free_form(self, node: yaml.Node, path: str, depth: int) -> Any:
+        """A setting passed on to the API as JSON: plain JSON values only, bounded nesting,
+        no aliases (a self-reference or an alias bomb would hang whoever serialises it)."""
+        self.spend(node)
+        alias = alias_of(node)
+        if alias is not None:
+            self.problem(
+                node,
+                path,
+                f"an alias (*{_shown_key(alias)}) is not allowed in a free-form "
+                "setting: write the value out",
+            )
+            return _INVALID
+        try:
+            check_collection_tag(node)
+        except Refused as exc:
+            self.problem(node, path, exc.message)
+            return _INVALID
+        nested = isinstance(node, yaml.MappingNode | yaml.SequenceNode)
+        if nested and depth > self.limits.max_free_form_depth:
+            self.problem(
+                node,
+                path,
+                f"nested deeper than {self.limits.max_free_form_depth} levels "
+                "(the limit inside a free-form setting)",
+            )
+            return _INVALID
+        if isinstance(node, yaml.SequenceNode):
+            items = [
+                self.free_form(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)
+            ]
+            return _INVALID if any(v is _INVALID for v in items) else items
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            valid = True
+            for key_node, value_node in node.value:
+                self.spend(key_node)
+                key = self.json_key(key_node, path)
+                if key is _INVALID:
+                    valid = False
+                    continue
+                sub = f"{path}.{_shown_key(key)}"
+                if key in result:
+                    self.problem(key_node, sub, "given twice")
+                    valid = False
+                    continue
+                value = self.free_form(value_node, sub, depth + 1)
+                result[key] = value
+                valid = valid and value is not _INVALID
+            return result if valid else _INVALID
+        try:
+            value = scalar_value(node)
+        except Refused as exc:
+            self.problem(node, path, exc.message)
+            return _INVALID
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problem(node, path, f"{node.value} is not a JSON number (allowed: finite numbers)")
+            return _INVALID
+        if isinstance(value, datetime.date):
+            self.problem(node, path, f"a date is not a JSON value: quote it ({shown(node.value)})")
+            return _INVALID
+        return value
+
+    def json_key(self, node: yaml.Node, path: str) -> Any:
+        """A free-form mapping key: JSON keys are text."""
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, f"{path}.?", f"a key must be text, not {_kind(node)}")
+            return _INVALID
+        try:
+            key = scalar_value(node)
+        except Refused as exc:
+            self.problem(node, f"{path}.{_shown_key(node.value)}", exc.message)
+            return _INVALID
+        if not isinstance(key, str):
+            self.problem(node, f"{path}.{_shown_key(node.value)}", "a key must be text: quote it")
+            return _INVALID
+        return key
 
     # -- checks that span fields ------------------------------------------
 
@@ -703,6 +918,23 @@ class _Loader:
                 "upload.speech_models",
                 "at least one speech model is required",
             )
+        for key in _WRITTEN_PATHS:
+            self._check_stays_inside(key, node_of(key))
+
+    def _check_stays_inside(self, key: str, node: yaml.Node | None) -> None:
+        """A relative path the daemon writes must not climb out of the configuration's
+        directory: it would point somewhere else once the file is copied or moved."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag != STR or not node.value:
+            return
+        written = Path(node.value).expanduser()
+        if written.is_absolute() or os.path.normpath(written).split(os.sep)[0] != "..":
+            return
+        self.problem(
+            node,
+            key,
+            f"{shown(node.value)} climbs out of {self.base_dir}, the configuration's "
+            "directory, where relative paths start; give an absolute path",
+        )
 
     def _check_url(
         self,
@@ -776,21 +1008,34 @@ def _read_secret(
         cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
         if cred_dir:
             candidates.append(("systemd credential " + credential, Path(cred_dir) / credential))
+    limit = loader.limits.max_secret_bytes
     for label, path in candidates:
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            with path.open("rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                data = f.read(limit + 1)
+            value = data.decode("utf-8").strip()
         except FileNotFoundError:
             if file is not None:
                 loader.problem(node, key, f"{what}: file {str(path)!r} not found")
                 return None
             continue
-        except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             loader.problem(node, key, f"{what}: cannot read {str(path)!r}: {reason}")
+            return None
+        if len(data) > limit:
+            loader.problem(
+                node, key, f"{what}: {str(path)!r} is larger than the limit of {_size(limit)}"
+            )
             return None
         if not value:
             loader.problem(node, key, f"{what}: {str(path)!r} is empty")
             return None
+        # A systemd credential's mode is systemd's business; a file named here is the owner's.
+        warning = loose_permissions(path, mode) if file is not None else None
+        if warning:
+            loader.warn(node, key, f"{what}: {warning}")
         return register_secret(Secret(value, source=label))
     if env and os.environ.get(env):
         return register_secret(Secret(os.environ[env].strip(), source="$" + env))
@@ -809,8 +1054,10 @@ _INVALID = object()
 _INLINE_SECRET_KEYS = ("api_key", "key", "token", "credential", "password")
 
 
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+def _default_of(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def _kind(node: yaml.Node) -> str:
@@ -818,7 +1065,10 @@ def _kind(node: yaml.Node) -> str:
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    return _describe(yaml.safe_load(yaml.serialize(node)))
+    try:
+        return _describe(scalar_value(node))
+    except Refused:
+        return f"{tag_name(node.tag)} {shown(node.value)}"
 
 
 def _describe(value: Any) -> str:
@@ -827,7 +1077,25 @@ def _describe(value: Any) -> str:
     name = {bool: "a boolean", int: "an integer", float: "a number", str: "text"}.get(
         type(value), type(value).__name__
     )
-    return f"{name} ({value!r})"
+    return f"{name} ({shown(value)})"
+
+
+def _shown_key(key: str) -> str:
+    """A key as it appears in a key path, cut short if someone wrote a novel there."""
+    return key if len(key) <= SHOWN_CHARS else key[: SHOWN_CHARS - 1] + "…"
+
+
+def _number(value: float) -> str:
+    text = str(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
+def _size(n: int) -> str:
+    """A byte count as a person reads it: 256 KiB, 50 MiB."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{round(n / scale, 1):g} {unit}"
+    return f"{n} bytes"
 
 
 def _type_name(hint: Any) -> str:
