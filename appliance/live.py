@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -65,6 +66,7 @@ from appliance.cloud.tokens import (
     TokenSource,
 )
 from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
+from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
 from appliance.logs import log_context
 from appliance.spool import SpoolFull
 
@@ -311,7 +313,7 @@ class _SpoolKeeper:
                 self._finish()
                 writer = None
                 writer = self.spool.open_recording(
-                    "live-gap",
+                    LIVE_GAP_ORIGIN,
                     STT_RATE,
                     self.session_id,
                     self.start_wall + start / STT_RATE,
@@ -375,7 +377,7 @@ class LiveTranscription:
         self.limits = limits or limits_from_config(config, ring.history_seconds)
         self.clock = clock
         self.session_id = uuid.uuid4().hex[:16]
-        self.transcript_path = self.state_dir / "transcripts" / f"{self.session_id}.jsonl"
+        self.transcript_path = session_transcript_path(self.state_dir, self.session_id)
         self.spool_recordings: list[str] = []
         self.turns: list[Turn] = []
         self.unkept_samples = 0  # handed to the spool but not kept (full, absent): lost
@@ -686,7 +688,8 @@ class LiveTranscription:
         }
         if turn.speaker:
             record["speaker"] = turn.speaker
-        with open(self.transcript_path, "a", encoding="utf-8") as f:
+        fd = os.open(self.transcript_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def _spool(self, action: Spool) -> None:

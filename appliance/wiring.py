@@ -228,11 +228,18 @@ async def open_spool(daemon: Daemon) -> None:
     daemon._closers.append(daemon.spool.close)
     if config.upload.enabled and config.api_key is not None:
         from appliance.cloud.rest import RestClient
+        from appliance.late import LateTranscripts
         from appliance.spool.uploader import Uploader
 
         client = RestClient.from_config(config)
         daemon._closers.append(client.aclose)
-        daemon.uploader = Uploader(daemon.spool, client, config.upload, events)
+        daemon.uploader = Uploader(
+            daemon.spool,
+            client,
+            config.upload,
+            events,
+            on_transcript=LateTranscripts(config.state_path, events),
+        )
         daemon._background.append(asyncio.create_task(daemon.uploader.run(), name="uploader"))
     daemon.spool.publish_status()
 

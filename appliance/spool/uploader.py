@@ -45,6 +45,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,11 @@ class Uploader:
         probe_base: float = DEFAULT_PROBE_BASE_SECONDS,
         probe_cap: float = DEFAULT_PROBE_CAP_SECONDS,
         rng: random.Random | None = None,
+        on_transcript: Callable[[st.RecordingRow, dict[str, Any]], object] | None = None,
     ) -> None:
         self.spool = spool
+        #: Called (on a worker thread) with each completed recording and its transcript.
+        self.on_transcript = on_transcript
         self.client = client
         self.config = upload_config
         self.events = events if events is not None else spool.events
@@ -439,6 +443,15 @@ class Uploader:
         spool = self.spool
         await asyncio.to_thread(self._store_transcript, row.id, data, srt, vtt)
         _crashpoint("transcript-stored")
+        if self.on_transcript is not None:
+            # Before the state changes: a crash here joins it again, and joining is
+            # idempotent per recording.
+            try:
+                await asyncio.to_thread(self.on_transcript, row, data)
+            except (
+                Exception
+            ) as exc:  # the transcript is stored; its subscriber's trouble is not ours
+                log.error("transcript subscriber failed for %s: %r", row.id, exc)
         spool.store.transition(row.id, st.SUBMITTED, st.COMPLETED, completed_at=time.time())
         log.info("transcript of %s stored (%d characters)", row.id, len(data.get("text") or ""))
 
