@@ -352,6 +352,7 @@ def _tcp_reachable(url: str) -> bool:
 
 
 def check_spool(report: Report, config: Config) -> None:
+    """Writable, room to spare, a sound database; without those recording is refused."""
     directory = config.spool_path
     existing = directory
     while not existing.exists() and existing != existing.parent:
@@ -365,7 +366,12 @@ def check_spool(report: Report, config: Config) -> None:
         elif not os.access(existing, os.W_OK):
             raise PermissionError(f"{existing} is not writable")
     except OSError as exc:
-        report.line(FAIL, "spool", f"{directory}: {exc}")
+        report.line(
+            FAIL,
+            "spool",
+            f"unavailable: {directory}: {exc.strerror or exc}; live and agent modes still "
+            "work, recording is refused",
+        )
         return
     free = shutil.disk_usage(existing).free
     note = "" if existing == directory else " (will be created)"
@@ -376,10 +382,30 @@ def check_spool(report: Report, config: Config) -> None:
             "spool",
             f"{detail}; below spool.min_free_bytes {_size(config.spool.min_free_bytes)}",
         )
-        return
-    minutes = (free - config.spool.min_free_bytes) / (16000 * 2 * 60)
-    detail += f" (about {minutes:.0f} min of 16 kHz audio)"
-    report.line(OK, "spool", detail)
+    else:
+        minutes = (free - config.spool.min_free_bytes) / (16000 * 2 * 60)
+        detail += f" (about {minutes:.0f} min of 16 kHz audio)"
+        report.line(OK, "spool", detail)
+    _check_spool_database(report, directory)
+
+
+def _check_spool_database(report: Report, directory: Path) -> None:
+    """A damaged database is repaired by the daemon at start; say so, and what it set aside."""
+    from appliance.spool.repair import quarantined
+    from appliance.spool.spool import DB_NAME
+    from appliance.spool.store import find_damage
+
+    database = directory / DB_NAME
+    problem = find_damage(database)
+    if problem is not None:
+        report.line(
+            WARN,
+            "spool database",
+            f"damaged ({problem}): the daemon sets it aside when it starts and rebuilds it "
+            "from the recordings on disk",
+        )
+    for path in quarantined(database):
+        report.more(f"a damaged spool database was set aside as {path}; delete it once checked")
 
 
 def _size(n: float) -> str:

@@ -85,6 +85,7 @@ class Daemon:
         self.source: Any = None
         self.playback: Any = None
         self.spool: Any = None
+        self.spool_problem: str | None = None  # why the spool could not be opened
         self.uploader: Any = None
         self.notifier: Any = None
         self.earcons: Any = None
@@ -281,7 +282,7 @@ class Daemon:
 
     def status_snapshot(self) -> dict[str, Any]:
         """What the status page shows beyond the latest events."""
-        from appliance.web.snapshot import spool_section
+        from appliance.web.snapshot import spool_section, spool_unavailable
 
         out: dict[str, Any] = {"mode": self.controller.mode, "phase": self.controller.phase.value}
         if self.source is not None:
@@ -289,6 +290,8 @@ class Daemon:
             out["level_dbfs"] = round(self.source.level_dbfs().rms_dbfs, 1)
         if self.spool is not None:
             out["spool"] = spool_section(self.spool)
+        elif self.spool_problem is not None:
+            out["spool"] = spool_unavailable(self.spool_problem)
         if self.uploader is not None:
             out["connection"] = "offline" if self.uploader.offline else "online"
         return out
@@ -320,8 +323,6 @@ class Daemon:
                 mode=self.controller.mode,
                 detail=MODE_LABELS[self.controller.mode],
             )
-
-
 
 
 def run_daemon(config: Config, *, state_dir: Path | None = None) -> int:

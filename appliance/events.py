@@ -38,7 +38,7 @@ TURN_PARTIAL = "turn.partial"  # data: session_id, turn_order, text, words, spea
 TURN_FINAL = "turn.final"  # data: session_id, turn_order, text, words, speaker?
 AGENT_USER = "agent.user"  # data: text, final
 AGENT_REPLY = "agent.reply"  # data: text, reply_id, interrupted
-SPOOL = "spool"  # data: recordings waiting, bytes, per-recording states
+SPOOL = "spool"  # data: waiting, bytes, states, notice; or available=False and problem
 UPLOAD_PROGRESS = "upload.progress"  # data: recording_id, sent, total
 SESSION = "session"  # data: phase (started|ended), mode, session_id, account
 ERROR = "error"  # data: message, where

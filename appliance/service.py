@@ -156,6 +156,7 @@ class StatusTracker:
         self.mode: str | None = None
         self.detail = ""
         self.waiting = 0
+        self.spool_note = ""  # the spool unavailable, or repaired at start: said on every line
 
     def update(self, kind: str, data: Mapping[str, Any]) -> bool:
         """Take one event; True if the status line may have changed."""
@@ -165,15 +166,26 @@ class StatusTracker:
             self.detail = str(data.get("detail") or "")
             return True
         if kind == SPOOL:
+            note = _spool_note(data)
             waiting = _waiting_count(data)
-            if waiting is None or waiting == self.waiting:
+            if note == self.spool_note and (waiting is None or waiting == self.waiting):
                 return False
-            self.waiting = waiting
+            self.spool_note = note
+            if waiting is not None:
+                self.waiting = waiting
             return self.state is not None
         return False
 
     def line(self) -> str:
-        return status_line(self.state or "idle", self.mode, self.detail, self.waiting)
+        text = status_line(self.state or "idle", self.mode, self.detail, self.waiting)
+        return f"{text}; {self.spool_note}" if self.spool_note else text
+
+
+def _spool_note(data: Mapping[str, Any]) -> str:
+    if data.get("available") is False:
+        return f"spool unavailable: {data.get('problem') or 'unknown reason'}"
+    notice = data.get("notice")
+    return f"spool {notice}" if notice else ""
 
 
 def _waiting_count(data: Mapping[str, Any]) -> int | None:

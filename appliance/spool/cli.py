@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any, TextIO
 from appliance.cloud import rest
 from appliance.exitcodes import ExitCode
 from appliance.spool.ids import InvalidId
-from appliance.spool.spool import Spool
+from appliance.spool.spool import Spool, SpoolError
 
 TRANSCRIBE_ATTEMPTS = 6
 TRANSCRIBE_BACKOFF_CAP = 30.0
@@ -75,48 +77,61 @@ def format_table(rows: list[Any], now: float | None = None) -> str:
 
 
 def spool_command(config: Any, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one spool action; an unusable spool is a one-line message and exit 1."""
     out = out or sys.stdout
-    spool = Spool(config, owner=False)
     try:
-        action = args.spool_command
-        if action == "list":
-            rows = spool.list()
-            if not rows:
-                print(f"the spool at {spool.root} is empty", file=out)
-                return ExitCode.OK
-            print(format_table(rows), file=out)
-            status = spool.status()
-            print(f"\n{status['waiting']} waiting, {_size(status['bytes'])} on disk", file=out)
-            return ExitCode.OK
-        if action == "retry":
-            if args.all == bool(args.id):
-                print("give a recording id or --all (not both)", file=sys.stderr)
-                return ExitCode.USAGE
-            if args.all:
-                ids = spool.retry_all()
-                print(f"{len(ids)} recording(s) queued again", file=out)
-                return ExitCode.OK
-            try:
-                row = spool.get(args.id)
-            except InvalidId as exc:
-                print(str(exc), file=sys.stderr)
-                return ExitCode.USAGE
-            if row is None:
-                print(f"no recording {args.id}", file=sys.stderr)
-                return ExitCode.FAILURE
-            if not spool.retry(row.id):
-                print(f"{row.id} is {row.state}, not failed; nothing to retry", file=sys.stderr)
-                return ExitCode.FAILURE
-            print(f"{row.id} queued again", file=out)
-            return ExitCode.OK
-        if action == "purge":
-            ids = spool.purge_completed()
-            print(f"audio of {len(ids)} completed recording(s) deleted; transcripts kept", file=out)
-            return ExitCode.OK
-        print(f"unknown spool action {action!r}", file=sys.stderr)
-        return ExitCode.USAGE
+        spool = Spool(config, owner=False)
+    except SpoolError as exc:
+        print(f"spool unavailable: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+    try:
+        return _spool_action(spool, args, out)
+    except (sqlite3.Error, OSError, SpoolError) as exc:
+        print(f"spool unavailable: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
     finally:
-        spool.close()
+        with contextlib.suppress(sqlite3.Error):
+            spool.close()
+
+
+def _spool_action(spool: Spool, args: argparse.Namespace, out: TextIO) -> int:
+    action = args.spool_command
+    if action == "list":
+        rows = spool.list()
+        if not rows:
+            print(f"the spool at {spool.root} is empty", file=out)
+            return ExitCode.OK
+        print(format_table(rows), file=out)
+        status = spool.status()
+        print(f"\n{status['waiting']} waiting, {_size(status['bytes'])} on disk", file=out)
+        return ExitCode.OK
+    if action == "retry":
+        if args.all == bool(args.id):
+            print("give a recording id or --all (not both)", file=sys.stderr)
+            return ExitCode.USAGE
+        if args.all:
+            ids = spool.retry_all()
+            print(f"{len(ids)} recording(s) queued again", file=out)
+            return ExitCode.OK
+        try:
+            row = spool.get(args.id)
+        except InvalidId as exc:
+            print(str(exc), file=sys.stderr)
+            return ExitCode.USAGE
+        if row is None:
+            print(f"no recording {args.id}", file=sys.stderr)
+            return ExitCode.FAILURE
+        if not spool.retry(row.id):
+            print(f"{row.id} is {row.state}, not failed; nothing to retry", file=sys.stderr)
+            return ExitCode.FAILURE
+        print(f"{row.id} queued again", file=out)
+        return ExitCode.OK
+    if action == "purge":
+        ids = spool.purge_completed()
+        print(f"audio of {len(ids)} completed recording(s) deleted; transcripts kept", file=out)
+        return ExitCode.OK
+    print(f"unknown spool action {action!r}", file=sys.stderr)
+    return ExitCode.USAGE
 
 
 class _Bar:

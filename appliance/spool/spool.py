@@ -97,10 +97,19 @@ class SpoolUnavailable(SpoolError):
 
 
 def _describe(exc: BaseException, root: Path) -> str:
-    """``exc`` in a short line that names the file it concerns."""
+    """``exc`` in a short line that names the file it concerns (and, for SQLite's vaguer
+    errors, why the directory cannot be written)."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename or root}"
-    return f"{exc or type(exc).__name__}: {root}"
+    text = f"{exc or type(exc).__name__}: {root}"
+    try:
+        if os.statvfs(root).f_flag & os.ST_RDONLY:
+            return f"{text} (Read-only file system)"
+        if not os.access(root, os.W_OK):
+            return f"{text} (not writable)"
+    except OSError:
+        pass
+    return text
 
 
 def make_private_dirs(path: Path) -> None:

@@ -3,11 +3,13 @@
 ``from_events`` reads what the event bus last said (state, mode, session,
 microphone level); the server puts it under whatever ``status()`` returns, so
 the daemon only has to add what events do not carry (connection, spool).
-``spool_section`` turns the spool into the rows the page shows.
+``spool_section`` turns the spool into the rows the page shows, and
+``spool_unavailable`` says why there is none.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from appliance.events import LEVEL, SESSION, STATE, Event
@@ -40,12 +42,18 @@ def from_events(last: dict[str, Event]) -> dict[str, Any]:
 
 
 def spool_section(spool: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]:
-    """``{"waiting", "bytes", "full", "recordings": [{"id", "state", "bytes", "detail"}]}``
-    from an ``appliance.spool.Spool`` (its ``status()`` and ``list()``), newest first."""
-    summary = spool.status()
-    rows = [r for r in spool.list() if r.state in _SHOWN_STATES]
+    """``{"available", "notice", "waiting", "bytes", "full", "recordings": [{"id", "state",
+    "bytes", "detail"}]}`` from an ``appliance.spool.Spool`` (its ``status()`` and
+    ``list()``), newest first. A spool that fails to answer is shown unavailable."""
+    try:
+        summary = spool.status()
+        rows = [r for r in spool.list() if r.state in _SHOWN_STATES]
+    except (sqlite3.Error, OSError) as exc:
+        return spool_unavailable(f"cannot read the spool: {exc}")
     rows.sort(key=lambda r: r.created_at, reverse=True)
     return {
+        "available": True,
+        "notice": summary.get("notice"),
         "waiting": summary.get("waiting", 0),
         "bytes": summary.get("bytes", 0),
         "full": getattr(spool, "full_reason", None) is not None,
@@ -61,3 +69,8 @@ def spool_section(spool: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]
             for r in rows[:limit]
         ],
     }
+
+
+def spool_unavailable(problem: str) -> dict[str, Any]:
+    """The spool part of the page when there is no usable spool, and why."""
+    return {"available": False, "problem": problem, "waiting": None, "recordings": []}
