@@ -22,6 +22,11 @@ from appliance.exitcodes import ExitCode
 
 log = logging.getLogger("appliance")
 
+#: Who may read what the daemon creates: its own user only. Transcripts, conversations and
+#: spooled audio hold what was said; the unit's UMask= says the same, and this holds for a
+#: daemon started by hand, by root or from a login shell with a lax umask.
+DAEMON_UMASK = 0o077
+
 EPILOG = """\
 exit codes:
   0  success
@@ -196,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load(args)
     if args.mode:
         config.mode = args.mode
+    os.umask(DAEMON_UMASK)
     from appliance.daemon import run_daemon
 
     return run_daemon(config)
