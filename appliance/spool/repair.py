@@ -12,8 +12,10 @@ one back from what its files show, conservatively:
 * audio and nothing else: ready to upload (an upload creates no transcript);
 * nothing worth keeping: left alone, with no row.
 
-What the files cannot tell (origin, live session, lost-sample account) is
-recorded as unknown: origin ``record`` and a note saying the row was rebuilt.
+Origin, rate, live session and offset come from ``recording.json`` (written
+when the recording opened); where it is missing or unusable the origin is
+recorded as ``record``. The lost-sample account is not on disk. Every rebuilt
+row carries a note saying it was rebuilt.
 The same step runs at every start of the owner, so a rebuild cut short by a
 power cut simply continues.
 """
@@ -24,6 +26,7 @@ import calendar
 import contextlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +48,10 @@ log = logging.getLogger("appliance.spool")
 QUARANTINE_INFIX = ".corrupt-"
 # The rate a rebuilt row gets when no segment header names one (only its length reads wrong).
 FALLBACK_RATE = 16000
-REBUILT_NOTE = "rebuilt from the files on disk; origin unknown"
+REBUILT_NOTE = "rebuilt from the files on disk"
+REBUILT_NOTE_NO_ORIGIN = "rebuilt from the files on disk; origin unknown"
+# Longer session ids in recording.json are not ours (live session ids are UUID-like).
+MAX_SESSION_ID = 128
 _ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
@@ -101,21 +107,24 @@ def adopt_orphans(spool: Spool) -> list[str]:
 
 def row_from_files(spool: Spool, recording_id: str) -> dict[str, Any] | None:
     """The row's columns as the files of ``recording_id`` show them (None: nothing to keep)."""
-    rate, data_bytes = _audio(spool, recording_id)
+    meta = _meta(_read_json(spool.meta_path(recording_id)))
+    rate, data_bytes = _audio(spool, recording_id, meta.get("rate"))
     transcript = _read_json(spool.artifact_path(recording_id, "json"))
     upload_url = spool.submitted_upload(recording_id)
-    started = _id_time(recording_id)
+    created = _id_time(recording_id)
     fields: dict[str, Any] = {
         "id": recording_id,
-        "origin": "record",
+        "origin": meta.get("origin", "record"),
         "rate": rate,
-        "started_at": started,
-        "created_at": started,
+        "session_id": meta.get("session_id"),
+        "session_offset": meta.get("session_offset"),
+        "started_at": meta.get("started_at", created),
+        "created_at": created,
         "updated_at": time.time(),
         "data_bytes": data_bytes,
         "audio_deleted": int(data_bytes == 0),
         "upload_url": upload_url,
-        "last_error": REBUILT_NOTE,
+        "last_error": REBUILT_NOTE if "origin" in meta else REBUILT_NOTE_NO_ORIGIN,
     }
     if transcript is not None:
         tid = _usable_id(transcript.get("id"))
@@ -131,11 +140,39 @@ def row_from_files(spool: Spool, recording_id: str) -> dict[str, Any] | None:
     return {**fields, "state": st.READY}
 
 
-def _audio(spool: Spool, recording_id: str) -> tuple[int, int]:
+def _meta(data: dict[str, Any] | None) -> dict[str, Any]:
+    """The usable fields of ``recording.json`` (anything odd is dropped, not trusted)."""
+    data = data or {}
+    out: dict[str, Any] = {}
+    if data.get("origin") in st.ORIGINS:
+        out["origin"] = data["origin"]
+    if _is_int(data.get("rate")) and _rate_ok(data["rate"]):
+        out["rate"] = data["rate"]
+    session_id = data.get("session_id")
+    if isinstance(session_id, str) and 0 < len(session_id) <= MAX_SESSION_ID:
+        out["session_id"] = session_id
+    if _is_int(data.get("session_offset")) and data["session_offset"] >= 0:
+        out["session_offset"] = data["session_offset"]
+    started = data.get("started_at")
+    number = isinstance(started, int | float) and not isinstance(started, bool)
+    if number and math.isfinite(started) and started > 0:  # type: ignore[arg-type]
+        out["started_at"] = float(started)  # type: ignore[arg-type]
+    return out
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _rate_ok(rate: int) -> bool:
+    return 1000 <= rate <= 384000
+
+
+def _audio(spool: Spool, recording_id: str, known_rate: int | None) -> tuple[int, int]:
     """(rate, data bytes) of the recording's segments, repairing any a crash left torn."""
     segments = spool.segments(recording_id)
-    rates = [r for r in map(segment_rate, segments) if r is not None and 1000 <= r <= 384000]
-    rate = rates[0] if rates else FALLBACK_RATE
+    rates = [r for r in map(segment_rate, segments) if r is not None and _rate_ok(r)]
+    rate = known_rate or (rates[0] if rates else FALLBACK_RATE)
     total = 0
     for seg in segments:
         if not segment_is_whole(seg):

@@ -9,7 +9,7 @@ import pytest
 
 from appliance.spool import Spool, SpoolParams, SpoolUnavailable
 from appliance.spool import store as st
-from appliance.spool.repair import REBUILT_NOTE, quarantined
+from appliance.spool.repair import REBUILT_NOTE, REBUILT_NOTE_NO_ORIGIN, quarantined
 from appliance.spool.store import find_damage
 from appliance.spool.uploader import Uploader
 
@@ -180,3 +180,33 @@ def test_quarantine_moves_the_wal_files_too(tmp_path):
     (kept,) = quarantined(db)
     assert kept.with_name(kept.name + "-wal").read_bytes() == b"stale wal"
     assert find_damage(db) is None
+
+
+# recording.json as found -> what the rebuilt row says of origin, session and offset.
+META_ROWS = [
+    pytest.param(None, ("live-gap", "sess-1", 4800, REBUILT_NOTE), id="as written"),
+    pytest.param("{not json", ("record", None, None, REBUILT_NOTE_NO_ORIGIN), id="unreadable"),
+    pytest.param(
+        {"origin": "../../x", "session_id": 7, "session_offset": -1, "rate": 1e9},
+        ("record", None, None, REBUILT_NOTE_NO_ORIGIN),
+        id="odd values dropped",
+    ),
+    pytest.param("", ("record", None, None, REBUILT_NOTE_NO_ORIGIN), id="missing"),
+]
+
+
+@pytest.mark.parametrize(("meta", "expected"), META_ROWS)
+def test_rebuilt_row_keeps_what_recording_json_says(tmp_path, meta, expected):
+    """A live session's gap stays joined to its session after a rebuild."""
+    spool = make_spool(tmp_path)
+    rid = record_digits(spool, "1", origin="live-gap", session_id="sess-1", session_offset=4800)
+    path = spool.meta_path(rid)
+    if meta == "":
+        path.unlink()
+    elif meta is not None:
+        _write(path, meta)
+    spool.close()
+    corrupt_database(tmp_path / "spool")
+    row = Spool(params(tmp_path)).get(rid)
+    assert (row.origin, row.session_id, row.session_offset, row.last_error) == expected
+    assert row.rate == RATE and row.state == st.READY

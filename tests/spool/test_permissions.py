@@ -50,8 +50,8 @@ async def test_every_spool_file_is_private_whatever_the_umask(tmp_path, emulator
 
     made = [*parents, root, *root.rglob("*")]
     names = {p.name for p in made}
-    for expected in ("spool.sqlite3", ".owner.lock", "seg-00001.wav", "transcript.json",
-                     "transcript.srt", "transcript.vtt", "submit.json"):  # fmt: skip
-        assert expected in names
+    expected = {"spool.sqlite3", ".owner.lock", "seg-00001.wav", "recording.json", "submit.json"}
+    expected |= {"transcript.json", "transcript.srt", "transcript.vtt"}
+    assert expected <= names
     assert any(n.startswith("spool.sqlite3.corrupt-") for n in names)
     assert_private(tmp_path, made)
