@@ -12,6 +12,8 @@ Routes
   GET  /api/status        the status snapshot as JSON
   GET  /feed?kinds=a,b    WebSocket: a ``hello`` message, then events as JSON
   POST /api/control/<action>?arg=value   with ``Authorization: Bearer <token>``
+                          (after a wrong token the client waits longer each time:
+                          429 with Retry-After; see ``throttle``)
 
 The status snapshot is what the newest events say (state, mode, session,
 level: ``snapshot.from_events``), overlaid with whatever the daemon's
@@ -32,6 +34,7 @@ import email.utils
 import http
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -60,6 +63,7 @@ from appliance.web.feed import (
 )
 from appliance.web.guard import ControlGuard, Verdict, host_allowed, origin_allowed
 from appliance.web.snapshot import from_events
+from appliance.web.throttle import RefusalLog, Summary, TokenThrottle
 
 log = logging.getLogger(__name__)
 # websockets logs every plain HTTP answer as "connection rejected" at INFO; keep that quiet.
@@ -93,6 +97,12 @@ class WebLimits:
     control_timeout_s: float = 10.0
     max_incoming_message: int = 4096  # the page never sends anything but pongs
     request_timeout_s: float = 5.0  # a socket that sends no request by then is dropped
+    token_miss_delay_s: float = 1.0  # wait after a wrong control token, doubling per miss
+    token_miss_max_delay_s: float = 60.0
+    token_miss_forget_s: float = 900.0  # misses older than this are forgiven
+    tracked_clients: int = 256  # clients the token throttle and the refusal log remember
+    refusal_quiet_s: float = 10.0  # a burst of refused controls ends after this long without one
+    refusal_report_s: float = 60.0  # a longer burst is counted in the log this often
 
 
 class WebServer:
@@ -120,6 +130,19 @@ class WebServer:
         self._pages: dict[str, bytes] = {}
         self._feed_clients = 0
         self._sockets: set[ServerConnection] = set()
+        limits = self.limits
+        self._throttle = TokenThrottle(
+            base_delay=limits.token_miss_delay_s,
+            max_delay=limits.token_miss_max_delay_s,
+            forget_after=limits.token_miss_forget_s,
+            max_clients=limits.tracked_clients,
+        )
+        self._refusals = RefusalLog(
+            quiet_after=limits.refusal_quiet_s,
+            report_every=limits.refusal_report_s,
+            max_clients=limits.tracked_clients,
+        )
+        self._refusal_timer: asyncio.TimerHandle | None = None
 
     @property
     def controls_available(self) -> bool:
@@ -169,6 +192,11 @@ class WebServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._history_task
             self._history_task = None
+        if self._refusal_timer is not None:
+            self._refusal_timer.cancel()
+            self._refusal_timer = None
+        for summary in self._refusals.flush():
+            _log_summary(summary)
 
     # -- status -------------------------------------------------------------
 
@@ -223,15 +251,21 @@ class WebServer:
         action = path.removeprefix("/api/control/")
         if request.method != "POST":
             return _text(http.HTTPStatus.METHOD_NOT_ALLOWED, "use POST\n", allow="POST")
-        verdict = self._guard.check(request.headers.get("Authorization"))
-        if verdict is not Verdict.ALLOWED:
-            # The reason and the peer, never the header's value.
-            log.warning(
-                "refused web control %r from %s: %s",
-                action[:40],
-                _peer(connection),
-                verdict.value,
+        client = _peer_host(connection)
+        now = asyncio.get_running_loop().time()
+        wait = self._throttle.wait(client, now)
+        if wait > 0:
+            self._refused(connection, action, "too many wrong tokens", now)
+            return _json(
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                {"error": "too many wrong tokens; wait before trying again"},
+                retry_after=str(math.ceil(wait)),
             )
+        verdict = self._guard.check(request.headers.get("Authorization"))
+        if verdict is Verdict.WRONG:
+            self._throttle.missed(client, now)
+        if verdict is not Verdict.ALLOWED:
+            self._refused(connection, action, verdict.value, now)
             if verdict in (Verdict.MISSING, Verdict.WRONG):
                 return _json(
                     http.HTTPStatus.UNAUTHORIZED,
@@ -239,6 +273,7 @@ class WebServer:
                     www_authenticate='Bearer realm="appliance"',
                 )
             return _json(http.HTTPStatus.FORBIDDEN, {"error": verdict.value})
+        self._throttle.passed(client)
         if action not in CONTROL_ACTIONS:
             return _json(http.HTTPStatus.NOT_FOUND, {"error": "unknown control"})
         assert self._control is not None  # controls are only enabled with a callback
@@ -257,6 +292,29 @@ class WebServer:
             log.exception("web control %s failed", action)
             return _json(http.HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "control failed"})
         return _json(http.HTTPStatus.OK, result if isinstance(result, dict) else {})
+
+    def _refused(self, connection: ServerConnection, action: str, reason: str, now: float) -> None:
+        """Log the first refusal of a burst (the reason and the peer, never the header's
+        value); the rest are counted and logged as one line when the burst ends."""
+        if self._refusals.refused(_peer_host(connection), reason, now):
+            log.warning(
+                "refused web control %r from %s: %s", action[:40], _peer(connection), reason
+            )
+        if self._refusal_timer is None:
+            loop = asyncio.get_running_loop()
+            self._refusal_timer = loop.call_later(
+                self.limits.refusal_quiet_s, self._report_refusals
+            )
+
+    def _report_refusals(self) -> None:
+        self._refusal_timer = None
+        loop = asyncio.get_running_loop()
+        for summary in self._refusals.due(loop.time()):
+            _log_summary(summary)
+        if self._refusals:
+            self._refusal_timer = loop.call_later(
+                self.limits.refusal_quiet_s, self._report_refusals
+            )
 
     # -- the feed -----------------------------------------------------------
 
@@ -336,6 +394,25 @@ def _peer(connection: ServerConnection) -> str:
     except (TypeError, ValueError):
         return "unknown"
     return f"{host}:{port}"
+
+
+def _peer_host(connection: ServerConnection) -> str:
+    """The client as the throttle knows it: its address, whatever port it comes from."""
+    try:
+        return str(connection.remote_address[0])
+    except (TypeError, IndexError):
+        return "unknown"
+
+
+def _log_summary(summary: Summary) -> None:
+    log.warning(
+        "refused %d more web control request(s) from %s in %.0f s: %s%s",
+        summary.count,
+        summary.client,
+        summary.seconds,
+        summary.reason,
+        "" if summary.ended else " (still going on)",
+    )
 
 
 def _response(status: http.HTTPStatus, body: bytes, content_type: str, **extra: str) -> Response:
