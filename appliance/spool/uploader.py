@@ -428,8 +428,10 @@ class Uploader:
         if found:
             if len(found) > 1:
                 log.warning("%d transcripts exist for %s; using the first", len(found), row.id)
-            log.info("reconciled %s: server already has transcript %s", row.id, found[0])
-            self._adopt(row, found[0])
+            usable = [tid for tid in found if _usable_id(tid)]
+            chosen = usable[0] if usable else found[0]  # none usable: _adopt says so
+            log.info("reconciled %s: server already has transcript %r", row.id, chosen[:80])
+            self._adopt(row, chosen)
             return
         log.info("reconciled %s: no transcript on the server; submitting", row.id)
         self.spool.store.transition(row.id, st.SUBMITTING, st.UPLOADED)
@@ -460,6 +462,14 @@ class Uploader:
         write_durably(spool.artifact_path(recording_id, "json"), json.dumps(data, indent=1))
         write_durably(spool.artifact_path(recording_id, "srt"), srt)
         write_durably(spool.artifact_path(recording_id, "vtt"), vtt)
+
+
+def _usable_id(value: object) -> bool:
+    try:
+        check_transcript_id(value)
+    except InvalidId:
+        return False
+    return True
 
 
 def _refused(exc: rest.RestError) -> bool:

@@ -123,3 +123,24 @@ async def test_retry_after_a_refused_submit_submits_again(tmp_path, emulator):
         await fast(spool, client).drain(timeout=30)
     assert spool.get(rid).state == st.COMPLETED
     assert emulator.state.submissions_for_upload(row.upload_url) == 1
+
+
+async def test_reconcile_skips_an_unusable_id_for_a_usable_one(tmp_path, emulator):
+    spool = make_spool(tmp_path)
+    rid = record_digits(spool, "6 1")
+    async with client_for(emulator, transport=Rewrite(b"{}", "POST", "/v2/transcript")) as client:
+        uploader = fast(spool, client)
+        await uploader._step(spool.get(rid))  # upload
+        await uploader._step(spool.get(rid))  # submit: accepted, answer unusable
+    row = spool.get(rid)
+    (real,) = emulator.state.transcripts
+    listing = (
+        b'{"transcripts": [{"id": "bad id!", "audio_url": "%s"}, {"id": "%s", "audio_url": '
+        b'"%s"}], "page_details": {"prev_url": null}}'
+        % (row.upload_url.encode(), real.encode(), row.upload_url.encode())
+    )
+    async with client_for(emulator, transport=Rewrite(listing, "GET", "/v2/transcript")) as client:
+        await fast(spool, client)._step(spool.get(rid))
+    row = spool.get(rid)
+    assert row.state == st.SUBMITTED and row.transcript_id == real
+    assert emulator.state.submissions_for_upload(row.upload_url) == 1
