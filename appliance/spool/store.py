@@ -131,7 +131,7 @@ def is_damage(exc: BaseException) -> bool:
     """Does this SQLite error say the file itself is damaged (not merely unwritable)?"""
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
-        return code & 0xFF in DAMAGE_CODES
+        return (code & 0xFF) in DAMAGE_CODES
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
@@ -144,7 +144,7 @@ def find_damage(path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return None
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     except (OSError, sqlite3.Error):
         return None
     try:
