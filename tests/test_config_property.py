@@ -144,8 +144,9 @@ def test_random_text_loads_or_is_refused(workdir: Path, text: str) -> None:
 def mutated_example(draw: st.DrawFn) -> str:
     lines = list(EXAMPLE_LINES)
     for _ in range(draw(st.integers(min_value=1, max_value=6))):
-        i = draw(st.integers(min_value=0, max_value=max(0, len(lines) - 1)))
-        line = lines[i] if lines else "\n"
+        lines = lines or ["\n"]
+        i = draw(st.integers(min_value=0, max_value=len(lines) - 1))
+        line = lines[i]
         token = draw(st.one_of(st.sampled_from(TOKENS), st.text(max_size=12)))
         op = draw(
             st.sampled_from(
@@ -159,7 +160,7 @@ def mutated_example(draw: st.DrawFn) -> str:
             key, _, rest = line.partition(":")
             comment = rest[rest.index("#") :] if "#" in rest else "\n"
             lines[i] = f"{key}: {token}  {comment}"
-        elif op == "delete" and lines:
+        elif op == "delete":
             del lines[i]
         elif op == "duplicate":
             lines.insert(i, line)
@@ -178,7 +179,7 @@ def mutated_example(draw: st.DrawFn) -> str:
             indent = line[: len(line) - len(line.lstrip(" "))]
             name = draw(st.sampled_from(SETTING_NAMES))
             lines.insert(i, f"{indent}{name}: {token}\n")
-        elif op == "swap" and lines:
+        elif op == "swap":
             j = draw(st.integers(min_value=0, max_value=len(lines) - 1))
             lines[i], lines[j] = lines[j], lines[i]
         elif op == "truncate":
