@@ -45,6 +45,7 @@ from appliance.config import Config
 from appliance.connection.failures import ConnectFailure, Failure
 from appliance.connection.pacer import Pacer, PacingLimits
 from appliance.connection.retry import Backoff, retry_limits
+from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import (
     CONNECT_ERRORS,
     DEFAULT_WEBSOCKET_LIMITS,
@@ -303,6 +304,7 @@ class VoiceAgentConversation:
             )
         except CONNECT_ERRORS as exc:
             failure = failure_from(exc)
+            note_connect_failure(self.tokens, exc, failure.retry_after)
             if failure.kind is ConnectFailure.AUTH and isinstance(exc, TokenAuthError):
                 self._fail(f"the voice agent token was refused: {exc}")
             self._last_failure = failure

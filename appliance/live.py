@@ -65,6 +65,7 @@ from appliance.cloud.tokens import (
     TokenError,
     TokenSource,
 )
+from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
 from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
 from appliance.logs import log_context
@@ -140,6 +141,8 @@ def limits_from_config(config: Any, history_seconds: float) -> StreamingLimits:
         auth_retry_seconds=rc.auth_retry_seconds,
         termination_timeout_seconds=live.termination_timeout_seconds,
         history_samples=int(history_seconds * STT_RATE),
+        # Keep unconfirmed audio while at least a quarter of the history is left.
+        history_margin_samples=min(2 * STT_RATE, int(history_seconds * STT_RATE) // 4),
     )
 
 
@@ -780,6 +783,7 @@ class LiveTranscription:
             ws = await open_session_socket(url, tls_for=self.config.urls.streaming_url)
         except CONNECT_ERRORS as exc:
             failure = failure_from(exc)
+            note_connect_failure(self.tokens, exc, failure.retry_after)
             put(_Event("failed", conn, (failure.kind, failure.detail, failure.retry_after)))
             return
         if conn != self._conn_id:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from appliance.cloud import tls
-from appliance.connection.retry import parse_retry_after
+from appliance.connection.retry import FailureGate, parse_retry_after
 from appliance.secrets import Secret
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -169,6 +170,8 @@ class RestClient:
             # The process's one TLS context, or none for a plain http:// base (emulator).
             verify=tls.verify_for(self.base_url),
         )
+        #: Every request of this client waits out the last failure's floor or Retry-After.
+        self.gate = FailureGate()
 
     @classmethod
     def from_config(cls, config: Any) -> RestClient:
@@ -187,14 +190,24 @@ class RestClient:
         await self.aclose()
 
     async def _request(self, method: str, path: str, what: str, **kw: Any) -> httpx.Response:
+        await self._wait_for_gate()
         try:
             response = await self._client.request(method, path, **kw)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self.gate.failed(time.monotonic())
             raise NetworkDown(f"{what}: cannot reach the server ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
+            self.gate.failed(time.monotonic())
             raise Transient(f"{what}: connection failed ({type(exc).__name__})") from None
+        if response.status_code >= 400:
+            self.gate.failed(time.monotonic(), _retry_after(response))
         raise_for_status(response, what)
         return response
+
+    async def _wait_for_gate(self) -> None:
+        wait = self.gate.wait_seconds(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     @staticmethod
     def _json(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -210,9 +223,11 @@ class RestClient:
 
     async def probe(self) -> None:
         """Cheap reachability check (any HTTP answer means the network is back)."""
+        await self._wait_for_gate()
         try:
             await self._client.get("/v2/transcript", params={"limit": 1})
         except httpx.TransportError as exc:
+            self.gate.failed(time.monotonic())
             raise NetworkDown(f"probe: cannot reach the server ({type(exc).__name__})") from None
 
     async def upload(

@@ -94,7 +94,7 @@ def clamp_retry_after(
 class Backoff:
     """Delays for successive retries: full jitter above a floor, capped, reset on success.
 
-    ``delay = uniform(floor, max(floor, min(cap, base * 2**attempt)))``; with a
+    ``delay = uniform(floor, max(2 * floor, min(cap, base * 2**attempt)))``; with a
     ``Retry-After``, at least its clamped value plus up to ``floor`` of jitter.
     """
 
@@ -111,7 +111,9 @@ class Backoff:
         """The most a delay can be after ``attempt`` failures (default: the next one's)."""
         lim = self.limits
         n = self.attempt if attempt is None else attempt
-        return max(lim.floor_seconds, min(lim.cap_seconds, lim.base_seconds * 2 ** min(n, 32)))
+        # Never narrower than [floor, 2 * floor]: a range that collapsed onto the floor
+        # would give every retry the same delay.
+        return max(2 * lim.floor_seconds, min(lim.cap_seconds, lim.base_seconds * 2 ** min(n, 32)))
 
     def next_delay(self, retry_after: float | None = None) -> float:
         """The delay before the next attempt; each call counts one more failure."""
@@ -130,3 +132,32 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class FailureGate:
+    """No request of one product sooner than the floor (or a Retry-After) after a failure.
+
+    Shared by every task that talks to one service, so a failure seen by one
+    also spaces the others: the service never sees a request right after it
+    refused one, whoever makes it.
+    """
+
+    def __init__(
+        self, limits: RetryLimits = DEFAULT_RETRY_LIMITS, rng: random.Random | None = None
+    ) -> None:
+        self.limits = limits
+        self._rng = rng or random.Random()
+        self.not_before = 0.0  # monotonic seconds
+
+    def failed(self, now: float, retry_after: float | None = None) -> None:
+        """A request failed at ``now`` (with the server's Retry-After, if any)."""
+        lim = self.limits
+        wait = self._rng.uniform(lim.floor_seconds, 2 * lim.floor_seconds)
+        server = clamp_retry_after(retry_after, lim)
+        if server is not None:
+            wait = max(wait, server + self._rng.uniform(0.0, lim.floor_seconds))
+        self.not_before = max(self.not_before, now + wait)
+
+    def wait_seconds(self, now: float) -> float:
+        """How long a request must wait at ``now`` (0: go)."""
+        return max(0.0, self.not_before - now)

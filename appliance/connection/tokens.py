@@ -10,7 +10,11 @@ agent):
 * after a failed request, the next waits a full-jitter backoff (never less
   than the retry floor) or the server's clamped ``Retry-After``, whichever is
   longer; after a credential refusal the keeper waits the slow auth retry;
-* each token is handed out at most once, and only while it is still usable.
+* each token is handed out at most once, and only while it is still usable;
+* a connection that failed after its token was handed out (a refused
+  upgrade) is reported with :meth:`TokenCoordinator.note_failure`, and the
+  keeper refills only ``refill_delay_seconds`` after a hand-out, so the
+  service never sees a request of this product right after a failure.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ DEFAULT_REFRESH_MARGIN_SECONDS = 30.0
 DEFAULT_REFRESH_MARGIN_FRACTION = 0.25
 #: After the credential was refused, the keeper asks again only this rarely.
 DEFAULT_AUTH_RETRY_SECONDS = 300.0
+#: The keeper refills this long after handing a token out, once its connection had
+#: time to succeed or fail (a failure then pushes the refill past the backoff).
+DEFAULT_REFILL_DELAY_SECONDS = 1.0
 
 
 class TokenCoordinator:
@@ -53,6 +60,7 @@ class TokenCoordinator:
         lifetime_seconds: float | None = None,
         refresh_margin_seconds: float | None = None,
         auth_retry_seconds: float = DEFAULT_AUTH_RETRY_SECONDS,
+        refill_delay_seconds: float = DEFAULT_REFILL_DELAY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -69,6 +77,8 @@ class TokenCoordinator:
             )
         self.refresh_margin_seconds = refresh_margin_seconds
         self.auth_retry_seconds = auth_retry_seconds
+        self.refill_delay_seconds = refill_delay_seconds
+        self._refill_at = 0.0  # the keeper makes no request before this
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -108,8 +118,15 @@ class TokenCoordinator:
                 return token
             token, _ = await self._request_locked()
         self.handed_out += 1
-        self._wakeup.set()  # the keeper refills
+        self._handed_out()
         return token
+
+    def note_failure(self, retry_after: float | None = None) -> None:
+        """A connection made with one of our tokens failed: space the next request."""
+        self.failures += 1
+        self._not_before = max(
+            self._not_before, self._clock() + self._backoff.next_delay(retry_after)
+        )
 
     def start(self) -> None:
         """Keep a token ready from now on (call on the running loop)."""
@@ -135,12 +152,17 @@ class TokenCoordinator:
         ready, self._ready = self._ready, None  # taken before any await: handed out once
         if ready is None:
             return None
-        self._wakeup.set()
         if self._clock() < ready[1]:
             self.handed_out += 1
+            self._handed_out()
             return ready[0]
+        self._wakeup.set()
         self.discarded += 1
         return None
+
+    def _handed_out(self) -> None:
+        self._refill_at = self._clock() + self.refill_delay_seconds
+        self._wakeup.set()  # the keeper plans its refill
 
     async def _request_locked(self) -> tuple[Secret, float]:
         """One request, no sooner than the last failure allows; (token, usable until)."""
@@ -167,6 +189,10 @@ class TokenCoordinator:
                 if self._ready is not None:
                     self.discarded += 1
                     self._ready = None
+                wait = max(self._refill_at, self._not_before) - self._clock()
+                if wait > 0:
+                    await self._sleep_or_wake(wait)
+                    continue  # a hand-out or failure meanwhile moves the time again
                 try:
                     async with self._lock:
                         if not self.has_ready_token:
@@ -191,6 +217,26 @@ class TokenCoordinator:
             await self._sleep_or_wake(max(0.0, wait))
 
     async def _sleep_or_wake(self, seconds: float) -> None:
+        """Sleep ``seconds`` on the coordinator's clock, or until woken."""
         self._wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        waker = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            for task in (sleeper, waker):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def note_connect_failure(
+    tokens: TokenSource, exc: BaseException, retry_after: float | None
+) -> None:
+    """Tell the product's coordinator that a connection failed after its token request.
+
+    (A token request's own failure it knows already; a plain source needs no telling.)
+    """
+    if isinstance(tokens, TokenCoordinator) and not isinstance(exc, TokenError):
+        tokens.note_failure(retry_after)

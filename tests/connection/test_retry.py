@@ -111,3 +111,23 @@ def test_a_retry_after_is_honoured_within_its_clamp(retry_after: float) -> None:
     assert clamped is not None
     assert clamped <= delay <= max(clamped, LIMITS.base_seconds) + LIMITS.floor_seconds
     assert delay <= LIMITS.retry_after_cap_seconds + LIMITS.floor_seconds
+
+
+def test_a_base_on_the_floor_still_jitters() -> None:
+    backoff = Backoff(RetryLimits(base_seconds=0.1, cap_seconds=0.1, floor_seconds=0.1))
+    delays = {backoff.delay_for(0) for _ in range(20)}
+    assert len(delays) == 20 and all(0.1 <= d <= 0.2 for d in delays)
+
+
+def test_a_failure_gate_holds_every_request_for_the_floor_or_the_retry_after() -> None:
+    from appliance.connection.retry import FailureGate
+
+    gate = FailureGate(LIMITS, random.Random(5))
+    assert gate.wait_seconds(10.0) == 0.0
+    gate.failed(10.0)
+    assert 0.1 <= gate.wait_seconds(10.0) <= 0.2
+    gate.failed(10.0, retry_after=3.0)
+    assert 3.0 <= gate.wait_seconds(10.0) <= 3.1
+    gate.failed(10.0, retry_after=-5.0)  # a nonsense header never shortens the wait
+    assert gate.wait_seconds(10.0) >= 3.0
+    assert gate.wait_seconds(14.0) == 0.0

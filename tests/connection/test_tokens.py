@@ -27,8 +27,9 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        for _ in range(3):  # whatever is ready runs first; a cancelled sleep takes no time
+            await asyncio.sleep(0)
         self.now += seconds
-        await asyncio.sleep(0)
 
 
 class ScriptedSource:
@@ -168,3 +169,36 @@ async def test_a_fatal_answer_reaches_the_caller() -> None:
     tokens = coordinator(clock, source)
     with pytest.raises(TokenError):
         await tokens.fetch()
+
+
+async def test_the_keeper_refills_a_while_after_a_hand_out_not_at_once() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, refill_delay_seconds=1.0)
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    handed_at = clock.now
+    await tokens.fetch()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    assert source.request_times[-1] - handed_at >= 1.0
+
+
+async def test_a_refused_connection_spaces_the_keepers_next_request() -> None:
+    """The service never sees a token request right after an upgrade it refused."""
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, refill_delay_seconds=0.0)
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.fetch()
+    failed_at = clock.now
+    tokens.note_failure(retry_after=2.0)  # the upgrade with that token was refused (429)
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    first, refill = source.request_times  # the kept token, then the refill after the failure
+    assert first <= failed_at and refill - failed_at >= 2.0
