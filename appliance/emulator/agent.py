@@ -280,6 +280,9 @@ class AgentConnection:
         if greeting:
             self.start_reply(self.emu.config.agent_script.greeting_digits, greeting)
 
+    def _mark_ready(self) -> None:
+        self.ready_at = time.monotonic()
+
     async def attach(self, session: AgentSession) -> None:
         if session.conn is not None and session.conn is not self.conn:
             session.conn.drop()  # a stale connection the client has given up on
@@ -287,8 +290,11 @@ class AgentConnection:
         session.dropped_at = None
         self.session = session
         self.conn.record.id = session.id
-        await self.conn.send_json({"type": "session.ready", "session_id": session.id})
-        self.ready_at = time.monotonic()
+        # Pacing counts from writing session.ready (a client counts from receiving it).
+        self.ready_at = time.monotonic()  # never unset once the session is attached
+        await self.conn.send_json(
+            {"type": "session.ready", "session_id": session.id}, on_write=self._mark_ready
+        )
         self.emu.apply_next_session_fault(self.conn)
 
     async def resume(self, message: dict) -> None:

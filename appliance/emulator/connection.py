@@ -8,7 +8,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import WebSocketError, WSMessage, WSMsgType, web
@@ -124,8 +124,14 @@ class Connection:
         if self._stall_task is not None:
             self._stall_task.cancel()
 
-    async def send_json(self, message: dict[str, Any]) -> None:
-        """Send one JSON message, subject to injected stalls, delays and garbling."""
+    async def send_json(
+        self, message: dict[str, Any], on_write: Callable[[], None] | None = None
+    ) -> None:
+        """Send one JSON message, subject to injected stalls, delays and garbling.
+
+        ``on_write`` runs just before the message is written (after any injected
+        delay): the moment the server can be said to have sent it.
+        """
         async with self._send_lock:
             await self._flowing.wait()
             delay = self.faults.take_delay()
@@ -149,6 +155,8 @@ class Connection:
                     if not keep:
                         return
                 self._log_out("json", message)
+                if on_write is not None:
+                    on_write()
                 await self.ws.send_str(json.dumps(message))
             except (ConnectionError, RuntimeError):
                 self._ended("connection_lost", 1006, "connection lost while sending")

@@ -225,11 +225,16 @@ class StreamingSession:
         return min(lo, hi)
 
     async def begin(self) -> None:
+        # The session begins when the server writes Begin, not when its send returns: a
+        # client counts from receiving it, which is never earlier.
         await self.conn.send_json(
-            {"type": "Begin", "id": self.id, "expires_at": self.expires_at_wall}
+            {"type": "Begin", "id": self.id, "expires_at": self.expires_at_wall},
+            on_write=self._mark_begun,
         )
-        self.began_at = time.monotonic()
         self.begun = not self.conn.closed
+
+    def _mark_begun(self) -> None:
+        self.began_at = time.monotonic()
 
     async def fail(self, code: int, reason: str) -> None:
         """Send the Error frame, then close with the same code."""
