@@ -7,10 +7,12 @@ must load instead: a section whose settings are all commented out means its defa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from appliance.cli import main
 from appliance.config import LOAD_LIMITS, Config, ConfigError, load_config
 
 KEY = "test-api-key-0123456789"
-#: Every row must be judged within this long (the unit's start timeout is 60 s).
+#: Every row must be judged within this much CPU time (the unit's start timeout is 60 s);
+#: CPU time, so that other processes' turns on a loaded test machine do not count.
 BUDGET_S = 1.0
 
 
@@ -219,10 +222,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def refused(path: Path) -> ConfigError:
-    start = time.monotonic()
+    start = time.process_time()
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert time.monotonic() - start < BUDGET_S
+    assert time.process_time() - start < BUDGET_S
     return info.value
 
 
@@ -292,18 +295,16 @@ def test_a_50_mb_file_is_refused_unread_naming_the_limit(tmp_path: Path) -> None
 def test_a_file_past_the_limit_is_refused_even_when_its_size_is_unknown(tmp_path: Path) -> None:
     fifo = tmp_path / "config.fifo"
     os.mkfifo(fifo)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the writer
-        try:
-            with fifo.open("wb") as f:
-                f.write(b"# " + b"x" * (LOAD_LIMITS.max_file_bytes + 10))
-        finally:
-            os._exit(0)
-    try:
-        error = refused(fifo)
-    finally:
-        os.waitpid(pid, 0)
-    assert "too large; the limit is 256 KiB" in str(error)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), fifo.open("wb") as f:
+            f.write(b"# " + b"x" * (LOAD_LIMITS.max_file_bytes + 10))
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    error = refused(fifo)
+    writer.join(5)
+    assert str(error) == f"{fifo}: the file is too large; the limit is 256 KiB"
 
 
 def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
