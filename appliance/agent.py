@@ -378,9 +378,8 @@ class VoiceAgentConversation:
         ring, limits = self.ring, self.limits
         chunk = self._chunk_samples
         buf = np.empty(chunk, dtype=np.int16)
-        # Counted in capture samples from session.ready: the rate the service sees
-        # differs only by the resampler's ratio, which is exact.
-        pacer = Pacer(ring.rate, PacingLimits(limits.max_lead_seconds))
+        # Counted on what the service counts: the 24 kHz samples sent since session.ready.
+        pacer = Pacer(AGENT_RATE, PacingLimits(limits.max_lead_seconds))
         pacer.begin(self._ready_at)
         while self.protocol.ready:
             available = ring.write_index - self._position
@@ -389,19 +388,19 @@ class VoiceAgentConversation:
                     self._position + chunk, timeout=limits.audio_wait_seconds
                 )
                 continue
-            if not pacer.take(self.clock(), chunk):  # a backlog goes no faster than real time
-                due = pacer.due(chunk)
-                await asyncio.sleep(max(0.0, (due or 0.0) - self.clock()))
-                continue
             start = self._position
             result = ring.read(start, chunk, out=buf)
             if result.lost:
                 self.account.lost_samples += result.lost
                 self._resampler.reset()
                 log.warning("voice agent fell %d samples behind the ring; lost", result.lost)
+            pcm = self._resampler.process(result.samples).astype("<i2", copy=False).tobytes()
+            samples_out = len(pcm) // 2
+            while not pacer.take(self.clock(), samples_out):  # a backlog: real time, no faster
+                due = pacer.due(samples_out) or 0.0
+                await asyncio.sleep(max(0.0, due - self.clock()))
             muted = self.protocol.muted
-            pcm = self._resampler.process(result.samples)
-            actions = self.protocol.audio(pcm.astype("<i2", copy=False).tobytes())
+            actions = self.protocol.audio(pcm)
             if not actions:  # too little output yet (resampler warm-up)
                 self._advance(result, muted)
                 continue
