@@ -19,6 +19,10 @@ from typing import Any
 MAX_LOGGED_CHARS = 200
 #: Largest text frame parsed at all (the WebSocket's own limit is 1 MiB).
 MAX_MESSAGE_BYTES = 2**20
+#: Shorter excerpts for the parts of a line that only identify (a number, a kind).
+MAX_NUMBER_CHARS = 20
+MAX_KIND_CHARS = 40
+MAX_PARSER_ERROR_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ def _no_constants(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if value - value != 0.0:  # inf or nan (1e999 parses as inf)
-        raise ValueError(f"non-finite number {text[:20]}")
+        raise ValueError(f"non-finite number {text[:MAX_NUMBER_CHARS]}")
     return value
 
 
@@ -58,7 +62,7 @@ def parse_message(
     except RecursionError:
         return Rejected("message nested too deeply")
     except (ValueError, UnicodeDecodeError, TypeError) as exc:
-        return Rejected(f"not valid JSON ({excerpt(str(exc), 80)})")
+        return Rejected(f"not valid JSON ({excerpt(str(exc), MAX_PARSER_ERROR_CHARS)})")
     if not isinstance(msg, dict):
         return Rejected(f"not a JSON object ({type(msg).__name__})")
     return msg
@@ -66,6 +70,5 @@ def parse_message(
 
 def describe_failure(kind: object, exc: BaseException) -> str:
     """One bounded line for a message whose handling raised ``exc``."""
-    return (
-        f"dropped a server message ({excerpt(kind, 40)}): {type(exc).__name__}: {excerpt(str(exc))}"
-    )
+    what = excerpt(kind, MAX_KIND_CHARS)
+    return f"dropped a server message ({what}): {type(exc).__name__}: {excerpt(str(exc))}"

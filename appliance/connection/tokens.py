@@ -85,25 +85,16 @@ class TokenCoordinator:
         self._backoff = Backoff(retry, self._rng)
         self._lock = asyncio.Lock()
         self._not_before = 0.0  # no request before this (set by a failure)
-        self._last_failure: TokenError | None = None
         self._ready: tuple[Secret, float] | None = None  # (token, usable until)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.requests = 0
-        self.failures = 0
-        self.handed_out = 0
-        self.discarded = 0
-        self.prefetched = 0
+        self.handed_out = 0  # tokens given to callers
+        self.discarded = 0  # kept tokens that expired unused
 
     @property
     def has_ready_token(self) -> bool:
         ready = self._ready
         return ready is not None and self._clock() < ready[1]
-
-    @property
-    def not_before(self) -> float:
-        """No request goes out before this time (the clock's)."""
-        return self._not_before
 
     # ------------------------------------------------------------------ callers
 
@@ -123,7 +114,6 @@ class TokenCoordinator:
 
     def note_failure(self, retry_after: float | None = None) -> None:
         """A connection made with one of our tokens failed: space the next request."""
-        self.failures += 1
         self._not_before = max(
             self._not_before, self._clock() + self._backoff.next_delay(retry_after)
         )
@@ -170,17 +160,13 @@ class TokenCoordinator:
         if wait > 0:
             await self._sleep(wait)
         started = self._clock()
-        self.requests += 1
         try:
             token = await self._source.fetch()
         except TokenError as exc:
-            self.failures += 1
-            self._last_failure = exc
             retry_after = exc.retry_after if isinstance(exc, TokenTransientError) else None
             self._not_before = self._clock() + self._backoff.next_delay(retry_after)
             raise
         self._backoff.reset()
-        self._last_failure = None
         return token, started + self.lifetime_seconds - self.refresh_margin_seconds
 
     async def _keep_ready(self) -> None:
@@ -197,7 +183,6 @@ class TokenCoordinator:
                     async with self._lock:
                         if not self.has_ready_token:
                             self._ready = await self._request_locked()
-                            self.prefetched += 1
                 except TokenAuthError as exc:
                     delay = self._rng.uniform(0.75, 1.0) * self.auth_retry_seconds
                     log.warning(

@@ -52,3 +52,14 @@ def test_server_text_in_a_log_line_is_cut_to_a_bounded_length() -> None:
     assert len(line) < MAX_LOGGED_CHARS + 40 and line.endswith("(1000000 chars)")
     failure = describe_failure("T" * 1000, ValueError("v" * 100_000))
     assert len(failure) < 2 * MAX_LOGGED_CHARS + 100
+
+
+def test_text_at_the_limit_is_kept_whole() -> None:
+    assert excerpt("x" * MAX_LOGGED_CHARS) == "x" * MAX_LOGGED_CHARS
+    assert excerpt(12345) == "12345"
+
+
+def test_a_frame_of_exactly_the_limit_is_parsed() -> None:
+    text = '{"x": "' + "a" * 91 + '"}'
+    assert len(text) == 100
+    assert parse_message(text, max_bytes=100) == {"x": "a" * 91}

@@ -131,3 +131,16 @@ def test_a_failure_gate_holds_every_request_for_the_floor_or_the_retry_after() -
     gate.failed(10.0, retry_after=-5.0)  # a nonsense header never shortens the wait
     assert gate.wait_seconds(10.0) >= 3.0
     assert gate.wait_seconds(14.0) == 0.0
+
+
+def test_a_retry_after_cap_equal_to_the_floor_is_allowed() -> None:
+    limits = RetryLimits(floor_seconds=0.1, retry_after_cap_seconds=0.1)
+    assert clamp_retry_after(50.0, limits) == 0.1
+
+
+def test_configured_limits_are_raised_to_an_explicit_floor() -> None:
+    from appliance.connection.retry import retry_limits
+
+    limits = retry_limits(0.05, 0.08, floor_seconds=0.2)
+    assert (limits.floor_seconds, limits.base_seconds, limits.cap_seconds) == (0.2, 0.2, 0.2)
+    assert retry_limits(0.05, 10.0).floor_seconds == RetryLimits().floor_seconds

@@ -202,3 +202,47 @@ async def test_a_refused_connection_spaces_the_keepers_next_request() -> None:
     await tokens.aclose()
     first, refill = source.request_times  # the kept token, then the refill after the failure
     assert first <= failed_at and refill - failed_at >= 2.0
+
+
+async def test_hand_outs_and_discards_are_counted_exactly() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source)
+    await tokens.fetch()
+    tokens._ready = (Secret("expired-token-xxxxx"), clock.now - 1.0)
+    await tokens.fetch()
+    assert (tokens.handed_out, tokens.discarded) == (2, 1)
+
+
+async def test_a_token_is_usable_until_its_lifetime_less_the_margin() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, lifetime_seconds=40.0, refresh_margin_seconds=10.0)
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    kept = tokens._ready
+    assert kept is not None and kept[1] == source.request_times[0] + 30.0
+    clock.now = kept[1]
+    assert not tokens.has_ready_token  # at the margin it is no longer handed out
+    await tokens.aclose()
+
+
+def test_the_margin_is_a_quarter_of_a_short_lifetime() -> None:
+    clock = FakeClock()
+    short = coordinator(clock, ScriptedSource(clock, []), lifetime_seconds=20.0)
+    long = coordinator(clock, ScriptedSource(clock, []), lifetime_seconds=600.0)
+    assert (short.refresh_margin_seconds, long.refresh_margin_seconds) == (5.0, 30.0)
+
+
+async def test_only_a_coordinator_is_told_of_a_connection_failure() -> None:
+    from appliance.connection.tokens import note_connect_failure
+
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source)
+    note_connect_failure(tokens, TokenTransientError("HTTP 503", 503), None)  # it knows
+    assert tokens._not_before == 0.0
+    note_connect_failure(tokens, ConnectionResetError(), 3.0)
+    assert tokens._not_before >= clock.now + 3.0
+    note_connect_failure(source, ConnectionResetError(), 3.0)  # a plain source: nothing
