@@ -25,7 +25,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from appliance.cloud import tls
-from appliance.connection.retry import FailureGate, parse_retry_after
+from appliance.connection.retry import (
+    DEFAULT_RETRY_LIMITS,
+    FailureGate,
+    RetryLimits,
+    parse_retry_after,
+)
 from appliance.secrets import Secret
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -158,6 +163,7 @@ class RestClient:
         *,
         timeouts: RestTimeouts | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryLimits = DEFAULT_RETRY_LIMITS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or RestTimeouts()
@@ -171,7 +177,7 @@ class RestClient:
             verify=tls.verify_for(self.base_url),
         )
         #: Every request of this client waits out the last failure's floor or Retry-After.
-        self.gate = FailureGate()
+        self.gate = FailureGate(retry)
 
     @classmethod
     def from_config(cls, config: Any) -> RestClient:

@@ -46,12 +46,24 @@ DEFAULT_RETRY_LIMITS = RetryLimits()
 
 
 def retry_limits(
-    base_seconds: float, cap_seconds: float, floor_seconds: float | None = None
+    base_seconds: float,
+    cap_seconds: float,
+    floor_seconds: float | None = None,
+    retry_after_cap_seconds: float | None = None,
 ) -> RetryLimits:
     """Limits from configured base and cap, raised to the floor where they are below it."""
-    floor = DEFAULT_RETRY_LIMITS.floor_seconds if floor_seconds is None else floor_seconds
+    default = DEFAULT_RETRY_LIMITS
+    floor = default.floor_seconds if floor_seconds is None else floor_seconds
     base = max(floor, base_seconds)
-    return RetryLimits(base_seconds=base, cap_seconds=max(base, cap_seconds), floor_seconds=floor)
+    server_cap = default.retry_after_cap_seconds
+    if retry_after_cap_seconds is not None:
+        server_cap = max(floor, retry_after_cap_seconds)
+    return RetryLimits(
+        base_seconds=base,
+        cap_seconds=max(base, cap_seconds),
+        floor_seconds=floor,
+        retry_after_cap_seconds=server_cap,
+    )
 
 
 def parse_retry_after(raw: str | None, *, now: float | None = None) -> float | None:

@@ -126,7 +126,10 @@ class Uploader:
         self.retry_cap = retry_cap
         self._rng = rng or random.Random()
         self._probe = Backoff(retry_limits(probe_base, probe_cap), self._rng)
-        self._retry = Backoff(retry_limits(retry_base, retry_cap), self._rng)
+        # The client's limits say how far a server's Retry-After is believed: one clamp.
+        server_cap = client.gate.limits.retry_after_cap_seconds
+        limits = retry_limits(retry_base, retry_cap, retry_after_cap_seconds=server_cap)
+        self._retry = Backoff(limits, self._rng)
         self._upload_slots = asyncio.Semaphore(upload_config.concurrency)
         self._wake = asyncio.Event()
         self._online = asyncio.Event()

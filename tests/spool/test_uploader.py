@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from appliance.connection.retry import RetryLimits
 from appliance.events import UPLOAD_PROGRESS, EventBus
 from appliance.spool import store as st
 from appliance.spool.uploader import Uploader
@@ -149,3 +150,29 @@ async def test_identical_recordings_are_transcribed_once(tmp_path, emulator, twi
     assert all(r.state == st.COMPLETED for r in rows), [r.last_error for r in rows]
     assert len({r.transcript_id for r in rows}) == 1
     assert list(emulator.state.submissions_by_hash.values()) == [1]
+
+
+async def test_nonsense_retry_after_values_are_clamped_never_a_hot_loop_or_a_year(
+    tmp_path, emulator
+):
+    """429 with Retry-After -5, then 1e9, then two 503s: one upload, one submit, no rule broken."""
+    import time
+
+    spool = make_spool(tmp_path)
+    rid = record_digits(spool, "4 2")
+    emulator.clear_violations()
+    emulator.fail_http(status=429, count=1, retry_after="-5", path_prefix="/v2/upload")
+    emulator.fail_http(status=429, count=1, retry_after="1e9", path_prefix="/v2/upload")
+    emulator.fail_http(status=503, count=2, path_prefix="/v2/transcript")
+    retry = RetryLimits(retry_after_cap_seconds=2.0)  # the device's 300 s, shortened
+    async with client_for(emulator, retry=retry) as client:
+        started = time.monotonic()
+        await fast_uploader(spool, client).drain(timeout=30)
+        took = time.monotonic() - started
+    row = spool.get(rid)
+    assert row.state == st.COMPLETED, row.last_error
+    assert 2.0 <= took < 20  # the 1e9 was waited out at its clamp, not for 31 years
+    assert len(emulator.state.uploads) == 1  # not re-uploaded in a loop
+    assert max(emulator.state.submissions_by_hash.values()) == 1
+    assert api_requests(emulator) < 25
+    assert [v.as_dict() for v in emulator.state.violations] == []
