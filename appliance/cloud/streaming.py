@@ -107,7 +107,6 @@ class StreamingLimits:
     history_margin_samples: int = 2 * STREAM_RATE
     resume_guard_ms: int = 100  # confirmed point sits this far past a final word's end
     spool_batch_ms: int = 1000  # a backlog is spooled in ranges of at least this much
-    drain_extra_seconds: float = 10.0  # after stop, longest wait to send the backlog
 
     def __post_init__(self) -> None:
         if not MIN_FRAME_MS <= self.chunk_ms <= MAX_FRAME_MS:
@@ -366,7 +365,6 @@ class StreamingSession:
         self._spooling = False  # this outage has sent audio to the spool (said once)
         self._phase_deadline: float | None = None
         self._begin_time = 0.0
-        self._stop_deadline: float | None = None
         self._stop_reason = ""
         self._terminate_sent = False
         self._termination_seen = False
@@ -572,12 +570,6 @@ class StreamingSession:
         self._end = max(end, self._confirmed)
         self._available = max(self._available, self._end)
         self._stop_reason = reason
-        backlog_s = (self._end - self._sent) / STREAM_RATE
-        self._stop_deadline = (
-            now
-            + max(0.0, backlog_s - self.limits.max_lead_seconds)
-            + min(self.limits.drain_extra_seconds, backlog_s + 1.0)
-        )
         if not self.connected:
             return self._finish(now)
         return self.tick(now)
@@ -631,8 +623,6 @@ class StreamingSession:
         if waits_for_peer and self._phase_deadline is not None:
             times.append(self._phase_deadline)
         if phase is Phase.STREAMING:
-            if self._stop_deadline is not None:
-                times.append(self._stop_deadline)
             frame = self._next_frame()
             if frame is not None:
                 # A frame waits for the pacer: due when a chunk of it (or all of it) fits.
@@ -971,19 +961,13 @@ class StreamingSession:
             actions.append(SendAudio(start, self._sent, pad))
         actions += self._spool_before_overwrite()
         end = self._end
-        if end is not None:
-            if self._sent >= end and not self._terminate_sent:
-                self._terminate_sent = True
-                self.phase = Phase.TERMINATING
-                self._phase_deadline = now + lim.termination_timeout_seconds
-                actions.append(SendJson({"type": "Terminate"}))
-            elif self._stop_deadline is not None and now >= self._stop_deadline:
-                # Could not drain in time: stop sending, end the session properly.
-                self._terminate_sent = True
-                self.phase = Phase.TERMINATING
-                self._phase_deadline = now + lim.termination_timeout_seconds
-                actions.append(Notice(logging.WARNING, "backlog not sent in time; rest kept"))
-                actions.append(SendJson({"type": "Terminate"}))
+        # Stopping: the backlog drains within the live window (the pacer bounds it), then
+        # Terminate.
+        if end is not None and self._sent >= end and not self._terminate_sent:
+            self._terminate_sent = True
+            self.phase = Phase.TERMINATING
+            self._phase_deadline = now + lim.termination_timeout_seconds
+            actions.append(SendJson({"type": "Terminate"}))
         return actions
 
     def _fitting_frame(self, allowed: int) -> int:

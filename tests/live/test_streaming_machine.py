@@ -716,3 +716,98 @@ def test_next_timer_is_the_retry_time_while_waiting():
     streaming(s)
     (after,) = of(drop(s, 1.0, 1006), ReconnectAfter)
     assert s.next_timer() == pytest.approx(1.0 + after.delay)
+
+
+# --------------------------------------------------------------------------- pinned edges
+
+
+def test_a_termination_short_of_what_was_sent_keeps_the_rest():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 4.0)
+    s.stop(4.0, 4 * STREAM_RATE)
+    actions = s.message(4.1, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
+    (notice,) = [n for n in of(actions, Notice) if "server reports 1 s" in n.message]
+    assert notice.level == logging.WARNING
+    acc = of(s.closed(4.2, 1000), Finish)[0].account
+    # The server had at most 2 s (1 s, whole seconds): the other 2 s are kept.
+    assert acc.streamed_samples == 2 * STREAM_RATE and acc.spooled_samples == 2 * STREAM_RATE
+
+
+def test_a_termination_covering_what_was_sent_confirms_it_all():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.stop(2.0, 2 * STREAM_RATE)
+    actions = s.message(2.1, json.dumps({"type": "Termination", "audio_duration_seconds": 2}))
+    assert not [n for n in of(actions, Notice) if "server reports" in n.message]
+    assert s.confirmed == 2 * STREAM_RATE
+
+
+def test_terminate_waits_for_the_backlog_while_there_is_time():
+    s = make(max_lag_seconds=1.0)
+    s.audio(0.0, int(1.5 * STREAM_RATE))
+    streaming(s)
+    actions = s.stop(0.0, int(1.5 * STREAM_RATE))
+    assert not of(actions, SendJson) and s.phase is Phase.STREAMING
+    actions = s.tick(0.6)
+    assert of(actions, SendAudio) and of(actions, SendJson) == [SendJson({"type": "Terminate"})]
+
+
+def test_a_fatal_connect_failure_retries_slowly_and_says_so():
+    s = make(auth_retry_seconds=100.0)
+    s.start(0.0)
+    actions = s.connect_failed(0.1, ConnectFailure.FATAL, "HTTP 410 on upgrade")
+    (after,) = of(actions, ReconnectAfter)
+    assert 75.0 <= after.delay <= 100.0 and not after.auth_failure
+    assert [n for n in of(actions, Notice) if n.level == logging.ERROR]
+
+
+def test_a_termination_while_not_stopping_rolls_over_to_a_new_connection():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    s.message(1.0, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
+    actions = s.closed(1.1, 1000)
+    assert of(actions, Connect) and not of(actions, Finish)
+    assert s.confirmed == STREAM_RATE
+
+
+def test_overlapping_lost_ranges_are_counted_once():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    s.lost(0, 800)
+    s.lost(400, 1200)  # overlaps the first
+    s.lost(1200, 1600)  # touches it
+    s.lost(5000, 4000)  # empty: ignored
+    s.message(1.0, turn(0, [("1", 100, 500)]))
+    assert s.account.lost_samples == 1600
+    assert s.account.streamed_samples == 500 * MS - 1600
+
+
+def test_events_in_the_wrong_phase_do_nothing():
+    s = make()
+    assert s.opened(0.0) == [] and s.message(0.0, begin()) == [] and s.closed(0.0, 1000) == []
+    assert s.tick(0.0) == []
+    s.start(0.0)
+    assert s.start(0.0) == []  # already started
+    s.opened(0.0)
+    s.message(0.0, begin())
+    assert s.connect_failed(0.0, ConnectFailure.NETWORK) == []  # connected: not a failure
+    assert s.opened(0.0) == []
+    assert s.message(0.0, begin("again")) == []  # a second Begin changes nothing
+    assert s.account.server_session_ids == ["s1"]
+
+
+def test_turns_before_begin_are_ignored():
+    s = make()
+    s.audio(0.0, STREAM_RATE)
+    s.start(0.0)
+    s.opened(0.0)
+    assert s.message(0.0, turn(0, [("1", 100, 200)])) == []
+    assert s.confirmed == 0
