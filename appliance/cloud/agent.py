@@ -429,7 +429,9 @@ class AgentProtocol:
 
     def tool_finished(self, call_id: str, result: Any, now: float) -> list[Action]:
         """A local tool returned ``result`` (any JSON value) for ``call_id``."""
-        reply = self._call_reply.pop(call_id, None)
+        if call_id not in self._call_reply:  # answered already, or never asked for
+            return [Log(logging.WARNING, f"tool result {call_id} dropped: no such call open")]
+        reply = self._call_reply.pop(call_id)
         encoded = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
         if reply in self._interrupted_replies:
             self.stats.tool_results_dropped += 1

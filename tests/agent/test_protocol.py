@@ -483,3 +483,99 @@ def test_tools_from_config_are_flat():
         "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}},
     }
     assert "function" not in definition  # not the nested OpenAI form
+
+
+# ------------------------------------------------------------ pinned edges
+
+
+def test_a_drop_mid_reply_keeps_its_tool_result_for_after_the_resume():
+    proto = make()
+    ready(proto)
+    proto.receive(msg("reply.started", reply_id="r1"), 0.1)
+    proto.receive(audio_msg(reply_id="r1"), 0.1)
+    assert proto.speaking
+    proto.receive(msg("tool.call", call_id="c1", name="t", arguments={}), 0.2)
+    (lost,) = proto.connection_lost(0.3, "dropped")
+    assert lost == Reconnect(resume=True)
+    # The reply never finishes on this socket: it is no longer open, and what was
+    # queued still plays out before the microphone opens again.
+    assert proto.awaiting_drain and proto.speaking
+    assert proto.tool_finished("c1", {"ok": True}, 0.4) == []  # not connected: kept
+    proto.connection_opened(0.5)
+    actions = proto.receive(msg("session.ready", session_id="sess_1"), 0.6)
+    assert sends(actions)[-1] == {"type": "tool.result", "call_id": "c1", "result": '{"ok":true}'}
+    # ...and only once.
+    assert sends(proto.receive(msg("reply.done", reply_id="r1"), 0.7)) == []
+
+
+def test_session_ready_resets_the_refusal_count():
+    proto = make()
+    for _ in range(2):
+        proto.connection_opened(0.0)
+        proto.receive(msg("session.error", code="unauthorized", message="no"), 0.0)
+        proto.connection_lost(0.0)
+    ready(proto)
+    proto.connection_lost(1.0)
+    proto.connection_opened(1.1)
+    actions = proto.receive(msg("session.error", code="unauthorized", message="no"), 1.1)
+    (error,) = of(SessionError, actions)
+    assert not error.fatal  # the count began again at session.ready
+
+
+def test_refusals_in_a_row_become_fatal():
+    proto = make()
+    fatal = []
+    for _ in range(3):
+        proto.connection_opened(0.0)
+        actions = proto.receive(msg("session.error", code="unauthorized", message="no"), 0.0)
+        fatal += [e.fatal for e in of(SessionError, actions)]
+        proto.connection_lost(0.0)
+    assert fatal == [False, False, True]
+
+
+def test_a_resume_answered_with_another_session_is_a_new_conversation_not_a_resume():
+    proto = make()
+    ready(proto, session_id="sess_1")
+    proto.connection_lost(1.0)
+    actions = proto.connection_opened(1.2)
+    assert sends(actions) == [{"type": "session.resume", "session_id": "sess_1"}]
+    actions = proto.receive(msg("session.ready", session_id="sess_2"), 1.3)
+    assert of(SessionReady, actions) == [SessionReady("sess_2", resumed=False)]
+    assert proto.stats.resumes == 0 and proto.session_ids == ["sess_1", "sess_2"]
+
+
+def test_an_interrupted_replys_tool_result_is_never_sent_later_or_twice():
+    proto = make()
+    ready(proto)
+    proto.receive(msg("reply.started", reply_id="r1"), 0.1)
+    proto.receive(msg("tool.call", call_id="c1", name="t", arguments={}), 0.2)
+    proto.receive(msg("reply.done", reply_id="r1", status="interrupted"), 0.3)
+    assert of(Log, proto.tool_finished("c1", "late", 0.4))
+    proto.receive(msg("reply.started", reply_id="r2"), 0.5)
+    assert sends(proto.receive(msg("reply.done", reply_id="r2"), 0.6)) == []
+    assert proto.stats.tool_results_sent == 0 and proto.stats.tool_results_dropped == 1
+
+
+def test_a_finished_replys_result_goes_once_when_the_tool_ends_after_it():
+    proto = make()
+    ready(proto)
+    proto.receive(msg("reply.started", reply_id="r1"), 0.1)
+    proto.receive(msg("tool.call", call_id="c1", name="t", arguments={}), 0.2)
+    proto.receive(msg("reply.done", reply_id="r1"), 0.3)
+    first = sends(proto.tool_finished("c1", "x", 0.4))
+    assert [m["call_id"] for m in first] == ["c1"]
+    again = proto.tool_finished("c1", "x", 0.5)  # a second answer: never resent
+    assert sends(again) == [] and of(Log, again)
+
+
+def test_the_idle_timeout_counts_from_when_the_speaker_drained():
+    proto = make(idle_timeout_seconds=5.0, max_conversation_seconds=None)
+    ready(proto)
+    proto.receive(msg("reply.started", reply_id="r1"), 1.0)
+    proto.receive(audio_msg(reply_id="r1"), 1.0)
+    proto.receive(msg("reply.done", reply_id="r1"), 2.0)
+    assert proto.next_deadline() is None  # still speaking: no idle timer
+    proto.playback_drained(4.0)
+    assert proto.next_deadline() == 9.0
+    assert not of(Send, proto.tick(8.9))
+    assert {"type": "session.end"} in sends(proto.tick(9.0))
