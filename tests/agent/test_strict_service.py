@@ -50,9 +50,7 @@ class SmallSpeaker(SimulatedSpeaker):
         super().write(pcm)
 
 
-def conversation(
-    emulator, ring, tmp_path, speaker, tokens=None, **agent
-) -> VoiceAgentConversation:
+def conversation(emulator, ring, tmp_path, speaker, tokens=None, **agent) -> VoiceAgentConversation:
     config = make_config(emulator, tmp_path, **agent)
     return VoiceAgentConversation(
         config, ring, speaker, tokens or agent_tokens(emulator), EventBus(), config.state_path
@@ -79,7 +77,8 @@ async def test_preroll_drop_resume_and_hostile_frames_break_no_rule(emulator, ri
         await wait_for(lambda: heard() == "12" and speaker.idle, 20, "the reply to 12")
         await wait_for(lambda: not conv.speaking, 5, "unmute")
         emulator.drop(kind="agent")
-        await wait_for(lambda: conv.protocol.stats.resumes == 1 and conv.protocol.ready, 15, "resume")
+        resumed = lambda: conv.protocol.stats.resumes == 1 and conv.protocol.ready  # noqa: E731
+        await wait_for(resumed, 15, "resume")
         await wait_for(lambda: not conv.speaking, 5, "unmute")
         emulator.garble(count=1, mode="deep_nesting", kind="agent")
         ring.feeder.say_digits("34")
