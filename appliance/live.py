@@ -211,12 +211,15 @@ class _Mirror:
 
     def read(self, start: int, end: int) -> tuple[np.ndarray, int]:
         """Samples ``[start, end)`` with anything overwritten as leading zeros; (samples, lost)."""
-        result = self.buffer.read(start, end - start)
-        if result.lost == 0 and len(result.samples) == end - start:
+        # (The ring reads on from its oldest sample when ``start`` is older: ask only for
+        # what lies inside the range.)
+        first = max(start, self.buffer.oldest_index)
+        result = self.buffer.read(first, max(0, end - first))
+        if result.start == start and len(result.samples) == end - start:
             return result.samples, 0
         out = np.zeros(end - start, dtype=np.int16)
         out[result.start - start : result.end - start] = result.samples
-        return out, result.lost
+        return out, result.start - start
 
 
 @dataclass(frozen=True)

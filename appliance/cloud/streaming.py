@@ -904,7 +904,12 @@ class StreamingSession:
         """While disconnected: spool what could no longer be streamed live, a batch at a time."""
         if self._disconnected_since is None:
             return []
-        actions = self._spool_backlog(self._window + self._spool_batch)
+        lim = self.limits
+        # A batch past the live window, or sooner if the buffer's history is shorter.
+        threshold = min(
+            self._window + self._spool_batch, lim.history_samples - lim.history_margin_samples
+        )
+        actions = self._spool_backlog(threshold)
         if actions and not self._spooling:
             self._spooling = True
             actions.insert(

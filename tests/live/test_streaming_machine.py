@@ -811,3 +811,23 @@ def test_turns_before_begin_are_ignored():
     s.opened(0.0)
     assert s.message(0.0, turn(0, [("1", 100, 200)])) == []
     assert s.confirmed == 0
+
+
+def test_with_a_short_history_the_outage_is_spooled_before_the_buffer_overwrites_it():
+    s = make(history_samples=2 * STREAM_RATE, history_margin_samples=STREAM_RATE // 2)
+    s.audio(0.0, 0)
+    streaming(s)
+    s.closed(0.0, None)
+    spooled = []
+    t = 0.0
+    while t < 6.0:
+        t = round(t + 0.05, 6)
+        available = int(t * STREAM_RATE)
+        for a in s.audio(t, available):
+            if isinstance(a, Spool):
+                spooled.append(a)
+            if isinstance(a, Connect):
+                s.connect_failed(t, ConnectFailure.NETWORK, "down")
+        # Never more unconfirmed than the buffer still holds.
+        assert available - s.confirmed <= 2 * STREAM_RATE
+    assert spooled and spooled[0].start == 0
