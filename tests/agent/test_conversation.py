@@ -12,28 +12,14 @@ import pytest
 from appliance import dtmf
 from appliance import events as ev
 from appliance.agent import VoiceAgentConversation
-from appliance.audio.ring import RingBuffer
 from appliance.config import ToolConfig
 from tests.agent.helpers import (
-    CAPTURE_RATE,
-    Feeder,
     SimulatedSpeaker,
     agent_tokens,
     make_config,
     serve,
     wait_for,
 )
-
-
-@pytest.fixture
-def ring():
-    ring = RingBuffer(CAPTURE_RATE, 10.0)
-    feeder = Feeder(ring)
-    feeder.start()
-    ring.feeder = feeder
-    yield ring
-    feeder.halt.set()
-    feeder.join(2)
 
 
 def digits_heard(speaker: SimulatedSpeaker) -> str:

@@ -6,17 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from appliance import dtmf
 from appliance.agent import VoiceAgentConversation
 from appliance.audio.playback import BufferFull
-from appliance.audio.ring import RingBuffer
 from appliance.connection.tokens import TokenCoordinator
 from appliance.events import EventBus
 from tests.agent.helpers import (
     CAPTURE_RATE,
-    Feeder,
     SimulatedSpeaker,
     agent_tokens,
     make_config,
@@ -24,17 +20,6 @@ from tests.agent.helpers import (
 )
 
 PREROLL_SECONDS = 3.0  # longer than the one frame of lead: it must be paced, not burst
-
-
-@pytest.fixture
-def ring():
-    ring = RingBuffer(CAPTURE_RATE, 10.0)
-    feeder = Feeder(ring)
-    feeder.start()
-    ring.feeder = feeder
-    yield ring
-    feeder.halt.set()
-    feeder.join(2)
 
 
 class SmallSpeaker(SimulatedSpeaker):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -114,3 +115,12 @@ def heard_in_spool_transcripts(spool: Spool, session_id: str) -> list[tuple[floa
         for word in data["words"]:
             heard += [(base + word["start"] / 1000, d) for d in digits_of(word["text"])]
     return heard
+
+
+async def until_transcribed(spool: Spool, uploader, timeout: float) -> None:
+    """Until the uploader has finished every spooled recording (woken as the daemon does)."""
+    deadline = time.monotonic() + timeout
+    while spool.open_writers or spool.store.all(st.PENDING_STATES):
+        assert time.monotonic() < deadline, [(r.id, r.state) for r in spool.list()]
+        uploader.wake()
+        await asyncio.sleep(0.1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 
 from appliance import dtmf
 from appliance import events as ev
@@ -20,7 +19,6 @@ from appliance.cloud.streaming import STREAM_RATE
 from appliance.config import Config, ReconnectConfig
 from appliance.emulator.recognizer import digits_of
 from appliance.live import LiveTranscription, live_query
-from appliance.spool import store as st
 from appliance.spool.uploader import Uploader
 
 from .helpers import (
@@ -32,6 +30,7 @@ from .helpers import (
     make_config,
     rest_client,
     streaming_tokens,
+    until_transcribed,
 )
 
 
@@ -122,15 +121,6 @@ def _fault_plan(emu):
     ]
 
 
-async def _until_transcribed(spool, uploader: Uploader, timeout: float) -> None:
-    """Until the uploader has finished every spooled recording (woken as the daemon does)."""
-    deadline = time.monotonic() + timeout
-    while spool.open_writers or spool.store.all(st.PENDING_STATES):
-        assert time.monotonic() < deadline, [(r.id, r.state) for r in spool.list()]
-        uploader.wake()
-        await asyncio.sleep(0.1)
-
-
 async def test_twenty_faults_lose_and_duplicate_nothing(emulator, spool, tmp_path):
     """The promise, literally: each digit once, in order, in what the user gets back --
     live turns, and the pre-recorded transcripts of the spooled gaps placed at their
@@ -173,7 +163,7 @@ async def test_twenty_faults_lose_and_duplicate_nothing(emulator, spool, tmp_pat
                 await asyncio.sleep(0.05)
             live.request_stop()
             account = await asyncio.wait_for(task, 40)
-            await _until_transcribed(spool, uploader, timeout=20)
+            await until_transcribed(spool, uploader, timeout=20)
         finally:
             feeder.halt.set()
             uploading.cancel()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 
 import pytest
 
@@ -25,10 +24,16 @@ from appliance.connection.tokens import TokenCoordinator
 from appliance.emulator.recognizer import digits_of
 from appliance.late import LateTranscripts
 from appliance.live import LiveTranscription
-from appliance.spool import store as st
 from appliance.spool.uploader import Uploader
 
-from .helpers import CAPTURE_RATE, Feeder, make_config, rest_client, streaming_tokens
+from .helpers import (
+    CAPTURE_RATE,
+    Feeder,
+    make_config,
+    rest_client,
+    streaming_tokens,
+    until_transcribed,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -70,14 +75,6 @@ def fault_plan(emu):
             6.0,
         ),
     ]
-
-
-async def until_transcribed(spool, uploader: Uploader, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while spool.open_writers or spool.store.all(st.PENDING_STATES):
-        assert time.monotonic() < deadline, [(r.id, r.state) for r in spool.list()]
-        uploader.wake()
-        await asyncio.sleep(0.1)
 
 
 async def test_every_digit_once_and_no_rule_broken_through_every_fault(emulator, spool, tmp_path):
