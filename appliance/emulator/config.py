@@ -71,8 +71,11 @@ class EmulatorConfig:
     #: Client rules judged into ``state.violations`` (real seconds, never scaled).
     #: A request of a product sooner than this after a failed one is a violation.
     retry_min_gap_s: float = 0.1
-    #: Two successive retry delays closer than this are "identical" (no jitter).
+    #: This many successive retry delays within ``retry_delay_tolerance_s`` plus
+    #: ``retry_delay_tolerance_fraction`` of their size are "identical" (no jitter).
+    identical_retry_delays_run: int = 4
     retry_delay_tolerance_s: float = 0.001
+    retry_delay_tolerance_fraction: float = 0.005
     #: Retry-After waits up to this long are enforced; longer ones are left to
     #: the client's own cap and not judged.
     retry_after_judged_max_s: float = 60.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appliance.emulator import rules
 from appliance.emulator.config import EmulatorConfig
@@ -41,8 +41,7 @@ class _Timeline:
 
     last_failure_at: float | None = None
     awaiting_retry: bool = False  # no request yet since the last failure
-    retry_delay: float | None = None  # delay of the latest retry in this failure run
-    previous_delay: float | None = None  # delay of the retry before that
+    delays: list[float] = field(default_factory=list)  # this failure run's retry delays
     not_before: float = 0.0  # the latest Retry-After deadline sent
     retry_after: str | None = None  # that header's text
 
@@ -77,16 +76,21 @@ class RetryJudge:
                 )
             if tl.awaiting_retry:
                 tl.awaiting_retry = False
-                tl.retry_delay = since
-                if tl.previous_delay is not None and rules.identical_retry_delays(
-                    tl.previous_delay, since, cfg.retry_delay_tolerance_s
+                tl.delays.append(since)
+                run = cfg.identical_retry_delays_run
+                del tl.delays[:-run]
+                if rules.identical_retry_delays(
+                    tl.delays,
+                    run,
+                    cfg.retry_delay_tolerance_s,
+                    cfg.retry_delay_tolerance_fraction,
                 ):
+                    shown = ", ".join(f"{d * 1000:.1f}" for d in tl.delays)
                     self._record(
                         IDENTICAL_RETRY_DELAYS,
                         product,
-                        f"{path}: retry delays {tl.previous_delay * 1000:.1f} ms then "
-                        f"{since * 1000:.1f} ms (no jitter)",
-                        {"path": path, "delays_s": [tl.previous_delay, since]},
+                        f"{path}: retry delays {shown} ms (no jitter)",
+                        {"path": path, "delays_s": list(tl.delays)},
                     )
         if rules.ignored_retry_after(now, tl.not_before):
             early = tl.not_before - now
@@ -103,8 +107,6 @@ class RetryJudge:
         """A request failed (error status, refused upgrade, reset connection)."""
         now = time.monotonic() if now is None else now
         tl = self._timeline(product)
-        tl.previous_delay = tl.retry_delay
-        tl.retry_delay = None
         tl.last_failure_at = now
         tl.awaiting_retry = True
         if retry_after is not None:
@@ -120,5 +122,4 @@ class RetryJudge:
         """A request succeeded: the failure run is over (its time still counts)."""
         tl = self._timeline(product)
         tl.awaiting_retry = False
-        tl.retry_delay = None
-        tl.previous_delay = None
+        tl.delays.clear()

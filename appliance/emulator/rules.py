@@ -28,9 +28,19 @@ def retry_too_soon(since_failure_s: float, min_gap_s: float) -> bool:
     return since_failure_s < min_gap_s
 
 
-def identical_retry_delays(previous_s: float, delay_s: float, tolerance_s: float) -> bool:
-    """Two successive retry delays within ``tolerance_s`` of each other mean no jitter."""
-    return abs(previous_s - delay_s) <= tolerance_s
+def identical_retry_delays(
+    delays_s: list[float], run: int, tolerance_s: float, tolerance_fraction: float
+) -> bool:
+    """The last ``run`` retry delays all within a tolerance of each other mean no jitter.
+
+    One pair can coincide by chance for a jittered client (two draws from a
+    100 ms range land within 1 ms about 2 % of the time); ``run`` of them in a
+    row practically never do, while a fixed-delay client always does.
+    """
+    if len(delays_s) < run:
+        return False
+    recent = delays_s[-run:]
+    return max(recent) - min(recent) <= tolerance_s + tolerance_fraction * max(recent)
 
 
 def retry_after_seconds(value: str, now_wall: float) -> float | None:

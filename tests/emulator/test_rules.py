@@ -53,10 +53,24 @@ def test_retry_too_soon_is_under_the_gap():
     assert not rules.retry_too_soon(0.1, 0.1)
 
 
-def test_identical_retry_delays_within_the_tolerance():
-    assert rules.identical_retry_delays(5.008, 5.0075, 0.001)
-    assert rules.identical_retry_delays(0.1, 0.1, 0.001)
-    assert not rules.identical_retry_delays(5.013, 5.008, 0.001)
+def test_identical_retry_delays_are_a_run_within_the_tolerance():
+    # A fixed 5 s retry, as a timer loop makes it: caught.
+    assert rules.identical_retry_delays([5.013, 5.008, 5.007, 5.011], 4, 0.001, 0.005)
+    assert rules.identical_retry_delays([0.1, 0.1, 0.1, 0.1], 4, 0.001, 0.005)
+    # Too few to tell, or jittered: not.
+    assert not rules.identical_retry_delays([5.013, 5.008, 5.007], 4, 0.001, 0.005)
+    assert not rules.identical_retry_delays([0.2174, 0.2165, 0.15, 0.19], 4, 0.001, 0.005)
+
+
+def test_a_jittered_client_is_practically_never_flagged():
+    import random
+
+    rng = random.Random(1)
+    delays = [rng.uniform(0.1, 0.2) for _ in range(5000)]
+    flagged = sum(
+        rules.identical_retry_delays(delays[: i + 1], 4, 0.001, 0.005) for i in range(len(delays))
+    )
+    assert flagged == 0
 
 
 @pytest.mark.parametrize(
@@ -167,12 +181,12 @@ def test_a_success_does_not_excuse_a_request_right_after_a_failure():
 def test_identical_delays_between_successive_failures():
     j, rec = judge()
     now = 0.0
-    for delay in (5.013, 5.008, 5.0075):
+    for delay in (5.013, 5.008, 5.0075, 5.011):
         j.on_failure("streaming", now=now)
         now += delay
         j.on_request("streaming", "/v3/token", now=now)
     assert rec.rules == [IDENTICAL_RETRY_DELAYS]
-    assert rec.data[0]["delays_s"] == pytest.approx([5.008, 5.0075])
+    assert rec.data[0]["delays_s"] == pytest.approx([5.013, 5.008, 5.0075, 5.011])
 
 
 def test_jittered_delays_and_a_success_between_are_fine():
