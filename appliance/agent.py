@@ -44,7 +44,8 @@ from appliance.cloud.tokens import TokenAuthError, TokenSource
 from appliance.config import Config
 from appliance.connection.failures import ConnectFailure, Failure
 from appliance.connection.pacer import Pacer, PacingLimits
-from appliance.connection.retry import Backoff, retry_limits
+from appliance.connection.policy import ReconnectLimits, ReconnectPolicy
+from appliance.connection.retry import retry_limits
 from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import (
     CONNECT_ERRORS,
@@ -196,6 +197,14 @@ class VoiceAgentConversation:
         self._resampler = Resampler(ring.rate, AGENT_RATE)
         self._ready_at = 0.0  # when the current connection's session.ready arrived
         self._last_failure: Failure | None = None
+        rc = config.reconnect
+        self._policy = ReconnectPolicy(
+            ReconnectLimits(
+                retry=retry_limits(rc.base_seconds, rc.max_seconds),
+                slow_retry_seconds=rc.auth_retry_seconds,
+            )
+        )
+        self._fresh_audio = False  # this connection sent microphone audio
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
@@ -263,9 +272,6 @@ class VoiceAgentConversation:
     # ----------------------------------------------------------- connections
 
     async def _connect_loop(self) -> None:
-        rc = self.config.reconnect
-        backoff = Backoff(retry_limits(rc.base_seconds, rc.max_seconds))
-        self._backoff = backoff
         while not self.protocol.finished:
             if self._stop_requested:
                 self._apply(self.protocol.request_end(self.clock()))
@@ -279,8 +285,11 @@ class VoiceAgentConversation:
             delay = 0.0
             for action in self.protocol.connection_lost(self.clock(), detail):
                 if isinstance(action, proto.Reconnect):
-                    failure = self._last_failure
-                    delay = backoff.next_delay(failure.retry_after if failure else None)
+                    failure, policy = self._last_failure, self._policy
+                    if failure is not None:
+                        delay = policy.after_failure(failure).seconds
+                    else:
+                        delay = policy.after_drop(self.clock(), self._fresh_audio).seconds
                     kind = "resuming" if action.resume else "reconnecting"
                     log.warning(
                         "voice agent connection lost (%s); %s in %.1f s", detail, kind, delay
@@ -297,6 +306,7 @@ class VoiceAgentConversation:
         reconnect delay honours its Retry-After).
         """
         self._last_failure = None
+        self._fresh_audio = False
         try:
             token = await self.tokens.fetch()
             ws = await open_session_socket(
@@ -358,6 +368,7 @@ class VoiceAgentConversation:
                 async with asyncio.timeout(delay):
                     await replan.wait()
             now = self.clock()
+            self._policy.still_up(now)
             if self.protocol.awaiting_drain and self._playback_idle():
                 self._apply(self.protocol.playback_drained(now))
             self._apply(self.protocol.tick(now))
@@ -415,6 +426,7 @@ class VoiceAgentConversation:
 
     def _advance(self, result: Any, muted: bool) -> None:
         n = len(result.samples)
+        self._fresh_audio = True
         self._position = result.end
         self.account.sent_samples += n
         if muted:
@@ -486,8 +498,8 @@ class VoiceAgentConversation:
         log.info("speaker flushed (%s) in %.1f ms", reason, (time.perf_counter() - started) * 1e3)
 
     def _on_ready(self, action: proto.SessionReady) -> None:
-        self._backoff.reset()
         self._ready_at = self.clock()  # the service counts pacing from here
+        self._policy.began(self._ready_at)
         self._ready.set()
         if action.resumed:
             log.info("voice agent session %s resumed", action.session_id)

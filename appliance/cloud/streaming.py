@@ -35,12 +35,12 @@ Every sample of ``[0, end)`` ends up exactly once in the account as streamed
 (confirmed live), spooled, or lost.
 
 Close codes: network errors, 1000 without ``Termination``, 3005, 3009 and a
-dead keepalive -> reconnect with full-jitter backoff (a first drop after
-fresh audio got through: within ``quick_reconnect_max_seconds``, at most once
-per ``quick_reconnect_spacing_seconds``); 1008 -> a new token soon, and after
-``auth_failures_before_slow_retry`` in a row a slow retry; 3008 -> roll over
-at once; 3006/3007 -> a bug on our side, logged loudly, then backoff. No
-retry is ever sooner than ``retry_floor_seconds`` after a failure.
+dead keepalive -> reconnect when the shared
+:class:`~appliance.connection.policy.ReconnectPolicy` says (one quick
+reconnect after fresh audio, otherwise full-jitter backoff); 1008 -> a new
+token soon, then a slow retry; 3008 -> roll over at once; 3006/3007 -> a bug
+on our side, logged loudly, then backoff. No retry is ever sooner than the
+retry floor after a failure.
 """
 
 from __future__ import annotations
@@ -52,10 +52,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.connection.failures import ConnectFailure
+from appliance.connection.failures import ConnectFailure, Failure
 from appliance.connection.messages import Rejected, describe_failure, excerpt, parse_message
 from appliance.connection.pacer import Pacer, PacingLimits
-from appliance.connection.retry import Backoff, RetryLimits
+from appliance.connection.policy import ReconnectLimits, ReconnectPolicy
+from appliance.connection.retry import retry_limits
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,17 @@ class StreamingLimits:
             raise ValueError("history_margin_samples must be below history_samples")
 
     @property
-    def retry(self) -> RetryLimits:
-        return RetryLimits(
-            base_seconds=max(self.backoff_base_seconds, self.retry_floor_seconds),
-            cap_seconds=max(self.backoff_max_seconds, self.backoff_base_seconds),
-            floor_seconds=self.retry_floor_seconds,
+    def reconnect(self) -> ReconnectLimits:
+        """The shared reconnect policy's limits, from these."""
+        return ReconnectLimits(
+            retry=retry_limits(
+                self.backoff_base_seconds, self.backoff_max_seconds, self.retry_floor_seconds
+            ),
+            quick_reconnect_max_seconds=self.quick_reconnect_max_seconds,
+            quick_reconnect_spacing_seconds=self.quick_reconnect_spacing_seconds,
+            slow_retry_seconds=self.auth_retry_seconds,
+            refusals_before_slow_retry=self.auth_failures_before_slow_retry,
+            healthy_after_seconds=self.healthy_after_seconds,
         )
 
 
@@ -331,15 +338,13 @@ class StreamingSession:
         self,
         limits: StreamingLimits | None = None,
         *,
-        backoff: Backoff | None = None,
+        policy: ReconnectPolicy | None = None,
         rng: random.Random | None = None,
     ):
         self.limits = limits or StreamingLimits()
         lim = self.limits
-        self.backoff = backoff or Backoff(lim.retry, rng)
-        self._rng = rng or random.Random()
+        self.policy = policy or ReconnectPolicy(lim.reconnect, rng or random.Random())
         self._fresh_on_connection = False  # this connection sent audio never sent before
-        self._last_quick_reconnect: float | None = None
         self.phase = Phase.IDLE
         self.account = SessionAccount()
         self._chunk = ms_to_samples(lim.chunk_ms)
@@ -359,7 +364,6 @@ class StreamingSession:
         self._sent_max = 0  # furthest sample ever sent (to count resends)
         self._lost = _Intervals()
         self._attempt = 0
-        self._auth_failures = 0
         self._retry_at = 0.0
         self._disconnected_since: float | None = None
         self._spooling = False  # this outage has sent audio to the spool (said once)
@@ -449,16 +453,16 @@ class StreamingSession:
             return []
         self._mark_disconnected(now)
         if failure is ConnectFailure.AUTH:
-            return self._auth_failure(now, f"token request refused ({detail})")
-        if failure is ConnectFailure.FATAL:
+            return self._refused(now, f"token request refused ({detail})")
+        wait = self.policy.after_failure(Failure(failure, detail, retry_after))
+        if wait.slow:
             return self._after_disconnect(
                 now,
-                self._slow_retry_delay(),
+                wait.seconds,
                 f"cannot connect ({detail}); retrying slowly",
                 level=logging.ERROR,
             )
-        delay = self.backoff.next_delay(retry_after)
-        return self._after_disconnect(now, delay, f"connect failed ({detail})")
+        return self._after_disconnect(now, wait.seconds, f"connect failed ({detail})")
 
     def message(self, now: float, text: str | bytes) -> list[Action]:
         """A text frame from the server. Anything it holds is survived: at worst it is dropped."""
@@ -522,7 +526,7 @@ class StreamingSession:
                 *self._finish(now),
             ]
         if code == CLOSE_UNAUTHORIZED:
-            return actions + self._auth_failure(now, f"server refused the token: {why}")
+            return actions + self._refused(now, f"server refused the token: {why}")
         if code == CLOSE_EXPIRED:
             if lived >= self.limits.healthy_after_seconds:
                 return [
@@ -532,7 +536,7 @@ class StreamingSession:
                     *self._connect(now),
                 ]
             # Expired straight away: something is off (token cap too short); no hot loop.
-            return actions + self._after_disconnect(now, self.backoff.next_delay(), why)
+            return actions + self._after_disconnect(now, self.policy.backoff.next_delay(), why)
         if code in (CLOSE_INVALID_MESSAGE, CLOSE_INVALID_AUDIO):
             notice = Notice(
                 logging.ERROR,
@@ -542,8 +546,11 @@ class StreamingSession:
                 f"{(self._last_frame_samples + self._last_frame_pad) * 1000 / STREAM_RATE:.1f} ms)"
                 " -- this is a bug",
             )
-            return [*actions, notice, *self._after_disconnect(now, self.backoff.next_delay(), why)]
-        return actions + self._after_disconnect(now, self._retry_delay(now), why)
+            delay = self.policy.backoff.next_delay()
+            return [*actions, notice, *self._after_disconnect(now, delay, why)]
+        progressed, self._fresh_on_connection = self._fresh_on_connection, False
+        wait = self.policy.after_drop(now, progressed)
+        return actions + self._after_disconnect(now, wait.seconds, why)
 
     def audio(self, now: float, available: int, held_back: int = 0) -> list[Action]:
         """The runner can now supply stream samples ``[0, available)``.
@@ -660,30 +667,6 @@ class StreamingSession:
             self.account.reconnects += 1
         return [Connect(self._attempt)]
 
-    def _retry_delay(self, now: float) -> float:
-        """The wait before reconnecting after a transient drop.
-
-        A drop of a connection that got fresh audio through, with no failure
-        since the last healthy connection, is news: reconnect almost at once
-        (the audio meanwhile waits in the buffer), at most once per spacing.
-        Every other retry takes the full-jitter backoff, which only a
-        connection that stayed up ``healthy_after_seconds`` resets; so a server
-        that drops every connection costs one quick reconnect, not a cascade.
-        """
-        lim = self.limits
-        progressed = self._fresh_on_connection
-        self._fresh_on_connection = False
-        last = self._last_quick_reconnect
-        spaced = last is None or now - last >= lim.quick_reconnect_spacing_seconds
-        if progressed and spaced and self.backoff.attempt == 0:
-            self._last_quick_reconnect = now
-            return self._rng.uniform(lim.retry_floor_seconds, lim.quick_reconnect_max_seconds)
-        return self.backoff.next_delay()
-
-    def _slow_retry_delay(self) -> float:
-        """The wait once retrying fast is pointless (refused credentials, a fatal answer)."""
-        return self._rng.uniform(0.75, 1.0) * self.limits.auth_retry_seconds
-
     def _mark_disconnected(self, now: float) -> None:
         if self._disconnected_since is None:
             self._disconnected_since = now
@@ -706,23 +689,16 @@ class StreamingSession:
         ]
         return actions + self._spool_outage(now)
 
-    def _auth_failure(self, now: float, why: str) -> list[Action]:
-        self._auth_failures += 1
-        if self._auth_failures < self.limits.auth_failures_before_slow_retry:
-            # A token can be refused once (used, expired in flight): try a fresh one at once.
-            delay = self._rng.uniform(
-                self.limits.retry_floor_seconds, self.limits.quick_reconnect_max_seconds
-            )
-            self.phase = Phase.WAITING
-            self._retry_at = now + delay
-            return [
-                Notice(logging.WARNING, f"{why}; trying a new token"),
-                ReconnectAfter(delay, why),
-            ]
+    def _refused(self, now: float, why: str) -> list[Action]:
+        """The credential was refused: a new token soon, then (repeated) a slow retry."""
+        wait = self.policy.after_refusal()
+        if not wait.slow:
+            # A token can be refused once (used, expired in flight): try a fresh one soon.
+            return self._after_disconnect(now, wait.seconds, f"{why}; trying a new token")
         return self._after_disconnect(
             now,
-            self._slow_retry_delay(),
-            f"credentials refused {self._auth_failures} times in a row ({why}): check the API "
+            wait.seconds,
+            f"credentials refused {self.policy.refusals} times in a row ({why}): check the API "
             "key or the token broker",
             level=logging.ERROR,
             auth=True,
@@ -738,9 +714,9 @@ class StreamingSession:
         self.phase = Phase.STREAMING
         self._phase_deadline = None
         self._begin_time = now
-        self._auth_failures = 0
         self._disconnected_since = None
         self._spooling = False
+        self.policy.began(now)
         self._pacer.begin(now)
         # What cannot be streamed within the lag bound goes to the spool now; the rest
         # (at most one frame ahead of this connection's clock) is streamed from here.
@@ -938,8 +914,7 @@ class StreamingSession:
         """Send what the pacer allows; at the end, Terminate."""
         lim = self.limits
         actions: list[Action] = []
-        if now - self._begin_time >= lim.healthy_after_seconds and self.backoff.attempt:
-            self.backoff.reset()
+        self.policy.still_up(now)
         while True:
             frame = self._next_frame()
             if frame is None:

@@ -25,6 +25,7 @@ from appliance.cloud.streaming import (
     StreamingLimits,
     StreamingSession,
 )
+from appliance.connection.policy import ReconnectPolicy
 from appliance.connection.retry import Backoff, RetryLimits
 
 MS = STREAM_RATE // 1000
@@ -59,9 +60,7 @@ def turn(order, words, final=True, formatted=False, text=None):
 
 def make(**overrides) -> StreamingSession:
     limits = StreamingLimits(**overrides)
-    session = StreamingSession(
-        limits, backoff=Backoff(limits.retry, random.Random(1)), rng=random.Random(2)
-    )
+    session = StreamingSession(limits, policy=ReconnectPolicy(limits.reconnect, random.Random(1)))
     session.format_turns = False
     return session
 
@@ -637,7 +636,7 @@ def test_a_drop_after_fresh_audio_reconnects_almost_at_once():
 
 def test_after_a_quick_reconnect_failures_back_off_exponentially_again():
     s = make(quick_reconnect_max_seconds=0.2)
-    s.backoff = Backoff(RetryLimits(0.5, 8.0), random.Random(1))
+    s.policy.backoff = Backoff(RetryLimits(0.5, 8.0), random.Random(1))
     s.audio(0.0, 0)
     streaming(s)
     run_realtime(s, 0.0, 2.0)
@@ -647,7 +646,7 @@ def test_after_a_quick_reconnect_failures_back_off_exponentially_again():
     for _ in range(5):
         t += delay + 1e-6
         assert of(s.tick(t), Connect)
-        ceilings.append(s.backoff.ceiling())
+        ceilings.append(s.policy.backoff.ceiling())
         delay = of(s.connect_failed(t, ConnectFailure.NETWORK, "refused"), ReconnectAfter)[0].delay
         assert delay <= ceilings[-1]
     assert ceilings == [0.5, 1.0, 2.0, 4.0, 8.0]
@@ -655,7 +654,7 @@ def test_after_a_quick_reconnect_failures_back_off_exponentially_again():
 
 def test_a_second_drop_within_the_spacing_is_not_quick():
     s = make(quick_reconnect_max_seconds=0.1, quick_reconnect_spacing_seconds=1.0)
-    s.backoff = Backoff(RetryLimits(0.5, 8.0), random.Random(3))
+    s.policy.backoff = Backoff(RetryLimits(0.5, 8.0), random.Random(3))
     s.audio(0.0, 0)
     streaming(s)
     run_realtime(s, 0.0, 1.0)
@@ -664,9 +663,9 @@ def test_a_second_drop_within_the_spacing_is_not_quick():
     s.opened(1.1)
     s.message(1.1, begin("s2"))
     run_realtime(s, 1.1, 1.5)  # fresh audio again, but only half a second later
-    assert s.backoff.attempt == 0
+    assert s.policy.backoff.attempt == 0
     drop(s, 1.5, None)
-    assert s.backoff.attempt == 1  # this delay came from the backoff
+    assert s.policy.backoff.attempt == 1  # this delay came from the backoff
 
 
 def test_a_server_that_drops_every_connection_after_audio_is_never_hammered():
