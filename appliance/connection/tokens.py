@@ -7,9 +7,12 @@ agent):
 
 * one request in flight at a time (the keeper and a connecting session wait
   for the same one, never make two);
-* after a failed request, the next waits a full-jitter backoff (never less
-  than the retry floor) or the server's clamped ``Retry-After``, whichever is
-  longer; after a credential refusal the keeper waits the slow auth retry;
+* after a failed request, no request goes out before the retry floor (with
+  jitter) or the server's clamped ``Retry-After`` has passed (a
+  :class:`~appliance.connection.retry.FailureGate`); connecting sessions
+  space their own attempts (their reconnect policy), while the keeper, which
+  nobody else paces, also backs off (full jitter, growing) and after a
+  credential refusal waits the slow auth retry;
 * each token is handed out at most once, and only while it is still usable;
 * a connection that failed after its token was handed out (a refused
   upgrade) is reported with :meth:`TokenCoordinator.note_failure`, and the
@@ -33,7 +36,7 @@ from appliance.cloud.tokens import (
     TokenSource,
     TokenTransientError,
 )
-from appliance.connection.retry import DEFAULT_RETRY_LIMITS, Backoff, RetryLimits
+from appliance.connection.retry import DEFAULT_RETRY_LIMITS, Backoff, FailureGate, RetryLimits
 from appliance.secrets import Secret
 
 log = logging.getLogger(__name__)
@@ -82,9 +85,10 @@ class TokenCoordinator:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._backoff = Backoff(retry, self._rng)
+        self._gate = FailureGate(retry, self._rng)  # every request: floor or Retry-After
+        self._keeper_backoff = Backoff(retry, self._rng)  # the keeper's own spacing
+        self._keeper_not_before = 0.0
         self._lock = asyncio.Lock()
-        self._not_before = 0.0  # no request before this (set by a failure)
         self._ready: tuple[Secret, float] | None = None  # (token, usable until)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -114,9 +118,7 @@ class TokenCoordinator:
 
     def note_failure(self, retry_after: float | None = None) -> None:
         """A connection made with one of our tokens failed: space the next request."""
-        self._not_before = max(
-            self._not_before, self._clock() + self._backoff.next_delay(retry_after)
-        )
+        self._failed(retry_after)
 
     def start(self) -> None:
         """Keep a token ready from now on (call on the running loop)."""
@@ -150,13 +152,20 @@ class TokenCoordinator:
         self.discarded += 1
         return None
 
+    def _failed(self, retry_after: float | None) -> None:
+        now = self._clock()
+        self._gate.failed(now, retry_after)
+        self._keeper_not_before = max(
+            self._keeper_not_before, now + self._keeper_backoff.next_delay(retry_after)
+        )
+
     def _handed_out(self) -> None:
         self._refill_at = self._clock() + self.refill_delay_seconds
         self._wakeup.set()  # the keeper plans its refill
 
     async def _request_locked(self) -> tuple[Secret, float]:
         """One request, no sooner than the last failure allows; (token, usable until)."""
-        wait = self._not_before - self._clock()
+        wait = self._gate.wait_seconds(self._clock())
         if wait > 0:
             await self._sleep(wait)
         started = self._clock()
@@ -164,9 +173,10 @@ class TokenCoordinator:
             token = await self._source.fetch()
         except TokenError as exc:
             retry_after = exc.retry_after if isinstance(exc, TokenTransientError) else None
-            self._not_before = self._clock() + self._backoff.next_delay(retry_after)
+            self._failed(retry_after)
             raise
-        self._backoff.reset()
+        self._keeper_backoff.reset()
+        self._keeper_not_before = 0.0
         return token, started + self.lifetime_seconds - self.refresh_margin_seconds
 
     async def _keep_ready(self) -> None:
@@ -175,7 +185,8 @@ class TokenCoordinator:
                 if self._ready is not None:
                     self.discarded += 1
                     self._ready = None
-                wait = max(self._refill_at, self._not_before) - self._clock()
+                not_before = max(self._refill_at, self._keeper_not_before)
+                wait = max(not_before - self._clock(), self._gate.wait_seconds(self._clock()))
                 if wait > 0:
                     await self._sleep_or_wake(wait)
                     continue  # a hand-out or failure meanwhile moves the time again
@@ -194,7 +205,7 @@ class TokenCoordinator:
                     log.warning(
                         "could not keep a token ready (%s); asking again in %.1f s",
                         exc,
-                        max(0.0, self._not_before - self._clock()),
+                        max(0.0, self._keeper_not_before - self._clock()),
                     )
                     continue  # the next request waits for the backoff by itself
             ready = self._ready

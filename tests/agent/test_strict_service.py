@@ -18,6 +18,7 @@ from tests.agent.helpers import (
     make_config,
     wait_for,
 )
+from tests.fixtures.emulator import TEST_TIME_SCALE
 
 PREROLL_SECONDS = 3.0  # longer than the one frame of lead: it must be paced, not burst
 
@@ -51,7 +52,9 @@ async def test_preroll_drop_resume_and_hostile_frames_break_no_rule(emulator, ri
     ring.feeder.say_digits("12")  # said before the press: in the pre-roll
     await asyncio.sleep(PREROLL_SECONDS)
     speaker = SimulatedSpeaker()
-    tokens = TokenCoordinator(agent_tokens(emulator))
+    source = agent_tokens(emulator)
+    # The emulator's clock for tokens runs TEST_TIME_SCALE times faster: say so.
+    tokens = TokenCoordinator(source, lifetime_seconds=source.lifetime_seconds * TEST_TIME_SCALE)
     tokens.start()
     # No greeting: in half duplex it would mute the pre-roll while it plays.
     conv = conversation(emulator, ring, tmp_path, speaker, tokens, greeting=None)

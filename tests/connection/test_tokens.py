@@ -242,7 +242,21 @@ async def test_only_a_coordinator_is_told_of_a_connection_failure() -> None:
     source = ScriptedSource(clock, [])
     tokens = coordinator(clock, source)
     note_connect_failure(tokens, TokenTransientError("HTTP 503", 503), None)  # it knows
-    assert tokens._not_before == 0.0
+    assert tokens._gate.not_before == 0.0
     note_connect_failure(tokens, ConnectionResetError(), 3.0)
-    assert tokens._not_before >= clock.now + 3.0
+    assert tokens._gate.not_before >= clock.now + 3.0
     note_connect_failure(source, ConnectionResetError(), 3.0)  # a plain source: nothing
+
+
+async def test_after_an_outage_a_connecting_session_waits_only_the_floor_not_the_keepers_backoff():
+    """Sessions space their own attempts; the coordinator only keeps the floor between them."""
+    clock = FakeClock()
+    failure = TokenTransientError("connection reset")
+    source = ScriptedSource(clock, [failure] * 8)
+    tokens = coordinator(clock, source)
+    for _ in range(8):
+        with pytest.raises(TokenTransientError):
+            await tokens.fetch()
+    failed_at = clock.now
+    await tokens.fetch()  # the network is back
+    assert 0.1 <= source.request_times[-1] - failed_at <= 0.2

@@ -25,6 +25,7 @@ from appliance.emulator.recognizer import digits_of
 from appliance.late import LateTranscripts
 from appliance.live import LiveTranscription
 from appliance.spool.uploader import Uploader
+from tests.fixtures.emulator import TEST_TIME_SCALE
 
 from .helpers import (
     CAPTURE_RATE,
@@ -85,7 +86,9 @@ async def test_every_digit_once_and_no_rule_broken_through_every_fault(emulator,
     config.reconnect = ReconnectConfig(base_seconds=0.2, max_seconds=2.0, auth_retry_seconds=10.0)
     bus = ev.EventBus()
     spool.events = bus
-    tokens = TokenCoordinator(streaming_tokens(emulator, config))
+    source = streaming_tokens(emulator, config)
+    # The emulator's clock for tokens runs TEST_TIME_SCALE times faster: say so.
+    tokens = TokenCoordinator(source, lifetime_seconds=source.lifetime_seconds * TEST_TIME_SCALE)
     live = LiveTranscription(config, ring, tokens, spool, bus, config.state_path)
     feeder = Feeder(ring, audio)
     emulator.clear_violations()
