@@ -4,8 +4,9 @@
 Each mutant changes one operator or constant of a target module (a comparison,
 an arithmetic or boolean operator, a number, ``True``/``False``, a ``not``,
 an augmented assignment) and runs that module's unit tests against it. Named
-settings (module constants, limits objects' defaults) and decorators are not
-mutated: their values are choices or declarations, their uses are logic. A
+settings (module constants, limits objects' and parameters' defaults) and
+decorators are not mutated: their values are choices or declarations, their
+uses are logic. A
 mutant the tests do not fail "survives": either the tests miss a behaviour,
 or the change is equivalent (the README lists the known equivalents).
 
@@ -181,6 +182,17 @@ def _setting_nodes(tree: ast.Module) -> set[int]:
     return ids
 
 
+def _default_nodes(tree: ast.AST) -> set[int]:
+    """Parameters' default values: settings too, written where they are taken."""
+    ids: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for default in [*node.args.defaults, *node.args.kw_defaults]:
+                if default is not None:
+                    ids.update(id(n) for n in ast.walk(default))
+    return ids
+
+
 def _decorator_nodes(tree: ast.AST) -> set[int]:
     """Decorators (``@dataclass(frozen=True)``) declare a shape, they hold no logic."""
     ids: set[int] = set()
@@ -196,6 +208,7 @@ def _skip_ids(tree: ast.Module) -> set[int]:
         _docstring_nodes(tree)
         | _annotation_nodes(tree)
         | _setting_nodes(tree)
+        | _default_nodes(tree)
         | _decorator_nodes(tree)
     )
 

@@ -579,3 +579,45 @@ def test_the_idle_timeout_counts_from_when_the_speaker_drained():
     assert proto.next_deadline() == 9.0
     assert not of(Send, proto.tick(8.9))
     assert {"type": "session.end"} in sends(proto.tick(9.0))
+
+
+def test_every_counter_counts_exactly_what_happened():
+    """The account the page and log show is built from these: each must be exact."""
+    from dataclasses import asdict
+
+    proto = make(echo="half_duplex")
+    ready(proto)  # connection 1
+    proto.audio(PCM)  # an audio chunk, not muted
+    proto.receive(msg("transcript.user", text="one"), 0.1)
+    proto.receive(msg("reply.started", reply_id="r1"), 0.2)
+    proto.receive(audio_msg(reply_id="r1"), 0.2)  # played: speaking, so muted
+    proto.audio(PCM)  # a muted chunk
+    proto.receive(msg("tool.call", call_id="c1", name="t", arguments={}), 0.3)
+    proto.receive(msg("reply.done", reply_id="r1"), 0.4)
+    proto.tool_finished("c1", "ok", 0.5)  # sent
+    proto.receive(msg("reply.started", reply_id="r2"), 0.6)
+    proto.receive(msg("tool.call", call_id="c2", name="t", arguments={}), 0.6)
+    proto.receive(msg("reply.done", reply_id="r2", status="interrupted"), 0.7)
+    proto.receive(audio_msg(reply_id="r2"), 0.7)  # after the interruption: dropped
+    proto.tool_finished("c2", "late", 0.8)  # dropped
+    proto.receive("{broken", 0.9)
+    proto.receive(msg("something.new"), 0.9)
+    stats = asdict(proto.stats)
+    assert stats == {
+        "messages_received": 12,
+        "garbled_messages": 1,
+        "unknown_messages": 1,
+        "audio_chunks_sent": 2,
+        "muted_chunks_sent": 1,
+        "reply_audio_bytes_played": len(PCM),
+        "reply_audio_chunks_dropped": 1,
+        "user_turns": 1,
+        "agent_replies": 2,
+        "interrupted_replies": 1,
+        "tool_calls": 2,
+        "tool_results_sent": 1,
+        "tool_results_dropped": 1,
+        "connections": 1,
+        "resumes": 0,
+        "new_conversations": 0,
+    }

@@ -830,3 +830,23 @@ def test_with_a_short_history_the_outage_is_spooled_before_the_buffer_overwrites
         # Never more unconfirmed than the buffer still holds.
         assert available - s.confirmed <= 2 * STREAM_RATE
     assert spooled and spooled[0].start == 0
+
+
+def test_the_account_counts_connections_reconnects_turns_and_odd_messages_exactly():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s, sid="a")
+    run_realtime(s, 0.0, 1.0)
+    s.message(1.0, turn(0, [("1", 100, 300)]))
+    s.message(1.0, turn(1, [("2", 400, 600)], final=False))
+    s.message(1.0, "{broken")
+    s.message(1.0, '{"type": "Heartbeat"}')
+    after = of(s.closed(1.0, None), ReconnectAfter)[0].delay
+    assert of(s.tick(1.0 + after), Connect) == [Connect(2)]
+    s.opened(1.5)
+    s.message(1.5, begin("b"))
+    s.message(1.6, turn(0, [("2", 0, 200)]))
+    acc = s.account
+    assert (acc.connections, acc.reconnects, acc.turns) == (2, 1, 2)
+    assert acc.server_session_ids == ["a", "b"]
+    assert (s.garbled_messages, s.ignored_messages) == (1, 1)
