@@ -31,7 +31,13 @@ import logging
 from typing import Any, ClassVar
 
 from appliance.config import AgentConfig
-from appliance.connection.messages import Rejected, describe_failure, parse_message
+from appliance.connection.messages import (
+    MAX_KIND_CHARS,
+    Rejected,
+    describe_failure,
+    excerpt,
+    parse_message,
+)
 
 #: The Voice Agent API speaks PCM16 mono at 24 kHz both ways.
 AGENT_SAMPLE_RATE = 24_000
@@ -673,8 +679,8 @@ class AgentProtocol:
         return [CallTool(call_id, name, arguments)]
 
     def _on_session_error(self, message: dict[str, Any], now: float) -> list[Action]:
-        code = str(message.get("code") or "unknown")
-        text = describe_error(code, str(message.get("message") or ""))
+        code = excerpt(str(message.get("code") or "unknown"), MAX_KIND_CHARS)
+        text = describe_error(code, excerpt(str(message.get("message") or "")))
         if code == "unauthorized":
             self._auth_failures += 1
         fatal = code in FATAL_CODES or self._auth_failures >= MAX_AUTH_FAILURES

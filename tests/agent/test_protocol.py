@@ -621,3 +621,11 @@ def test_every_counter_counts_exactly_what_happened():
         "resumes": 0,
         "new_conversations": 0,
     }
+
+
+def test_a_huge_session_error_is_logged_cut_short():
+    proto = make()
+    ready(proto)
+    actions = proto.receive(msg("session.error", code="x" * 5000, message="y" * 1_000_000), 0.1)
+    (error,) = of(SessionError, actions)
+    assert len(error.code) < 100 and len(error.message) < 600
