@@ -154,6 +154,8 @@ def test_quick_run_writes_a_report(tmp_path):
     rows = [line for line in report.splitlines() if line.startswith("| ")]
     for label in ("floor: bare PyAudio", "yardstick", "SDK pipeline", "`appliance run`, live"):
         row = next(r for r in rows if label in r)
-        cpu = row.split("|")[2].strip()
-        assert float(cpu) > 0, row  # measured, not "n/a"
+        cpu = float(row.split("|")[2].strip())  # measured: a number, not "n/a"
+        # A bare callback for 3 s can use less CPU than one 10 ms clock tick of the
+        # process's accounting, so the floor may read 0.00; the pipelines never do.
+        assert cpu > 0 or label.startswith("floor"), row
     assert "press -> first audio byte" in report
