@@ -1,6 +1,6 @@
 """Voice agent mode: a push-button spoken conversation on the Voice Agent API.
 
-A thin asyncio layer over the sans-I/O :class:`appliance.cloud.agent.AgentProtocol`:
+A thin asyncio layer over the sans-I/O :class:`appliance.protocol.agent.AgentProtocol`:
 it fetches a fresh token for every connection, pumps microphone audio from the
 capture ring (resampled to 24 kHz) into ``input.audio`` messages, writes
 ``reply.audio`` into the playback stream, runs tools, keeps the conversation's
@@ -39,13 +39,9 @@ from appliance import events as ev
 from appliance.audio.playback import BufferFull
 from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import RingBuffer
-from appliance.cloud import agent as proto
+from appliance.cloud.agent_session import session_config
 from appliance.cloud.tokens import TokenAuthError, TokenSource
 from appliance.config import Config
-from appliance.connection.failures import ConnectFailure, Failure
-from appliance.connection.pacer import Pacer, PacingLimits
-from appliance.connection.policy import ReconnectLimits, ReconnectPolicy
-from appliance.connection.retry import retry_limits
 from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import (
     CONNECT_ERRORS,
@@ -55,6 +51,11 @@ from appliance.connection.websocket import (
     open_session_socket,
 )
 from appliance.logs import log_context
+from appliance.protocol import agent as proto
+from appliance.protocol.failures import ConnectFailure, Failure
+from appliance.protocol.pacer import Pacer, PacingLimits
+from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
+from appliance.protocol.retry import retry_limits
 from appliance.secrets import Secret, redact
 from appliance.tools import ToolRunner
 
@@ -184,7 +185,7 @@ class VoiceAgentConversation:
         self.tools = tools if tools is not None else ToolRunner(agent.tools)
         self.url = config.urls.agent_url
         self.protocol = proto.AgentProtocol(
-            proto.session_config(agent, self.tools.definitions()),
+            session_config(agent, self.tools.definitions()),
             echo=agent.echo,
             resume_window_seconds=agent.resume_window_seconds,
             idle_timeout_seconds=agent.idle_timeout_seconds,

@@ -1,6 +1,6 @@
 """Live transcription: one button press to stop, streamed to Universal Streaming v3.
 
-A thin asyncio layer over :class:`appliance.cloud.streaming.StreamingSession`
+A thin asyncio layer over :class:`appliance.protocol.streaming.StreamingSession`
 (the protocol logic, delivery rule and account live there). This module owns
 the I/O: it moves audio from the capture ring (native rate) through the
 streaming resampler into a 16 kHz *mirror* ring addressed by session sample
@@ -45,7 +45,15 @@ from websockets.asyncio.client import ClientConnection
 from appliance import events as ev
 from appliance.audio.resample import STT_RATE, Resampler
 from appliance.audio.ring import RingBuffer, wake_loop
-from appliance.cloud.streaming import (
+from appliance.cloud.tokens import (
+    TokenError,
+    TokenSource,
+)
+from appliance.connection.tokens import note_connect_failure
+from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
+from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
+from appliance.logs import log_context
+from appliance.protocol.streaming import (
     Action,
     Close,
     Connect,
@@ -61,14 +69,6 @@ from appliance.cloud.streaming import (
     StreamingSession,
     Turn,
 )
-from appliance.cloud.tokens import (
-    TokenError,
-    TokenSource,
-)
-from appliance.connection.tokens import note_connect_failure
-from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
-from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
-from appliance.logs import log_context
 from appliance.spool import SpoolFull
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from appliance.events import ERROR, SPOOL, STATE
 
 if TYPE_CHECKING:
     from appliance.config import Config
-    from appliance.connection.retry import RetryLimits
     from appliance.daemon import Daemon, SessionRunner
+    from appliance.protocol.retry import RetryLimits
 
 log = logging.getLogger("appliance.daemon")
 
@@ -207,7 +207,7 @@ async def build_components(daemon: Daemon) -> None:
 
 def retry_limits(config: Config) -> RetryLimits:
     """The one retry policy every reconnect and token request of the daemon follows."""
-    from appliance.connection.retry import retry_limits as limits
+    from appliance.protocol.retry import retry_limits as limits
 
     return limits(config.reconnect.base_seconds, config.reconnect.max_seconds)
 

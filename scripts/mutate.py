@@ -39,11 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: target name -> (module file, the unit tests that pin it down)
 TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "streaming": ("appliance/cloud/streaming.py", ("tests/live/test_streaming_machine.py",)),
-    "agent": ("appliance/cloud/agent.py", ("tests/agent/test_protocol.py",)),
-    "pacer": ("appliance/connection/pacer.py", ("tests/connection/test_pacer.py",)),
-    "retry": ("appliance/connection/retry.py", ("tests/connection/test_retry.py",)),
-    "messages": ("appliance/connection/messages.py", ("tests/connection/test_messages.py",)),
+    "streaming": ("appliance/protocol/streaming.py", ("tests/protocol/test_streaming.py",)),
+    "agent": ("appliance/protocol/agent.py", ("tests/protocol/test_agent.py",)),
+    "pacer": ("appliance/protocol/pacer.py", ("tests/protocol/test_pacer.py",)),
+    "retry": ("appliance/protocol/retry.py", ("tests/protocol/test_retry.py",)),
+    "messages": ("appliance/protocol/messages.py", ("tests/protocol/test_messages.py",)),
+    "policy": ("appliance/protocol/policy.py", ("tests/protocol/test_policy.py",)),
     "tokens": ("appliance/connection/tokens.py", ("tests/connection/test_tokens.py",)),
 }
 

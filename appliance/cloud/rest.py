@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from appliance.cloud import tls
-from appliance.connection.retry import (
+from appliance.protocol.retry import (
     DEFAULT_RETRY_LIMITS,
     FailureGate,
     RetryLimits,

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from appliance.cloud import tls
-from appliance.connection.retry import parse_retry_after
+from appliance.protocol.retry import parse_retry_after
 from appliance.secrets import Secret, register_secret
 
 log = logging.getLogger(__name__)

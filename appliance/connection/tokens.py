@@ -9,7 +9,7 @@ agent):
   for the same one, never make two);
 * after a failed request, no request goes out before the retry floor (with
   jitter) or the server's clamped ``Retry-After`` has passed (a
-  :class:`~appliance.connection.retry.FailureGate`); connecting sessions
+  :class:`~appliance.protocol.retry.FailureGate`); connecting sessions
   space their own attempts (their reconnect policy), while the keeper, which
   nobody else paces, also backs off (full jitter, growing) and after a
   credential refusal waits the slow auth retry;
@@ -36,7 +36,7 @@ from appliance.cloud.tokens import (
     TokenSource,
     TokenTransientError,
 )
-from appliance.connection.retry import DEFAULT_RETRY_LIMITS, Backoff, FailureGate, RetryLimits
+from appliance.protocol.retry import DEFAULT_RETRY_LIMITS, Backoff, FailureGate, RetryLimits
 from appliance.secrets import Secret
 
 log = logging.getLogger(__name__)

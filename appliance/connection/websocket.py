@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from appliance.cloud import tls
 from appliance.cloud.tokens import TokenAuthError, TokenError, TokenTransientError
-from appliance.connection.failures import ConnectFailure, Failure
-from appliance.connection.retry import parse_retry_after
+from appliance.protocol.failures import ConnectFailure, Failure
+from appliance.protocol.retry import parse_retry_after
 from appliance.secrets import redact
 
 

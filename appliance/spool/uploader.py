@@ -51,8 +51,8 @@ from typing import Any
 
 from appliance import events as ev
 from appliance.cloud import rest
-from appliance.connection.retry import Backoff, retry_limits
 from appliance.logs import log_context
+from appliance.protocol.retry import Backoff, retry_limits
 from appliance.spool import store as st
 from appliance.spool.ids import InvalidId, check_transcript_id
 from appliance.spool.spool import Spool

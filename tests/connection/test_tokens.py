@@ -8,8 +8,8 @@ import random
 import pytest
 
 from appliance.cloud.tokens import TokenAuthError, TokenError, TokenTransientError
-from appliance.connection.retry import RetryLimits
 from appliance.connection.tokens import TokenCoordinator
+from appliance.protocol.retry import RetryLimits
 from appliance.secrets import Secret
 
 LIMITS = RetryLimits(base_seconds=0.2, cap_seconds=2.0, floor_seconds=0.1)

@@ -12,10 +12,10 @@ import numpy as np
 
 from appliance.audio.ring import RingBuffer
 from appliance.cloud.rest import RestClient, RestTimeouts
-from appliance.cloud.streaming import STREAM_RATE
 from appliance.cloud.tokens import MintedTokens
 from appliance.config import Config
 from appliance.emulator.recognizer import digits_of
+from appliance.protocol.streaming import STREAM_RATE
 from appliance.secrets import Secret
 from appliance.spool import Spool, SpoolParams
 from appliance.spool import store as st

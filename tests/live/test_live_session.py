@@ -15,10 +15,10 @@ import json
 from appliance import dtmf
 from appliance import events as ev
 from appliance.audio.ring import RingBuffer
-from appliance.cloud.streaming import STREAM_RATE
 from appliance.config import Config, ReconnectConfig
 from appliance.emulator.recognizer import digits_of
 from appliance.live import LiveTranscription, live_query
+from appliance.protocol.streaming import STREAM_RATE
 from appliance.spool.uploader import Uploader
 
 from .helpers import (

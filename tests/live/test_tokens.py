@@ -17,9 +17,9 @@ from appliance.cloud.tokens import (
     TokenError,
     TokenTransientError,
 )
-from appliance.connection.retry import RetryLimits
 from appliance.connection.tokens import TokenCoordinator
 from appliance.logs import RedactingFilter
+from appliance.protocol.retry import RetryLimits
 from appliance.secrets import Secret
 
 API_KEY = Secret("test-api-key-0123456789")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from appliance.connection.retry import RetryLimits
 from appliance.events import UPLOAD_PROGRESS, EventBus
+from appliance.protocol.retry import RetryLimits
 from appliance.spool import store as st
 from appliance.spool.uploader import Uploader
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from appliance.cloud.agent import (
+from appliance.protocol.agent import (
     AgentProtocol,
     AgentTranscript,
     CallTool,
@@ -25,9 +25,7 @@ from appliance.cloud.agent import (
     SpeakingChanged,
     UserTranscript,
     describe_error,
-    session_config,
 )
-from appliance.config import AgentConfig, ToolConfig, TurnDetectionConfig
 
 PCM = b"\x01\x00\x02\x00" * 600  # 1200 samples = 50 ms at 24 kHz
 
@@ -78,38 +76,6 @@ def test_no_input_audio_before_session_ready():
     assert of(SessionReady, actions) == [SessionReady("sess_1", resumed=False)]
     sent = sends(proto.audio(PCM))
     assert sent == [{"type": "input.audio", "audio": base64.b64encode(PCM).decode()}]
-
-
-def test_session_config_has_the_documented_shape():
-    agent = AgentConfig(
-        system_prompt="Be brief.",
-        greeting="Hello",
-        voice="james",
-        volume=80,
-        keyterms=["Pi"],
-        turn_detection=TurnDetectionConfig(vad_threshold=0.4, max_silence=900),
-    )
-    tools = [{"type": "function", "name": "t", "description": "d", "parameters": {}}]
-    session = session_config(agent, tools)
-    assert session == {
-        "system_prompt": "Be brief.",
-        "greeting": "Hello",
-        "input": {
-            "format": {"encoding": "audio/pcm"},
-            "keyterms": ["Pi"],
-            "turn_detection": {"vad_threshold": 0.4, "max_silence": 900},
-        },
-        "output": {"voice": "james", "format": {"encoding": "audio/pcm"}, "volume": 80},
-        "tools": tools,
-    }
-
-
-def test_session_config_leaves_unset_options_to_the_service():
-    session = session_config(AgentConfig(greeting=None))
-    assert "greeting" not in session
-    assert "tools" not in session
-    assert "turn_detection" not in session["input"]
-    assert "volume" not in session["output"]
 
 
 # ------------------------------------------------------------- reply audio
@@ -459,30 +425,6 @@ def test_drop_while_ending_finishes():
     ready(proto)
     proto.request_end(1.0)
     assert proto.connection_lost(1.1) == [Finished("stopped")]
-
-
-def test_tools_from_config_are_flat():
-    from appliance.tools import ToolRunner
-
-    runner = ToolRunner(
-        [
-            ToolConfig(
-                name="lights",
-                description="switch lights",
-                parameters={"type": "object", "properties": {"on": {"type": "boolean"}}},
-                kind="command",
-                command=["true"],
-            )
-        ]
-    )
-    (definition,) = runner.definitions()
-    assert definition == {
-        "type": "function",
-        "name": "lights",
-        "description": "switch lights",
-        "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}},
-    }
-    assert "function" not in definition  # not the nested OpenAI form
 
 
 # ------------------------------------------------------------ pinned edges

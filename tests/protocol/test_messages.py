@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.connection.messages import (
+from appliance.protocol.messages import (
     MAX_LOGGED_CHARS,
     Rejected,
     describe_failure,

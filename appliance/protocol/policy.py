@@ -21,8 +21,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from appliance.connection.failures import ConnectFailure, Failure
-from appliance.connection.retry import Backoff, RetryLimits
+from appliance.protocol.failures import ConnectFailure, Failure
+from appliance.protocol.retry import Backoff, RetryLimits
 
 
 @dataclass(frozen=True)

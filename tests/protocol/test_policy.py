@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from appliance.connection.failures import ConnectFailure, Failure
-from appliance.connection.policy import ReconnectLimits, ReconnectPolicy
-from appliance.connection.retry import RetryLimits
+from appliance.protocol.failures import ConnectFailure, Failure
+from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
+from appliance.protocol.retry import RetryLimits
 
 LIMITS = ReconnectLimits(
     retry=RetryLimits(base_seconds=0.5, cap_seconds=8.0, floor_seconds=0.1),

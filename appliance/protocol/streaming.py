@@ -17,7 +17,7 @@ Three rules make "every word exactly once, never ahead of real time" hold
 (the whole reasoning is in ``docs/delivery.md``):
 
 * **Pacing.** A connection's audio never leads wall time since its ``Begin``
-  by more than one frame (:class:`appliance.connection.pacer.Pacer`). A
+  by more than one frame (:class:`appliance.protocol.pacer.Pacer`). A
   backlog longer than the live window (that lead plus ``max_lag_seconds``)
   is never caught up: its oldest part goes to the spool (:class:`Spool`,
   ending in a pause), and live streaming resumes close to now.
@@ -36,7 +36,7 @@ Every sample of ``[0, end)`` ends up exactly once in the account as streamed
 
 Close codes: network errors, 1000 without ``Termination``, 3005, 3009 and a
 dead keepalive -> reconnect when the shared
-:class:`~appliance.connection.policy.ReconnectPolicy` says (one quick
+:class:`~appliance.protocol.policy.ReconnectPolicy` says (one quick
 reconnect after fresh audio, otherwise full-jitter backoff); 1008 -> a new
 token soon, then a slow retry; 3008 -> roll over at once; 3006/3007 -> a bug
 on our side, logged loudly, then backoff. No retry is ever sooner than the
@@ -52,11 +52,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.connection.failures import ConnectFailure, Failure
-from appliance.connection.messages import Rejected, describe_failure, excerpt, parse_message
-from appliance.connection.pacer import Pacer, PacingLimits
-from appliance.connection.policy import ReconnectLimits, ReconnectPolicy
-from appliance.connection.retry import retry_limits
+from appliance.protocol.failures import ConnectFailure, Failure
+from appliance.protocol.messages import Rejected, describe_failure, excerpt, parse_message
+from appliance.protocol.pacer import Pacer, PacingLimits
+from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
+from appliance.protocol.retry import retry_limits
 
 log = logging.getLogger(__name__)
 

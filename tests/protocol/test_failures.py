@@ -8,8 +8,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
 from appliance.cloud.tokens import TokenAuthError, TokenError, TokenTransientError
-from appliance.connection.failures import ConnectFailure
 from appliance.connection.websocket import failure_from
+from appliance.protocol.failures import ConnectFailure
 
 
 def upgrade_refused(status: int, retry_after: str | None = None) -> InvalidStatus:

@@ -9,7 +9,9 @@ import random
 
 import pytest
 
-from appliance.cloud.streaming import (
+from appliance.protocol.policy import ReconnectPolicy
+from appliance.protocol.retry import Backoff, RetryLimits
+from appliance.protocol.streaming import (
     STREAM_RATE,
     Close,
     Connect,
@@ -25,8 +27,6 @@ from appliance.cloud.streaming import (
     StreamingLimits,
     StreamingSession,
 )
-from appliance.connection.policy import ReconnectPolicy
-from appliance.connection.retry import Backoff, RetryLimits
 
 MS = STREAM_RATE // 1000
 

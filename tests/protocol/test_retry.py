@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from appliance.connection.retry import (
+from appliance.protocol.retry import (
     Backoff,
     RetryLimits,
     clamp_retry_after,
@@ -120,7 +120,7 @@ def test_a_base_on_the_floor_still_jitters() -> None:
 
 
 def test_a_failure_gate_holds_every_request_for_the_floor_or_the_retry_after() -> None:
-    from appliance.connection.retry import FailureGate
+    from appliance.protocol.retry import FailureGate
 
     gate = FailureGate(LIMITS, random.Random(5))
     assert gate.wait_seconds(10.0) == 0.0
@@ -139,7 +139,7 @@ def test_a_retry_after_cap_equal_to_the_floor_is_allowed() -> None:
 
 
 def test_configured_limits_are_raised_to_an_explicit_floor() -> None:
-    from appliance.connection.retry import retry_limits
+    from appliance.protocol.retry import retry_limits
 
     limits = retry_limits(0.05, 0.08, floor_seconds=0.2)
     assert (limits.floor_seconds, limits.base_seconds, limits.cap_seconds) == (0.2, 0.2, 0.2)

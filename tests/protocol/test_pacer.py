@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from appliance.connection.pacer import Pacer, PacingLimits
+from appliance.protocol.pacer import Pacer, PacingLimits
 
 RATE = 16_000
 
