@@ -56,7 +56,7 @@ from appliance.protocol.failures import ConnectFailure, Failure
 from appliance.protocol.pacer import Pacer, PacingLimits
 from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
 from appliance.protocol.retry import retry_limits
-from appliance.secrets import Secret, redact
+from appliance.secrets import Secret, redact, retire_secret
 from appliance.tools import ToolRunner
 
 log = logging.getLogger(__name__)
@@ -320,6 +320,7 @@ class VoiceAgentConversation:
                 self._fail(f"the voice agent token was refused: {exc}")
             self._last_failure = failure
             return failure.detail
+        retire_secret(token)  # the upgrade redeemed it: single-use, it opens nothing now
         try:
             async with ws:
                 return await self._serve(ws)

@@ -69,6 +69,7 @@ from appliance.protocol.streaming import (
     StreamingSession,
     Turn,
 )
+from appliance.secrets import retire_secret
 from appliance.spool import SpoolFull
 
 log = logging.getLogger(__name__)
@@ -789,6 +790,7 @@ class LiveTranscription:
             note_connect_failure(self.tokens, exc, failure.retry_after)
             put(_Event("failed", conn, (failure.kind, failure.detail, failure.retry_after)))
             return
+        retire_secret(token)  # the upgrade redeemed it: single-use, it opens nothing now
         if conn != self._conn_id:
             ws.transport.abort()
             return

@@ -28,8 +28,9 @@ spaces retries after a failure.
 Failures are classified so callers can react sensibly: :class:`TokenAuthError`
 (401/403, the credential is wrong: retry slowly, tell the user) versus
 :class:`TokenTransientError` (network, timeout, 5xx, 429 with ``Retry-After``:
-retry with backoff). Every token is registered with ``register_secret`` before
-it leaves this module, and no exception text ever contains a token or a key.
+retry with backoff). Every token is registered with ``register_token`` (for as
+long as the service may accept it) before it leaves this module, and no
+exception text ever contains a token or a key.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import httpx
 
 from appliance.cloud import tls
 from appliance.protocol.retry import parse_retry_after
-from appliance.secrets import Secret, register_secret
+from appliance.secrets import Secret, register_token
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +152,14 @@ class _HttpTokenSource:
         lifetime_seconds: float,
         client: httpx.AsyncClient | SharedHttpClient | None,
         timeout: httpx.Timeout,
+        redeemable_seconds: float | None = None,
     ) -> None:
         self.url = url
         self._headers = headers
         self._params = params
         self.lifetime_seconds = lifetime_seconds
+        # How long log redaction keeps a token: the longest the service may accept it.
+        self.redeemable_seconds = max(lifetime_seconds, redeemable_seconds or 0.0)
         # Without a client, this source keeps its own long-lived one (closed by aclose()).
         self._owns_client = client is None
         self._client = client if client is not None else SharedHttpClient(timeout)
@@ -206,7 +210,9 @@ class _HttpTokenSource:
             ) from None
         if not isinstance(value, str) or not value:
             raise TokenTransientError(f"token answer from {where} has an empty token")
-        secret = register_secret(Secret(value, source=f"token from {where}"))
+        secret = register_token(
+            Secret(value, source=f"token from {where}"), self.redeemable_seconds
+        )
         digest = hashlib.sha256(value.encode()).digest()
         if digest in self._seen:
             raise TokenError(f"{where} returned a token it had handed out before; not reusing it")
@@ -285,6 +291,8 @@ class BrokerTokens(_HttpTokenSource):
             lifetime_seconds=lifetime_seconds,
             client=client,
             timeout=timeout,
+            # The broker does not say how long its token lives: the longest the API allows.
+            redeemable_seconds=float(EXPIRES_IN_RANGE[1]),
         )
 
 
