@@ -360,6 +360,19 @@ class SpoolConfig:
 
 
 @dataclasses.dataclass
+class HistoryConfig:
+    """What is kept of past sessions: transcripts/ and conversations/ files, done recordings."""
+
+    retention_days: float | None = setting(
+        90.0, minimum=1, maximum=3650, doc="delete older ones; null = no age limit"
+    )
+    max_bytes: int | None = setting(
+        200_000_000, minimum=1_000_000, doc="oldest files go first past this; null = no cap"
+    )
+    check_interval_seconds: float = setting(3600.0, minimum=60, maximum=86400, unit=" s")
+
+
+@dataclasses.dataclass
 class UploadConfig:
     """Pre-recorded transcription of spooled audio."""
 
@@ -412,6 +425,7 @@ class Config:
     live: LiveConfig = section(LiveConfig)
     agent: AgentConfig = section(AgentConfig)
     spool: SpoolConfig = section(SpoolConfig)
+    history: HistoryConfig = section(HistoryConfig)
     upload: UploadConfig = section(UploadConfig)
     web: WebConfig = section(WebConfig)
     logging: LoggingConfig = section(LoggingConfig)

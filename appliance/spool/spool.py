@@ -72,6 +72,8 @@ META_NAME = "recording.json"
 # How long a free-space measurement is trusted before statvfs is asked again.
 FREE_SPACE_CACHE_SECONDS = 0.5
 UPLOAD_CHUNK_BYTES = 64 * 1024
+#: At most this many old recordings are forgotten per housekeeping pass (bounded work).
+PRUNE_BATCH = 200
 
 
 class SpoolError(Exception):
@@ -135,6 +137,9 @@ class SpoolParams:
     segment_seconds: float = 60.0
     sync_interval_seconds: float = 1.0
     retention_days: float = 7.0
+    # A recording whose audio is gone keeps its row and transcript files this long after
+    # its completion (``history.retention_days``); None keeps them.
+    history_days: float | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> SpoolParams:
@@ -146,6 +151,7 @@ class SpoolParams:
             segment_seconds=sc.segment_seconds,
             sync_interval_seconds=sc.sync_interval_seconds,
             retention_days=sc.retention_days,
+            history_days=config.history.retention_days,
         )
 
 
@@ -510,11 +516,13 @@ class Spool:
     def list(self) -> list[st.RecordingRow]:
         return self.store.all()
 
+    def newest(self, states: tuple[str, ...], limit: int) -> list[st.RecordingRow]:
+        """The ``limit`` newest recordings in ``states`` (what a status view shows)."""
+        return self.store.newest(states, limit)
+
     def status(self) -> dict[str, Any]:
-        rows = self.store.all()
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r.state] = counts.get(r.state, 0) + 1
+        """Counts of the recordings still in the spool's care (completed ones are history)."""
+        counts = self.store.counts(st.OPEN_STATES)
         waiting = sum(counts.get(s, 0) for s in st.PENDING_STATES)
         return {"waiting": waiting, "bytes": self._usage, "states": counts, "notice": self.notice}
 
@@ -573,23 +581,51 @@ class Spool:
 
     def purge_completed(self) -> list[str]:
         """Delete the audio of every completed recording now (transcripts are kept)."""
-        done = []
-        for row in self.store.all((st.COMPLETED,)):
-            if not row.audio_deleted:
-                self.delete_audio(row.id)
-                done.append(row.id)
+        done = self.store.completed_with_audio()
+        for recording_id in done:
+            self.delete_audio(recording_id)
         return done
 
     def expire(self, now: float | None = None) -> list[str]:
         """Delete audio whose transcript is stored and whose retention time has passed."""
         now = time.time() if now is None else now
-        keep = self.params.retention_days * 86400
-        done = []
-        for row in self.store.all((st.COMPLETED,)):
-            if not row.audio_deleted and row.completed_at and now - row.completed_at >= keep:
-                self.delete_audio(row.id)
-                done.append(row.id)
+        done = self.store.completed_with_audio(before=now - self.params.retention_days * 86400)
+        for recording_id in done:
+            self.delete_audio(recording_id)
         return done
+
+    def prune(self, now: float | None = None, limit: int = PRUNE_BATCH) -> list[str]:
+        """Forget recordings whose audio is gone and whose history time has passed.
+
+        The folder (transcript, subtitles, metadata) goes first, then the row: a
+        crash in between leaves a row whose folder is gone (the next pass deletes
+        it), never a folder the rebuild at start would bring back. At most
+        ``limit`` per call.
+        """
+        if self.params.history_days is None:
+            return []
+        now = time.time() if now is None else now
+        done = self.store.purged_before(now - self.params.history_days * 86400, limit)
+        for recording_id in done:
+            folder = self.recording_dir(recording_id)
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                fsync_dir(self.audio_root)
+            if folder.exists():
+                log.warning("cannot delete %s; its row is kept", folder)
+                continue
+            self.store.delete(recording_id)
+        if done:
+            self.store.forget_unused_uploads()
+            log.info("spool: %d old recording(s) forgotten (history retention)", len(done))
+        return done
+
+    def housekeeping(self, now: float | None = None) -> None:
+        """Expire old audio, forget old recordings, finish rows a full disk left open
+        (blocking file I/O: call it on a worker thread)."""
+        self.expire(now)
+        self.prune(now)
+        self.recover()
 
 
 class RecordingWriter:

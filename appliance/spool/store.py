@@ -45,6 +45,8 @@ FAILED = "failed"
 STATES = (RECORDING, READY, UPLOADING, UPLOADED, SUBMITTING, SUBMITTED, COMPLETED, FAILED)
 # States the uploader still has work to do in.
 PENDING_STATES = (READY, UPLOADING, UPLOADED, SUBMITTING, SUBMITTED)
+# States of recordings still in the spool's care (a completed one is history).
+OPEN_STATES = (RECORDING, *PENDING_STATES, FAILED)
 ORIGINS = ("record", "live-gap", "agent")
 # The reason a recording fails with when the server cannot tell whether it accepted a
 # submit; ``spool retry`` of such a row is a person's decision to submit again.
@@ -78,6 +80,8 @@ CREATE TABLE IF NOT EXISTS recordings (
     audio_deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS recordings_state ON recordings(state);
+CREATE INDEX IF NOT EXISTS recordings_done ON recordings(state, audio_deleted, completed_at);
+CREATE INDEX IF NOT EXISTS recordings_content ON recordings(content_hash);
 CREATE TABLE IF NOT EXISTS uploads (
     content_hash TEXT PRIMARY KEY,
     upload_url TEXT NOT NULL,
@@ -218,6 +222,48 @@ class Store:
             rows = self._db.execute(query + " ORDER BY created_at, id", args).fetchall()
         return [_row(r) for r in rows]
 
+    def counts(self, states: tuple[str, ...]) -> dict[str, int]:
+        """How many recordings are in each of ``states`` (read from the state index)."""
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT state, COUNT(*) FROM recordings WHERE state IN ({marks}) GROUP BY state",
+                states,
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def newest(self, states: tuple[str, ...], limit: int) -> list[RecordingRow]:
+        """The ``limit`` newest recordings in ``states``, newest first."""
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM recordings WHERE state IN ({marks}) "
+                "ORDER BY created_at DESC, id DESC LIMIT ?",
+                (*states, limit),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def completed_with_audio(self, before: float | None = None) -> list[str]:
+        """Completed recordings whose audio is still on disk (completed before ``before``)."""
+        query = "SELECT id FROM recordings WHERE state = ? AND audio_deleted = 0"
+        args: tuple[Any, ...] = (COMPLETED,)
+        if before is not None:
+            query += " AND completed_at <= ?"
+            args = (COMPLETED, before)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [r[0] for r in rows]
+
+    def purged_before(self, before: float, limit: int) -> list[str]:
+        """Completed recordings without audio, completed before ``before`` (oldest first)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM recordings WHERE state = ? AND audio_deleted = 1 "
+                "AND completed_at <= ? ORDER BY completed_at LIMIT ?",
+                (COMPLETED, before, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def ids(self) -> set[str]:
         with self._lock:
             rows = self._db.execute("SELECT id FROM recordings").fetchall()
@@ -336,6 +382,15 @@ class Store:
     def delete(self, recording_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+
+    def forget_unused_uploads(self) -> int:
+        """Drop remembered upload URLs no recording's content refers to; how many went."""
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM uploads WHERE NOT EXISTS (SELECT 1 FROM recordings "
+                "WHERE recordings.content_hash = uploads.content_hash)"
+            )
+        return cur.rowcount
 
 
 def _row(row: sqlite3.Row) -> RecordingRow:

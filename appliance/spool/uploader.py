@@ -69,6 +69,8 @@ IDLE_RESCAN_SECONDS = 30.0
 PROGRESS_FRACTION = 0.10
 PROGRESS_SECONDS = 5.0
 MAX_TASKS = 8
+#: Old audio is expired and old recordings forgotten at most this often, on a worker thread.
+HOUSEKEEPING_INTERVAL_SECONDS = 60.0
 UNKNOWN_SUBMIT = st.UNKNOWN_SUBMIT
 
 
@@ -136,6 +138,8 @@ class Uploader:
         self._online.set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.probes = 0
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._housekeeping_at = 0.0  # monotonic time of the next pass
 
     # -- control ---------------------------------------------------------------
 
@@ -162,8 +166,8 @@ class Uploader:
                         break
                     self._tasks[row.id] = asyncio.create_task(self._process(row.id))
                 with contextlib.suppress(Exception):
-                    self.spool.expire()
                     self.spool.recover()  # rows a full disk kept from being finished
+                self._start_housekeeping()
                 timeout = IDLE_RESCAN_SECONDS if next_at is None else max(0.0, next_at - now)
                 self._wake.clear()
                 waiters = [asyncio.ensure_future(self._wake.wait())]
@@ -175,6 +179,9 @@ class Uploader:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            if self._housekeeping is not None:
+                # A worker thread cannot be stopped: let its pass end before the spool closes.
+                await asyncio.gather(self._housekeeping, return_exceptions=True)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Run until nothing is pending or in flight (tests, ``appliance transcribe``)."""
@@ -195,6 +202,20 @@ class Uploader:
                     await task
 
         await asyncio.wait_for(loop(), timeout)
+
+    def _start_housekeeping(self) -> None:
+        """Expire old audio and forget old recordings off the loop, at most once an interval."""
+        running = self._housekeeping is not None and not self._housekeeping.done()
+        if running or time.monotonic() < self._housekeeping_at:
+            return
+        self._housekeeping_at = time.monotonic() + HOUSEKEEPING_INTERVAL_SECONDS
+        self._housekeeping = asyncio.create_task(self._tidy(), name="spool-housekeeping")
+
+    async def _tidy(self) -> None:
+        try:
+            await asyncio.to_thread(self.spool.housekeeping)
+        except Exception:
+            log.exception("spool housekeeping failed")
 
     def _reap(self) -> None:
         for rid, task in list(self._tasks.items()):

@@ -44,13 +44,12 @@ def from_events(last: dict[str, Event]) -> dict[str, Any]:
 def spool_section(spool: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]:
     """``{"available", "notice", "waiting", "bytes", "full", "recordings": [{"id", "state",
     "bytes", "detail"}]}`` from an ``appliance.spool.Spool`` (its ``status()`` and
-    ``list()``), newest first. A spool that fails to answer is shown unavailable."""
+    ``newest()``), newest first. A spool that fails to answer is shown unavailable."""
     try:
         summary = spool.status()
-        rows = [r for r in spool.list() if r.state in _SHOWN_STATES]
+        rows = spool.newest(_SHOWN_STATES, limit)  # newest first, read from the index
     except (sqlite3.Error, OSError) as exc:
         return spool_unavailable(f"cannot read the spool: {exc}")
-    rows.sort(key=lambda r: r.created_at, reverse=True)
     return {
         "available": True,
         "notice": summary.get("notice"),
