@@ -371,7 +371,7 @@ class VoiceAgentConversation:
                     await replan.wait()
             now = self.clock()
             self._policy.still_up(now)
-            if self.protocol.awaiting_drain and self._playback_idle():
+            if self.protocol.awaiting_drain and self._speaker_quiet():
                 self._apply(self.protocol.playback_drained(now))
             self._apply(self.protocol.tick(now))
 
@@ -479,6 +479,13 @@ class VoiceAgentConversation:
     def _playback_idle(self) -> bool:
         idle = getattr(self.playback, "idle", True)
         return bool(idle)
+
+    def _speaker_quiet(self) -> bool:
+        """The reply has stopped sounding, not just playing: half duplex unmutes then."""
+        quiet = getattr(self.playback, "quiet", None)
+        if quiet is None:
+            return self._playback_idle()
+        return bool(quiet(self.config.audio.echo_tail_ms / 1000))
 
     def _end_of_stream(self) -> None:
         end = getattr(self.playback, "end_of_stream", None)

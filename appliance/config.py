@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from appliance.audio.own_sound import DEFAULT_ECHO_TAIL_SECONDS
 from appliance.secrets import Secret, loose_permissions, register_secret
 from appliance.settings import limits_of, section, setting
 from appliance.yamlread import (
@@ -216,6 +217,13 @@ class AudioConfig:
     )
     jitter_buffer_ms: int = setting(60, minimum=0, maximum=1000, unit=" ms")
     volume: float = setting(1.0, minimum=0, maximum=2, doc="playback gain")
+    echo_tail_ms: int = setting(
+        round(DEFAULT_ECHO_TAIL_SECONDS * 1000),
+        minimum=0,
+        maximum=2000,
+        unit=" ms",
+        doc="own sounds stay out of the mic this long past the output latency",
+    )
 
 
 @dataclasses.dataclass

@@ -115,6 +115,11 @@ async def build_components(daemon: Daemon) -> None:
     daemon.playback = await asyncio.to_thread(open_sink, config, loop)
     if daemon.playback is not None:
         closers.append(daemon.playback.stop)
+    if daemon.playback is not None and config.audio.source == config.audio.sink == "pyaudio":
+        # The microphone may hear the speaker: its earcons stay out of every session's audio.
+        from appliance.audio.own_sound import link_own_sound
+
+        link_own_sound(daemon.ring, daemon.playback, config.audio.echo_tail_ms / 1000)
 
     # Status, watchdog, LEDs, earcons.
     from appliance.controls import EarconPlayer, StateLed

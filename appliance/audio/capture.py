@@ -23,15 +23,14 @@ import pyaudio
 from appliance.audio.devices import PREFERRED_INPUT_RATES, choose_rate, find_device
 from appliance.audio.ring import DEFAULT_HISTORY_SECONDS, RingBuffer
 from appliance.audio.stream import (
-    DEFAULT_FIRST_CALLBACK_TIMEOUT,
     DEFAULT_RETRY_INITIAL,
     DEFAULT_RETRY_MAX,
-    DEFAULT_STALL_TIMEOUT,
     StateCallback,
     StreamState,
     StreamStatus,
     SupervisedStream,
 )
+from appliance.audio.watchdog import StreamLimits
 
 __all__ = ["AudioCapture", "Level", "RingSource", "StreamState", "measure_level"]
 
@@ -99,6 +98,8 @@ class AudioCapture(SupervisedStream, RingSource):
     kept.  ``start()`` opens the device (raising if it cannot be opened the
     first time, because the ring's rate depends on it) and creates ``ring``;
     losses after that are retried forever with backoff, at the same rate.
+    ``limits``: how long a (re)opened device may take to deliver steadily,
+    and how long it may then go quiet (:class:`StreamLimits`).
     """
 
     kind = "capture"
@@ -114,8 +115,7 @@ class AudioCapture(SupervisedStream, RingSource):
         history_seconds: float = DEFAULT_HISTORY_SECONDS,
         preferred_rates: tuple[int, ...] = PREFERRED_INPUT_RATES,
         on_state: StateCallback | None = None,
-        first_callback_timeout: float = DEFAULT_FIRST_CALLBACK_TIMEOUT,
-        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        limits: StreamLimits | None = None,
         retry_initial: float = DEFAULT_RETRY_INITIAL,
         retry_max: float = DEFAULT_RETRY_MAX,
     ) -> None:
@@ -124,8 +124,7 @@ class AudioCapture(SupervisedStream, RingSource):
             self,
             block_ms,
             on_state,
-            first_callback_timeout,
-            stall_timeout,
+            limits,
             retry_initial,
             retry_max,
         )

@@ -25,16 +25,16 @@ import numpy as np
 import pyaudio
 
 from appliance.audio.devices import PREFERRED_OUTPUT_RATES, choose_rate, find_device
+from appliance.audio.own_sound import OwnSound, quiet_from
 from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.stream import (
-    DEFAULT_FIRST_CALLBACK_TIMEOUT,
     DEFAULT_RETRY_INITIAL,
     DEFAULT_RETRY_MAX,
-    DEFAULT_STALL_TIMEOUT,
     StateCallback,
     StreamState,
     SupervisedStream,
 )
+from appliance.audio.watchdog import StreamLimits
 
 __all__ = ["AudioPlayback", "PlaybackState", "StreamState"]
 
@@ -66,7 +66,9 @@ class AudioPlayback(SupervisedStream):
     ``device``: name substring (None = default output).  ``rate``: device
     rate (None = ``input_rate`` if supported, else the first of
     ``preferred_rates``, else the device default); audio is resampled when it
-    differs from ``input_rate``.
+    differs from ``input_rate``.  ``limits``: how long a (re)opened stream may
+    take to start and then go quiet (:class:`StreamLimits`); a lost stream
+    keeps its queue and plays it when it is back.
     """
 
     kind = "playback"
@@ -84,13 +86,12 @@ class AudioPlayback(SupervisedStream):
         max_buffer_seconds: float = DEFAULT_MAX_BUFFER_SECONDS,
         preferred_rates: tuple[int, ...] = PREFERRED_OUTPUT_RATES,
         on_state: StateCallback | None = None,
-        first_callback_timeout: float = DEFAULT_FIRST_CALLBACK_TIMEOUT,
-        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        limits: StreamLimits | None = None,
         retry_initial: float = DEFAULT_RETRY_INITIAL,
         retry_max: float = DEFAULT_RETRY_MAX,
     ) -> None:
         super().__init__(
-            block_ms, on_state, first_callback_timeout, stall_timeout, retry_initial, retry_max
+            block_ms, on_state, limits, retry_initial, retry_max
         )
         self.device_name = device
         self.requested_rate = rate
@@ -107,6 +108,10 @@ class AudioPlayback(SupervisedStream):
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # keeps resampler state in write order
         self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._queue_own: collections.deque[bool] = collections.deque()  # per chunk: keep_out
+        self._took_own = False  # the last _take() played some of a keep_out chunk
+        # Where to note when keep_out sounds leave the speaker (the ring silences them).
+        self.own_sound: OwnSound | None = None
         self._head_offset = 0
         self._queued = 0
         self._ended = False
@@ -142,8 +147,36 @@ class AudioPlayback(SupervisedStream):
     def queued_seconds(self) -> float:
         return self._queued / self.rate if self.rate else 0.0
 
-    def write(self, pcm16: bytes | bytearray | memoryview | np.ndarray) -> None:
-        """Queue PCM16 little-endian mono audio at ``input_rate`` (any thread)."""
+    @property
+    def output_latency(self) -> float:
+        """Seconds from a callback handing over a block to the device sounding it (PortAudio's)."""
+        return self._output_latency
+
+    @property
+    def idle_since(self) -> float:
+        """time.monotonic() when the queue last ran dry (the device still sounds its latency)."""
+        return self._idle_since
+
+    def quiet(self, tail: float = 0.0, now: float | None = None) -> bool:
+        """Nothing is queued and the device has sounded out what it held (its output
+        latency) plus ``tail`` seconds: the speaker can no longer reach the microphone."""
+        if not self._idle.is_set():
+            return False
+        at = time.monotonic() if now is None else now
+        return at >= quiet_from(self._idle_since, self._output_latency, tail)
+
+    def write_own_sound(self, pcm16: bytes | bytearray | memoryview | np.ndarray) -> None:
+        """Queue a sound of the device's own (an earcon): see ``write(keep_out=True)``."""
+        self.write(pcm16, keep_out=True)
+
+    def write(
+        self, pcm16: bytes | bytearray | memoryview | np.ndarray, *, keep_out: bool = False
+    ) -> None:
+        """Queue PCM16 little-endian mono audio at ``input_rate`` (any thread).
+
+        ``keep_out``: when it leaves the speaker is noted in ``own_sound``, so the
+        microphone's reads silence it.
+        """
         samples = (
             np.asarray(pcm16, dtype=np.int16)
             if isinstance(pcm16, np.ndarray)
@@ -155,7 +188,7 @@ class AudioPlayback(SupervisedStream):
             generation = self._generation
             if self._resampler is not None:
                 samples = self._resampler.process(samples)
-            self._enqueue(samples, generation)
+            self._enqueue(samples, generation, keep_out)
 
     def end_of_stream(self) -> None:
         """The reply is complete: play what is queued even if below the jitter buffer."""
@@ -169,7 +202,7 @@ class AudioPlayback(SupervisedStream):
                     if self._queued == 0 and self.playback_state != PlaybackState.PLAYING:
                         self._become_idle()
 
-    def _enqueue(self, samples: np.ndarray, generation: int) -> None:
+    def _enqueue(self, samples: np.ndarray, generation: int, keep_out: bool = False) -> None:
         if len(samples) == 0:
             return
         with self._lock:
@@ -178,6 +211,7 @@ class AudioPlayback(SupervisedStream):
             if self._queued + len(samples) > self.max_buffer_seconds * max(self.rate, 1):
                 raise BufferFull(f"playback buffer over {self.max_buffer_seconds} s")
             self._queue.append(np.array(samples, dtype=np.int16, copy=True))
+            self._queue_own.append(keep_out)
             self._queued += len(samples)
             self._ended = False
             self._idle.clear()
@@ -193,6 +227,7 @@ class AudioPlayback(SupervisedStream):
                 tail = self._take(fade_n).astype(np.float32)
                 self._fade_out = tail * np.linspace(1.0, 0.0, len(tail), dtype=np.float32)
             self._queue.clear()
+            self._queue_own.clear()
             self._queued = 0
             self._head_offset = 0
             self._ended = False
@@ -233,14 +268,18 @@ class AudioPlayback(SupervisedStream):
         """Pop up to ``n`` queued samples (lock held)."""
         parts = []
         need = n
+        self._took_own = False
         while need and self._queue:
             head = self._queue[0]
+            if self._queue_own[0]:
+                self._took_own = True
             chunk = head[self._head_offset : self._head_offset + need]
             parts.append(chunk)
             need -= len(chunk)
             self._head_offset += len(chunk)
             if self._head_offset >= len(head):
                 self._queue.popleft()
+                self._queue_own.popleft()
                 self._head_offset = 0
         taken = n - need
         self._queued -= taken
@@ -277,6 +316,8 @@ class AudioPlayback(SupervisedStream):
             if state == PlaybackState.PLAYING:
                 chunk = self._take(frame_count)
                 n = len(chunk)
+                if self._took_own:
+                    self._note_own_sound(frame_count, time_info)
                 if n == frame_count and not self._fade_in and self._volume == 1.0 and not any_tail:
                     # Mid-reply, nothing to shape: the queued samples go out as they are.
                     return (chunk.tobytes(), pyaudio.paContinue)
@@ -299,6 +340,19 @@ class AudioPlayback(SupervisedStream):
             out *= volume
         np.clip(out, -32768, 32767, out=out)
         return (out.astype(np.int16).tobytes(), pyaudio.paContinue)
+
+    def _note_own_sound(self, frame_count: int, time_info: dict | None) -> None:
+        """This block holds a keep_out sound: note when it leaves the speaker."""
+        own = self.own_sound
+        if own is None:
+            return
+        lead = self._output_latency
+        if time_info:  # PortAudio's own estimate for this block, when it has a sane one
+            dac = time_info.get("output_buffer_dac_time", 0.0) - time_info.get("current_time", 0.0)
+            if lead < dac < 1.0:
+                lead = dac
+        start = self.last_callback_time + lead
+        own.left_speaker(start, start + frame_count / self.rate)
 
     def _jitter_samples(self) -> int:
         return int(self.rate * self.jitter_buffer_ms / 1000)
@@ -329,5 +383,10 @@ class AudioPlayback(SupervisedStream):
         return stream
 
     def _on_lost(self) -> None:
-        # What was queued is stale by the time the device returns.
-        self.flush()
+        # Keep what is queued: a reopen must not cost the reply (only a barge-in
+        # flushes).  The reopened stream waits for the jitter buffer again and fades in.
+        with self._lock:
+            self._fade_out = None
+            self._fade_in = False
+            if self.playback_state == PlaybackState.PLAYING:
+                self.playback_state = PlaybackState.BUFFERING

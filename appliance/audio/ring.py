@@ -33,6 +33,11 @@ late, never early), allowed to creep up slowly so a device clock a little
 slower than nominal is followed.  A device loss starts a new segment and
 records a :class:`Discontinuity` with the number of samples that were never
 captured; the index itself stays gapless and monotonic.
+
+The device's own sounds: with ``own_sound`` set (see
+:mod:`appliance.audio.own_sound`), every read returns as silence the samples
+captured while an earcon (or a half-duplex reply) may have been audible, and
+counts them in ``ReadResult.silenced``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from appliance.audio.own_sound import OwnSound
 
 DEFAULT_HISTORY_SECONDS = 10.0
 # How fast the clock origin may drift upwards (device clock slower than the
@@ -83,6 +90,7 @@ class ReadResult:
     start: int
     lost: int
     discontinuities: tuple[Discontinuity, ...] = ()
+    silenced: int = 0  # samples returned as silence: the device's own sound was in them
 
     @property
     def end(self) -> int:
@@ -122,6 +130,8 @@ class RingBuffer:
         # Readers to wake, replaced whole under _waiters_lock (the writer never takes it).
         self._waiters: tuple[_Waiter, ...] = ()
         self._waiters_lock = threading.Lock()
+        # Sounds of the device's own to silence in reads; set by whoever links the speaker.
+        self.own_sound: OwnSound | None = None
 
     # ------------------------------------------------------------------ writer
 
@@ -309,9 +319,34 @@ class RingBuffer:
                 pos_start += drop
         end = pos_start + len(dst)
         gaps = self.discontinuities_between(pos_start, end)
+        silenced = self._silence_own_sound(dst, pos_start) if self.own_sound is not None else 0
         return ReadResult(
-            samples=dst, start=pos_start, lost=pos_start - start, discontinuities=gaps
+            samples=dst,
+            start=pos_start,
+            lost=pos_start - start,
+            discontinuities=gaps,
+            silenced=silenced,
         )
+
+    def _silence_own_sound(self, dst: np.ndarray, start: int) -> int:
+        """Zero the samples of ``dst`` (a copy, from ``start``) the device's own sound may be in."""
+        own = self.own_sound
+        if own is None or not len(dst) or not own.sounds:
+            return 0
+        end = start + len(dst)
+        spans = []
+        for lo, hi in own.heard(self.time_at(start), self.time_at(end)):
+            a, b = max(start, self.index_at(lo)), min(end, self.index_at(hi) + 1)
+            if a < b:
+                spans.append((a, b))
+        silenced, covered = 0, start
+        for a, b in sorted(spans):  # newest first from heard(); spans may overlap
+            a = max(a, covered)
+            if a < b:
+                dst[a - start : b - start] = 0
+                silenced += b - a
+                covered = b
+        return silenced
 
     def reader(self, start_index: int | None = None) -> Reader:
         """A cursor that keeps its own position (default: from now on)."""

@@ -2,10 +2,10 @@
 
 A USB microphone or speaker can vanish (unplugged, audio server restarted)
 and come back.  Neither capture nor playback may take the process down with
-it: a supervisor thread watches the stream (inactive, or no callback for a
-while), closes it, reports ``LOST``, and reopens with exponential backoff
-until the device is back.  Subclasses say how to open the stream and what to
-do when it is lost.
+it: a supervisor thread shows the stream to a :class:`StreamWatchdog` (which
+tells a slow start from a dead device), and when it is lost closes it,
+reports ``LOST``, and reopens with exponential backoff until the device is
+back.  Subclasses say how to open the stream and what to do when it is lost.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from collections.abc import Callable
 
 import pyaudio
 
+from appliance.audio.watchdog import Health, StreamLimits, StreamWatchdog
+
 log = logging.getLogger(__name__)
 
-# PortAudio/PulseAudio can take ~2 s to deliver the first block after open().
-DEFAULT_FIRST_CALLBACK_TIMEOUT = 5.0
-# After the first block, no callback for this long (or 10 blocks, if longer) means the stream died.
-DEFAULT_STALL_TIMEOUT = 1.0
 DEFAULT_RETRY_INITIAL = 0.5
 DEFAULT_RETRY_MAX = 10.0
 # How often the supervisor looks at the stream. Its stall timeout is 1 s, so 4
@@ -39,7 +37,7 @@ PORTAUDIO_LOCK = threading.RLock()
 
 class StreamState(enum.Enum):
     STOPPED = "stopped"
-    STARTING = "starting"  # opening, or waiting for the first block
+    STARTING = "starting"  # opening, or not yet delivering blocks steadily
     RUNNING = "running"
     LOST = "lost"  # device gone or stream dead; retrying
 
@@ -91,15 +89,13 @@ class SupervisedStream(StreamStatus):
         self,
         block_ms: int,
         on_state: StateCallback | None,
-        first_callback_timeout: float,
-        stall_timeout: float,
+        limits: StreamLimits | None,
         retry_initial: float,
         retry_max: float,
     ) -> None:
         super().__init__(on_state)
         self.block_ms = block_ms
-        self.first_callback_timeout = first_callback_timeout
-        self.stall_timeout = stall_timeout
+        self.watchdog = StreamWatchdog(block_ms / 1000, limits)
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.device_label = ""
@@ -107,8 +103,6 @@ class SupervisedStream(StreamStatus):
         self._stream: pyaudio.Stream | None = None
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
-        self._opened_at = 0.0
-        self._blocks_at_open = 0
 
     # Subclass hooks ----------------------------------------------------
 
@@ -156,8 +150,7 @@ class SupervisedStream(StreamStatus):
     def _open(self, first: bool) -> None:
         with PORTAUDIO_LOCK:
             self._pa = pyaudio.PyAudio()
-            self._opened_at = time.monotonic()
-            self._blocks_at_open = self.blocks
+            self.watchdog.opened(time.monotonic(), self.blocks)
             self._stream = self._open_stream(self._pa, first)
         log.info("%s opened %s, %d ms blocks", self.kind, self.device_label, self.block_ms)
 
@@ -181,23 +174,16 @@ class SupervisedStream(StreamStatus):
             pa.terminate()
 
     def _stream_dead(self, now: float) -> str | None:
-        """Why the open stream should be considered lost, or None if it is healthy."""
+        """Why the open stream should be considered lost, or None while it starts or runs."""
         stream = self._stream
         if stream is None:
             return "no stream"
         try:
-            if not stream.is_active():
-                return "stream stopped"
+            active = stream.is_active()
         except Exception as exc:
             return f"stream error: {exc}"
-        if self.blocks == self._blocks_at_open:
-            if now - self._opened_at > self.first_callback_timeout:
-                return "no callback after open"
-            return None
-        stall = max(self.stall_timeout, 10 * self.block_ms / 1000)
-        if now - self.last_callback_time > stall:
-            return f"no callback for {now - self.last_callback_time:.1f} s"
-        return None
+        verdict = self.watchdog.observe(now, self.blocks, self.last_callback_time, active)
+        return verdict.reason if verdict.health is Health.LOST else None
 
     def _supervise(self) -> None:
         delay = self.retry_initial
@@ -205,7 +191,12 @@ class SupervisedStream(StreamStatus):
             if self._stream is not None:
                 reason = self._stream_dead(time.monotonic())
                 if reason is None:
-                    if self.blocks != self._blocks_at_open:
+                    if self.watchdog.running and self.state != StreamState.RUNNING:
+                        log.info(
+                            "%s running %.1f s after opening",
+                            self.kind,
+                            time.monotonic() - self.watchdog.opened_at,
+                        )
                         self._set_state(StreamState.RUNNING, self.device_label)
                         delay = self.retry_initial
                     continue

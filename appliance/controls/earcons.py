@@ -92,7 +92,10 @@ class EarconPlayer:
         """Write earcon ``name`` to the playback stream if it is enabled."""
         if not self.enabled(name):
             return None
-        write: Callable[[bytes], Any] = self.playback.write
+        # The speaker notes when its own sounds play, so the microphone's reads silence them.
+        write: Callable[[bytes], Any] = getattr(
+            self.playback, "write_own_sound", self.playback.write
+        )
         try:
             return write(self.sound(name))
         except Exception:  # a missing speaker must not stop a session

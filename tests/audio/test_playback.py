@@ -176,3 +176,23 @@ def test_speaker_opened_beside_the_microphone_survives_idling_and_plays_the_late
         assert (speaker.losses, capture.losses) == (0, 0), speaker.state_detail
         assert speaker.state == capture.state == StreamState.RUNNING
     assert dtmf.decode_digits(listener.samples(), RATE) == "369"
+
+
+def test_a_lost_stream_keeps_the_queued_reply_and_plays_all_of_it_when_back():
+    """Sans-device: the PortAudio callback driven by hand around a loss."""
+    out = AudioPlayback(input_rate=RATE, jitter_buffer_ms=60)
+    out.rate = RATE  # what the first open sets
+    block = RATE // 100
+    reply = dtmf.generate("147", RATE)
+    out.write(reply.tobytes())
+    out.end_of_stream()
+    played = [out._callback(None, block, {}, 0)[0] for _ in range(20)]
+    assert out.playing
+    out._on_lost()  # the supervisor closed the stream
+    assert out.playback_state == PlaybackState.BUFFERING
+    assert out.queued_seconds == pytest.approx((len(reply) - 20 * block) / RATE)
+    while not out.idle:  # the reopened stream
+        played.append(out._callback(None, block, {}, 0)[0])
+    heard = np.frombuffer(b"".join(played), dtype="<i2")
+    assert len(heard) >= len(reply)
+    assert dtmf.decode_digits(heard, RATE) == "147"
