@@ -90,9 +90,7 @@ class AudioPlayback(SupervisedStream):
         retry_initial: float = DEFAULT_RETRY_INITIAL,
         retry_max: float = DEFAULT_RETRY_MAX,
     ) -> None:
-        super().__init__(
-            block_ms, on_state, limits, retry_initial, retry_max
-        )
+        super().__init__(block_ms, on_state, limits, retry_initial, retry_max)
         self.device_name = device
         self.requested_rate = rate
         self.input_rate = input_rate
