@@ -274,6 +274,13 @@ class Harness:
         return t
 
     @staticmethod
+    def press_line(proc: subprocess.Popen[str], line: str) -> None:
+        """One keyboard-button line: Enter (short), ``l`` (long) or ``d`` (double)."""
+        assert proc.stdin is not None
+        proc.stdin.write(line)
+        proc.stdin.flush()
+
+    @staticmethod
     def finish(proc: subprocess.Popen[str], timeout: float = 30.0, terminate: bool = False) -> None:
         """End of stdin (and SIGTERM for the daemon) ends the workload; killed if it hangs."""
         with contextlib.suppress(BrokenPipeError, OSError):
@@ -818,6 +825,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-minutes", type=float, default=10.0)
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument(
+        "--soak-sessions",
+        type=int,
+        metavar="N",
+        help="only the session soak: one daemon through N sessions in every mode; "
+        "writes its section of --output and the plot --soak-plot",
+    )
+    parser.add_argument("--soak-plot", type=Path, default=ROOT / "docs" / "soak-rss.png")
+    parser.add_argument(
         "--try",
         dest="patches",
         action="append",
@@ -840,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"bench: {why}", file=sys.stderr)
         return 4
+    if args.soak_sessions:
+        return session_soak(args)
     started = time.monotonic()
     h = Harness(args)
     notes: list[str] = [
@@ -905,4 +922,34 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_report(args.output, ctx)
     print(f"[bench] wrote {args.output} in {ctx['wall_minutes']:.1f} min", flush=True)
+    return 0
+
+
+def session_soak(args: argparse.Namespace) -> int:
+    """``--soak-sessions N``: the soak alone, its section of the report and its plot."""
+    from scripts.bench import soak
+
+    why = PulseStack.available()
+    if why:
+        print(f"bench: {why}", file=sys.stderr)
+        return 4
+    h = Harness(args)
+    try:
+        h.start()
+        print(f"[bench] session soak: {args.soak_sessions} sessions", flush=True)
+        result = soak.run_sessions(h, args.soak_sessions)
+    finally:
+        h.stop()
+    samples = h.tmp / "soak-samples.json"
+    soak.save_samples(result, samples)
+    why = soak.plot(result, args.soak_plot) if result.samples else "no samples"
+    image = None if why else os.path.relpath(args.soak_plot, args.output.parent)
+    info = machine_info()
+    machine = f"{info.get('cpu', 'this machine')}, {info.get('cores', '?')} cores"
+    summary = soak.summarise(result)
+    soak.write_section(args.output, soak.section(result, summary, image, why, machine))
+    print(f"[bench] wrote the soak section of {args.output}; samples in {samples}", flush=True)
+    if result.error:
+        print(f"[bench] soak stopped early: {result.error}", file=sys.stderr)
+        return 1
     return 0

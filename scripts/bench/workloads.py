@@ -479,7 +479,7 @@ def run_daemon(args: argparse.Namespace) -> None:
     key_file = work / "api-key"
     key_file.write_text(args.api_key)
     key_file.chmod(0o600)
-    audio: dict = {"sink": "pyaudio" if args.mode == "agent" else "none"}
+    audio: dict = {"sink": args.sink or ("pyaudio" if args.mode == "agent" else "none")}
     if args.output_block_ms:
         audio["output_block_ms"] = args.output_block_ms
     if args.input_file:
@@ -496,6 +496,8 @@ def run_daemon(args: argparse.Namespace) -> None:
         "earcons": {"enabled": False},
         "agent": {"echo": "full_duplex"},
     }
+    if args.web_port:
+        config["web"] = {"enabled": True, "port": args.web_port}
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     trace: dict = {}
@@ -507,7 +509,40 @@ def run_daemon(args: argparse.Namespace) -> None:
             write_trace(args.trace, trace)
 
         atexit.register(dump)
+    if args.stats_file:
+        install_stats_dump(args.stats_file)
     sys.exit(appliance_main(["run", "--config", str(path)]))
+
+
+def install_stats_dump(path: str) -> None:
+    """On SIGUSR1, write what only the process can tell: its asyncio tasks and threads.
+
+    The handler runs on the main thread, which runs the daemon's event loop, so
+    the running loop is the daemon's. ``seq`` counts the dumps (the reader
+    waits for the one it asked for).
+    """
+    import asyncio
+    import dataclasses
+
+    from appliance.secrets import registry_stats
+
+    seq = 0
+
+    def dump(*_: object) -> None:
+        nonlocal seq
+        seq += 1
+        loop = asyncio._get_running_loop()
+        data = {
+            "seq": seq,
+            "tasks": len(asyncio.all_tasks(loop)) if loop is not None else None,
+            "threads": threading.active_count(),
+            "secrets": dataclasses.asdict(registry_stats()),
+        }
+        tmp = f"{path}.tmp"
+        Path(tmp).write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    signal.signal(signal.SIGUSR1, dump)
 
 
 def main() -> None:
@@ -523,6 +558,9 @@ def main() -> None:
     parser.add_argument("--block-ms", type=int, default=20)
     parser.add_argument("--chunk-ms", type=int, default=100, help="transport: audio per frame")
     parser.add_argument("--output-block-ms", type=int, help="daemon: speaker callback period")
+    parser.add_argument("--sink", help="daemon: audio.sink (default: pyaudio for the agent)")
+    parser.add_argument("--web-port", type=int, help="daemon: serve the local page on this port")
+    parser.add_argument("--stats-file", help="daemon: write tasks and threads here on SIGUSR1")
     parser.add_argument("--http-url", default="http://127.0.0.1:8765")
     parser.add_argument("--api-key", default=os.environ.get("BENCH_API_KEY", ""))
     parser.add_argument("--prefetch", action="store_true", help="keep a token ready (ours)")

@@ -1,0 +1,42 @@
+"""The session soak's report: growth per 1,000 sessions, and its own section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.bench.soak import CYCLE, Sample, SoakResult, section, summarise, write_section
+
+
+def result_growing(per_session_mib: float, n: int = 300) -> SoakResult:
+    samples = [Sample(0, "idle", "", 0.0, 60.0, 30, 9, 18, 0.0, 1)]
+    for i in range(1, n + 1):
+        mode, end = CYCLE[(i - 1) % len(CYCLE)]
+        cpu = 0.05 if i <= 100 else 0.055
+        samples.append(Sample(i, mode, end, 1.0, 60.0 + per_session_mib * i, 30, 9, 18, cpu, 4))
+    return SoakResult(sessions=n, planned=n, wall_minutes=7.0, samples=samples)
+
+
+def test_growth_is_per_1000_sessions_and_first_against_last_100() -> None:
+    summary = summarise(result_growing(0.002))
+    assert summary["window"] == 100
+    assert summary["rss_per_1000"] == pytest.approx(2.0)
+    assert summary["rss_last"] - summary["rss_first"] == pytest.approx(0.4)
+    first, last, pct = summary["cpu"]["live"]
+    assert (first, last) == (pytest.approx(0.05), pytest.approx(0.055))
+    assert pct == pytest.approx(10.0)
+    assert summary["modes"]["agent"] == sum(1 for i in range(300) if CYCLE[i % 11][0] == "agent")
+
+
+def test_the_soak_section_replaces_its_old_self_and_keeps_the_rest(tmp_path: Path) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## CPU\n\nkept\n\n## Targets\n\nalso kept\n")
+    result = result_growing(0.0)
+    lines = section(result, summarise(result), "docs/soak-rss.png", None, "a 2-core box")
+    write_section(report, lines)
+    write_section(report, lines)
+    text = report.read_text()
+    assert text.count("## Session soak") == 1
+    assert text.index("## CPU") < text.index("## Session soak") < text.index("## Targets")
+    assert "kept" in text and "also kept" in text and "![RSS against sessions]" in text
