@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
+import time
 
+import httpx
 import pytest
 
 from appliance import secrets
+from appliance.cloud.tokens import EXPIRES_IN_RANGE, BrokerTokens
 from appliance.logs import RedactingFilter
-from appliance.secrets import SecretRegistry, register_token, retire_secret
+from appliance.secrets import Secret, SecretRegistry, register_token, retire_secret
 
 KEY = "sk-permanent-0123456789abcdef"
 
@@ -106,3 +110,20 @@ def test_a_registered_token_never_reaches_a_log_line_or_exception_text() -> None
     assert value not in stream.getvalue() and "upgrade refused for ***" in stream.getvalue()
     retire_secret(value)
     assert secrets.redact(value) == value
+
+
+def test_a_broker_token_is_scrubbed_for_the_longest_lifetime_the_api_allows() -> None:
+    value = "br_" + "7c" * 24
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"token": value}))
+
+    async def fetch() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            credential = Secret("device-credential")
+            source = BrokerTokens("http://127.0.0.1:1/t", credential, client=client)
+            await source.fetch()
+
+    before = time.monotonic()
+    asyncio.run(fetch())
+    until = secrets._registry._tokens[value]
+    assert until >= before + EXPIRES_IN_RANGE[1]  # not the 60 s the coordinator assumes
+    retire_secret(value)
