@@ -23,6 +23,7 @@ so a damaged database costs no recording.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import fcntl
@@ -516,7 +517,7 @@ class Spool:
     def list(self) -> list[st.RecordingRow]:
         return self.store.all()
 
-    def newest(self, states: tuple[str, ...], limit: int) -> list[st.RecordingRow]:
+    def newest(self, states: tuple[str, ...], limit: int) -> builtins.list[st.RecordingRow]:
         """The ``limit`` newest recordings in ``states`` (what a status view shows)."""
         return self.store.newest(states, limit)
 
@@ -557,7 +558,7 @@ class Spool:
         )
         return True
 
-    def retry_all(self) -> list[str]:
+    def retry_all(self) -> builtins.list[str]:
         return [r.id for r in self.store.all((st.FAILED,)) if self.retry(r.id)]
 
     def delete_audio(self, recording_id: str) -> int:
@@ -579,14 +580,14 @@ class Spool:
             self._report_room()
         return freed
 
-    def purge_completed(self) -> list[str]:
+    def purge_completed(self) -> builtins.list[str]:
         """Delete the audio of every completed recording now (transcripts are kept)."""
         done = self.store.completed_with_audio()
         for recording_id in done:
             self.delete_audio(recording_id)
         return done
 
-    def expire(self, now: float | None = None) -> list[str]:
+    def expire(self, now: float | None = None) -> builtins.list[str]:
         """Delete audio whose transcript is stored and whose retention time has passed."""
         now = time.time() if now is None else now
         done = self.store.completed_with_audio(before=now - self.params.retention_days * 86400)
@@ -594,7 +595,7 @@ class Spool:
             self.delete_audio(recording_id)
         return done
 
-    def prune(self, now: float | None = None, limit: int = PRUNE_BATCH) -> list[str]:
+    def prune(self, now: float | None = None, limit: int = PRUNE_BATCH) -> builtins.list[str]:
         """Forget recordings whose audio is gone and whose history time has passed.
 
         The folder (transcript, subtitles, metadata) goes first, then the row: a

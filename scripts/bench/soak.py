@@ -111,7 +111,7 @@ def ask_stats(pid: int, path: Path, seq: int) -> dict[str, Any]:
     deadline = time.monotonic() + STATS_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, ValueError):
-            data = json.loads(path.read_text())
+            data: dict[str, Any] = json.loads(path.read_text())
             if data.get("seq") == seq:
                 return data
         time.sleep(0.01)
