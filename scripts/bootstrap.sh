@@ -7,7 +7,8 @@
 #   scripts/bootstrap.sh --dev    plus the dev and bench extras: the emulator (the demo),
 #                                 pytest, and the benchmark's comparison (the assemblyai SDK)
 #   scripts/bootstrap.sh --test   plus the Debian tools only the tests use (Chromium,
-#                                 systemd-analyze, shellcheck, sox, espeak-ng)
+#                                 systemd-analyze, shellcheck, sox, espeak-ng, and
+#                                 PipeWire for its test stacks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,11 @@ packages=(python3-venv portaudio19-dev libsystemd-dev pkg-config gcc
           libasound2-plugins pulseaudio pulseaudio-utils alsa-utils)
 if [ "$test_tools" = 1 ]; then
   packages+=(sox espeak-ng shellcheck systemd chromium chromium-driver)
+  # PipeWire 0.3.65 as on the Raspberry Pi OS desktop; these install beside pulseaudio.
+  packages+=(pipewire pipewire-bin pipewire-pulse wireplumber)
 fi
+sudo_cmd=()
+[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -34,10 +39,23 @@ for p in "${packages[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# PipeWire's ALSA plugin for the pipewire-alsa test stack. Debian's pipewire-alsa
+# conflicts with pulseaudio (it takes over ALSA's default device), so it is
+# unpacked beside the system instead; tests/fixtures/pulse.py points ALSA at it.
+pw_alsa=/usr/local/lib/appliance-test/pipewire-alsa
+if [ "$test_tools" = 1 ] && ! compgen -G "$pw_alsa/usr/lib/*/alsa-lib/libasound_module_pcm_pipewire.so" >/dev/null; then
+  echo "bootstrap: unpacking pipewire-alsa into $pw_alsa"
+  deb_dir=$(mktemp -d)
+  chmod 755 "$deb_dir"
+  version=$(dpkg-query -W -f='${Version}' pipewire)
+  (cd "$deb_dir" && apt-get download -qq "pipewire-alsa=$version")
+  "${sudo_cmd[@]}" mkdir -p "$pw_alsa"
+  "${sudo_cmd[@]}" dpkg-deb -x "$deb_dir"/pipewire-alsa_*.deb "$pw_alsa"
+  rm -rf "$deb_dir"
 fi
 
 python=${PYTHON:-python3}
