@@ -24,6 +24,7 @@ from appliance.audio.capture import AudioCapture, StreamState
 from appliance.audio.playback import AudioPlayback
 from appliance.config import ToolConfig
 from tests.agent.helpers import agent_tokens, make_config, wait_for
+from tests.fixtures.pulse import on_every_stack
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def dbfs(samples: np.ndarray) -> float:
     return 20 * np.log10(max(rms, 1e-3) / 32768.0)
 
 
+@on_every_stack
 async def test_greeting_then_question_and_reply_through_the_real_audio_path(
     emulator, pulse_server, capture, speaker, listener, tmp_path
 ):
@@ -173,6 +175,7 @@ async def test_greeting_then_question_and_reply_through_the_real_audio_path(
     assert not record.sent("session.error")  # the emulator rejected nothing
 
 
+@on_every_stack
 async def test_speaking_over_the_reply_silences_the_speaker(
     emulator, pulse_server, capture, speaker, listener, tmp_path
 ):
