@@ -1,7 +1,8 @@
 """``appliance check``: a preflight for whoever sets the device up.
 
 One line per part, ✓ or ✗ with what to do about it, in the order a person
-would fix things: configuration, credential, microphone (with a live level),
+would fix things: configuration, credential, sound server (PipeWire,
+PulseAudio or plain ALSA), microphone (with a live level),
 speaker (optional test tone), GPIO, the cloud, the spool. Exit codes:
 0 all good, 3 configuration invalid, 5 something failed, 6 only the cloud is
 unreachable (the device still works: recordings are kept for later).
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from appliance.audio.server import PIPEWIRE_ALSA_DEFAULT, find_sound_server
+from appliance.audio.watchdog import StreamLimits
 from appliance.config import Config, ConfigError, find_config_path, load_config
 from appliance.exitcodes import ExitCode
 
@@ -34,8 +37,8 @@ PROBE_TIMEOUT_SECONDS = 4.0
 LEVEL_INTERVAL_SECONDS = 0.25
 #: A microphone quieter than this for the whole check is probably muted or unplugged.
 SILENT_DBFS = -70.0
-#: How long to wait for the first microphone block (PulseAudio can take ~1.5 s).
-FIRST_BLOCK_TIMEOUT_SECONDS = 5.0
+#: How long to wait for the first microphone block: the streams' start-up grace.
+FIRST_BLOCK_TIMEOUT_SECONDS = StreamLimits().startup_grace
 TONE_HZ = 440.0
 TONE_SECONDS = 0.6
 DEFAULT_OUTPUT_RATE = 24000
@@ -82,6 +85,7 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     report.line(OK, "configuration", f"{config.source} (mode: {config.mode})")
 
     config = check_credential(report, path, config)
+    check_sound_server(report, config)
     seconds = max(0.0, float(getattr(args, "seconds", 2.0) or 0.0))
     check_microphone(report, config, seconds)
     check_speaker(report, config, bool(getattr(args, "tone", False)))
@@ -118,6 +122,37 @@ def check_credential(report: Report, path: Path | None, config: Config) -> Confi
     for warning in full.warnings:
         report.line(WARN, "credential", str(warning))
     return full
+
+
+# ------------------------------------------------------------- sound server
+
+
+def check_sound_server(
+    report: Report,
+    config: Config,
+    environ: dict[str, str] | None = None,
+    pipewire_alsa_default: Path = PIPEWIRE_ALSA_DEFAULT,
+) -> None:
+    """Say which sound server the audio goes through, and when ALSA's default leads nowhere."""
+    audio = config.audio
+    devices = [
+        d
+        for used, d in ((audio.source, audio.input_device), (audio.sink, audio.output_device))
+        if used == "pyaudio"
+    ]
+    if not devices:
+        report.line(SKIP, "sound server", "not used (audio from and to files)")
+        return
+    server = find_sound_server(environ, pipewire_alsa_default)
+    if server.alsa_default_unreachable and any(d in (None, "default", "pipewire") for d in devices):
+        report.line(WARN, "sound server", server.describe())
+        report.more("ALSA's default device is PipeWire's, but no PipeWire is reachable from here")
+        report.more("(no pipewire-0 socket in XDG_RUNTIME_DIR): run in the desktop session,")
+        report.more(
+            "or name the card in audio.input_device / audio.output_device ('appliance devices')"
+        )
+        return
+    report.line(OK, "sound server", server.describe())
 
 
 # --------------------------------------------------------------- microphone

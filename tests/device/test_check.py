@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.check import run_check
+from appliance.check import Report, check_sound_server, run_check
+from appliance.config import Config
 from appliance.exitcodes import ExitCode
+from tests.fixtures.pulse import PIPEWIRE_ALSA, PULSE, stack_params
 
 
 def write_wav(path: Path, rate: int = 16000, seconds: float = 1.0) -> Path:
@@ -118,7 +120,38 @@ def test_unusable_gpio_pin_fails(emulator, tmp_path: Path, mock_pins) -> None:
     assert "✗ GPIO: button on GPIO17" in output
 
 
+def sound_server_lines(config: Config, environ: dict[str, str], alsa_default: Path) -> str:
+    out = io.StringIO()
+    check_sound_server(Report(out), config, environ, alsa_default)
+    return out.getvalue()
+
+
+def test_sound_server_is_not_checked_when_audio_is_files(tmp_path: Path) -> None:
+    config = Config()
+    config.audio.source, config.audio.sink = "file", "none"
+    lines = sound_server_lines(config, {"XDG_RUNTIME_DIR": str(tmp_path)}, tmp_path / "absent")
+    assert lines == "– sound server: not used (audio from and to files)\n"
+
+
+def test_plain_alsa_is_fine_on_a_device_without_a_sound_server(tmp_path: Path) -> None:
+    lines = sound_server_lines(Config(), {"XDG_RUNTIME_DIR": str(tmp_path)}, tmp_path / "absent")
+    assert lines.startswith("✓ sound server: none: plain ALSA")
+
+
+def test_alsa_default_leading_to_an_unreachable_pipewire_is_a_warning(tmp_path: Path) -> None:
+    """The desktop image's ALSA default is PipeWire's; a system service cannot reach it."""
+    alsa_default = tmp_path / "99-pipewire-default.conf"
+    alsa_default.write_text("pcm.!default { type pipewire }\n")
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    lines = sound_server_lines(Config(), env, alsa_default)
+    assert lines.startswith("! sound server: none") and "name the card" in lines
+    named = Config()
+    named.audio.input_device = named.audio.output_device = "USB Audio"
+    assert sound_server_lines(named, env, alsa_default).startswith("✓ sound server: none")
+
+
 @pytest.mark.audio
+@stack_params(PULSE, PIPEWIRE_ALSA)
 def test_real_microphone_level_through_pulseaudio(pulse_server, tmp_path: Path) -> None:
     config = make_config(tmp_path, f"http://127.0.0.1:{closed_port()}", "k" * 32)
     text = config.read_text().replace("  source: file\n", "  source: pyaudio\n")
@@ -140,3 +173,5 @@ def test_real_microphone_level_through_pulseaudio(pulse_server, tmp_path: Path) 
     loudest = float(mic.split("loudest ")[1].split(" dBFS")[0])
     assert loudest > -30, output  # a -10 dBFS sine was "spoken" into the mic
     assert "✓ speaker" in output and "played a 440 Hz tone" in output
+    server = "PipeWire" if pulse_server.stack == PIPEWIRE_ALSA else "PulseAudio"
+    assert f"✓ sound server: {server} ({pulse_server.runtime_dir}/" in output, output
