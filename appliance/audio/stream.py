@@ -6,6 +6,15 @@ it: a supervisor thread shows the stream to a :class:`StreamWatchdog` (which
 tells a slow start from a dead device), and when it is lost closes it,
 reports ``LOST``, and reopens with exponential backoff until the device is
 back.  Subclasses say how to open the stream and what to do when it is lost.
+
+PortAudio lists the devices only when it is initialised, and it stays
+initialised while any stream holds it: a USB microphone that comes back under
+a new card number is never found while the speaker stays open.  So a stream
+whose device stays missing for ``rescan_after`` seconds has every other open
+stream close and reopen with it (:func:`reinitialise_portaudio`): with all
+of them closed PortAudio terminates, and the next open scans afresh.  The
+others keep what they hold (the speaker its queued reply, the microphone its
+ring); only the moment they were closed is missing.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import enum
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 import pyaudio
@@ -33,6 +43,11 @@ SUPERVISOR_PERIOD = 0.25
 # came back) aborted the process.  Every PortAudio set-up and tear-down call
 # takes this lock; audio callbacks never do.
 PORTAUDIO_LOCK = threading.RLock()
+
+# A device missing this long makes the other streams re-initialise PortAudio with it
+# when a reopen fails (then at most once per attempt, which the backoff spaces out:
+# every retry_max while it stays missing).
+DEFAULT_RESCAN_AFTER = 2.0
 
 
 class StreamState(enum.Enum):
@@ -103,6 +118,9 @@ class SupervisedStream(StreamStatus):
         self._stream: pyaudio.Stream | None = None
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self.rescan_after = DEFAULT_RESCAN_AFTER
+        self.reinitialised = 0  # closed and reopened so that PortAudio could rescan
+        self._lost_since: float | None = None
 
     # Subclass hooks ----------------------------------------------------
 
@@ -130,9 +148,13 @@ class SupervisedStream(StreamStatus):
         self._supervisor = threading.Thread(
             target=self._supervise, name=f"audio-{self.kind}-supervisor", daemon=True
         )
+        with PORTAUDIO_LOCK:
+            _OPEN_STREAMS.add(self)
         self._supervisor.start()
 
     def stop(self) -> None:
+        with PORTAUDIO_LOCK:
+            _OPEN_STREAMS.discard(self)
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join()
@@ -189,7 +211,12 @@ class SupervisedStream(StreamStatus):
         delay = self.retry_initial
         while not self._stop.wait(SUPERVISOR_PERIOD):
             if self._stream is not None:
-                reason = self._stream_dead(time.monotonic())
+                with PORTAUDIO_LOCK:  # a rescan may be closing and reopening this stream
+                    reason = self._stream_dead(time.monotonic())
+                    if reason is not None:
+                        log.warning("%s lost: %s (%s)", self.kind, reason, self.device_label)
+                        self._close()
+                        self._on_lost()
                 if reason is None:
                     if self.watchdog.running and self.state != StreamState.RUNNING:
                         log.info(
@@ -199,19 +226,65 @@ class SupervisedStream(StreamStatus):
                         )
                         self._set_state(StreamState.RUNNING, self.device_label)
                         delay = self.retry_initial
+                        self._lost_since = None
                     continue
-                log.warning("%s lost: %s (%s)", self.kind, reason, self.device_label)
-                self._close()
-                self._on_lost()
+                self._lost_since = self._lost_since or time.monotonic()
                 self._set_state(StreamState.LOST, reason)
             # Reopen with exponential backoff.
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.retry_max)
             try:
-                self._open(first=False)
+                with PORTAUDIO_LOCK:
+                    try:
+                        self._open(first=False)
+                    except Exception:
+                        self._close_locked()
+                        lost_for = time.monotonic() - (self._lost_since or time.monotonic())
+                        if lost_for < self.rescan_after or not reinitialise_portaudio(self):
+                            raise
+                        self._open(first=False)  # on a PortAudio that listed devices afresh
                 self._set_state(StreamState.STARTING, "reopened")
             except Exception as exc:
                 self._close()
+                self._lost_since = self._lost_since or time.monotonic()
                 log.info("%s reopen failed: %s; retry in %.1f s", self.kind, exc, delay)
                 self._set_state(StreamState.LOST, f"reopen failed: {exc}")
+
+
+# Every started stream, for :func:`reinitialise_portaudio` (changed under PORTAUDIO_LOCK).
+_OPEN_STREAMS: weakref.WeakSet[SupervisedStream] = weakref.WeakSet()
+
+
+def reinitialise_portaudio(requester: SupervisedStream) -> int:
+    """Close every other open stream so PortAudio terminates, then reopen them.
+
+    The next ``PyAudio()`` then initialises PortAudio afresh and lists the
+    devices as they are now.  What each stream holds survives: ``_on_lost``
+    is all a closed stream is told (the speaker keeps its queue, the
+    microphone marks the gap in its ring).  Returns how many were closed (0:
+    none held PortAudio, so the requester's own next open scans afresh anyway).
+    """
+    with PORTAUDIO_LOCK:
+        others = [s for s in list(_OPEN_STREAMS) if s is not requester and s._pa is not None]
+        if not others:
+            return 0  # nobody else holds PortAudio: the requester's own open rescans
+        log.info(
+            "%s device still missing: re-initialising PortAudio to rescan (closing %s)",
+            requester.kind,
+            ", ".join(other.kind for other in others),
+        )
+        for other in others:
+            other._close_locked()
+            other._on_lost()
+        for other in others:
+            other.reinitialised += 1
+            try:
+                other._open(first=False)
+            except Exception as exc:
+                other._close_locked()
+                other._lost_since = time.monotonic()
+                other._set_state(StreamState.LOST, f"reopen after a rescan failed: {exc}")
+                continue
+            other._set_state(StreamState.STARTING, "reopened after a rescan")
+        return len(others)
