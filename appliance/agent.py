@@ -112,10 +112,10 @@ class ConversationAccount:
     """What happened in one conversation (ring samples are at the capture rate).
 
     ``captured == sent + skipped + lost``: every capture sample from
-    ``start_index`` to ``end_index`` was sent (``muted`` of them as silence in
-    half duplex), skipped on purpose (audio of a lost session's context, listed
-    in ``skipped_ranges`` so the caller may keep it), or lost (overwritten in
-    the ring before it could be sent).
+    ``start_index`` to ``end_index`` was sent (``muted`` of them as silence: in
+    half duplex, or the device's own sounds), skipped on purpose (audio of a
+    lost session's context, listed in ``skipped_ranges`` so the caller may
+    keep it), or lost (overwritten in the ring before it could be sent).
     """
 
     start_index: int
@@ -184,9 +184,18 @@ class VoiceAgentConversation:
         agent = config.agent
         self.tools = tools if tools is not None else ToolRunner(agent.tools)
         self.url = config.urls.agent_url
+        # Half duplex by capture time when the speaker notes its sound for the ring
+        # (wiring links them): the ring silences what was captured while a reply sounded,
+        # so the pre-roll, sent while the greeting plays, is kept.  Otherwise the protocol
+        # mutes whatever is sent while the agent speaks.
+        self._mute_by_capture = (
+            agent.echo == "half_duplex"
+            and getattr(ring, "own_sound", None) is not None
+            and hasattr(playback, "write_own_sound")
+        )
         self.protocol = proto.AgentProtocol(
             session_config(agent, self.tools.definitions()),
-            echo=agent.echo,
+            echo="full_duplex" if self._mute_by_capture else agent.echo,
             resume_window_seconds=agent.resume_window_seconds,
             idle_timeout_seconds=agent.idle_timeout_seconds,
             max_conversation_seconds=agent.max_conversation_seconds,
@@ -431,8 +440,7 @@ class VoiceAgentConversation:
         self._fresh_audio = True
         self._position = result.end
         self.account.sent_samples += n
-        if muted:
-            self.account.muted_samples += n
+        self.account.muted_samples += n if muted else result.silenced
 
     # --------------------------------------------------------------- actions
 
@@ -495,7 +503,10 @@ class VoiceAgentConversation:
     def _play(self, pcm: bytes) -> None:
         """Queue reply audio; a reply longer than the playback buffer loses its excess only."""
         try:
-            self.playback.write(pcm)
+            if self._mute_by_capture:
+                self.playback.write_own_sound(pcm)  # type: ignore[attr-defined]
+            else:
+                self.playback.write(pcm)
         except BufferFull:
             if not self.account.dropped_reply_seconds:
                 log.warning("reply longer than the playback buffer: its excess is dropped")
