@@ -28,12 +28,13 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from appliance.audio.own_sound import DEFAULT_ECHO_TAIL_SECONDS
+from appliance.modes import MODES
 from appliance.secrets import Secret, loose_permissions, register_secret
 from appliance.settings import limits_of, section, setting
 from appliance.yamlread import (
@@ -52,9 +53,6 @@ from appliance.yamlread import (
 DEFAULT_CONFIG_PATH = Path("/etc/appliance/config.yaml")
 CONFIG_ENV = "APPLIANCE_CONFIG"
 API_KEY_ENV = "ASSEMBLYAI_API_KEY"
-
-Mode = Literal["live", "agent", "record"]
-MODES: tuple[str, ...] = get_args(Mode)
 
 # The documented voices of the Voice Agent API (exact ids).
 AGENT_VOICES: tuple[str, ...] = (

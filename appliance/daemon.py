@@ -20,9 +20,10 @@ import contextlib
 import logging
 import signal
 import time
+import typing
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.config import Config
 from appliance.controller import (
@@ -35,9 +36,13 @@ from appliance.controller import (
     StartSession,
     StopSession,
 )
-from appliance.events import STATE, EventBus
+from appliance.events import EventBus, StateChanged, idle
 from appliance.exitcodes import ExitCode
 from appliance.logs import log_context
+from appliance.modes import MODE_LABELS
+
+if TYPE_CHECKING:
+    from appliance.modes import Mode
 
 log = logging.getLogger("appliance.daemon")
 
@@ -49,8 +54,6 @@ SESSION_STOP_TIMEOUT = 8.0
 
 # Notices from sessions, and the earcon each is announced with.
 NOTICE_EARCONS = {"new_conversation": "error", "spooled": "saved"}
-
-MODE_LABELS = {"live": "live transcription", "agent": "voice agent", "record": "recorder"}
 
 
 class SessionRunner(Protocol):
@@ -249,7 +252,8 @@ class Daemon:
             raise
         except Exception as exc:
             log.exception("%s session failed", mode)
-            self.events.publish(STATE, state="error", mode=mode, detail=str(exc))
+            state = StateChanged(state="error", mode=typing.cast("Mode", mode), detail=str(exc))
+            self.events.publish(state)
             self.play_earcon("error")
         finally:
             self.accounts.append(account)
@@ -317,12 +321,7 @@ class Daemon:
 
     def _publish_idle(self) -> None:
         if self._session is None:
-            self.events.publish(
-                STATE,
-                state="idle",
-                mode=self.controller.mode,
-                detail=MODE_LABELS[self.controller.mode],
-            )
+            self.events.publish(idle(self.controller.mode))
 
 
 def run_daemon(config: Config, *, state_dir: Path | None = None) -> int:

@@ -32,13 +32,14 @@ from appliance import dtmf
 from appliance.config import Config, load_config
 from appliance.daemon import Daemon
 from appliance.events import (
-    AGENT_REPLY,
-    AGENT_USER,
-    SPOOL,
-    TURN_FINAL,
-    TURN_PARTIAL,
+    AgentReply,
+    AgentUser,
     Event,
     EventBus,
+    Published,
+    SpoolStatus,
+    TurnFinal,
+    TurnPartial,
 )
 from appliance.exitcodes import ExitCode
 from appliance.secrets import Secret, register_secret
@@ -197,25 +198,23 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
     return result
 
 
-async def _print_events(feed: AsyncIterator[Event], result: ModeResult) -> None:
-    async for event in feed:
-        data = event.data
-        if event.kind == TURN_PARTIAL:
-            print(f"    partial: {data.get('text', '')}")
-        elif event.kind == TURN_FINAL:
-            line = f"final: {data.get('text', '')}"
+async def _print_events(feed: AsyncIterator[Published[Event]], result: ModeResult) -> None:
+    async for published in feed:
+        event = published.event
+        if isinstance(event, TurnPartial):
+            print(f"    partial: {event.text}")
+        elif isinstance(event, TurnFinal):
+            line = f"final: {event.text}"
             result.detail.append(line)
             print(f"    {line}")
-        elif event.kind == AGENT_USER and data.get("final"):
-            print(f"    you:   {data.get('text', '')}")
-        elif event.kind == AGENT_REPLY:
-            line = f"agent: {data.get('text', '')}"
+        elif isinstance(event, AgentUser) and event.final:
+            print(f"    you:   {event.text}")
+        elif isinstance(event, AgentReply):
+            line = f"agent: {event.text}"
             result.detail.append(line)
             print(f"    {line}")
-        elif event.kind == SPOOL:
-            states = data.get("states") or {}
-            if states:
-                print(f"    spool: {states}")
+        elif isinstance(event, SpoolStatus) and event.states:
+            print(f"    spool: {dict(event.states)}")
 
 
 def _replied_digits(result: ModeResult) -> str:

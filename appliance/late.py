@@ -148,13 +148,13 @@ class LateTranscripts:
         log.info("late transcript of %s joined session %s: %s", row.id, row.session_id, turn.text)
         if self.events is not None:
             self.events.publish(
-                ev.TURN_FINAL,
-                session_id=turn.session_id,
-                turn_order=None,
-                text=turn.text,
-                words=list(turn.words),
-                speaker=None,
-                late=True,
-                offset_ms=turn.offset_ms,
+                ev.TurnFinal(
+                    session_id=turn.session_id,
+                    turn_order=None,
+                    text=turn.text,
+                    words=turn.words,
+                    late=True,
+                    offset_ms=turn.offset_ms,
+                )
             )
         return turn

@@ -437,10 +437,9 @@ class LiveTranscription:
         )
         self._last_speech = self.clock()
         self.transcript_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.events.publish(
-            ev.SESSION, phase="started", mode="live", session_id=self.session_id, account=None
-        )
-        self.events.publish(ev.STATE, state="connecting", mode="live", detail="")
+        started = ev.SessionPhase(phase="started", mode="live", session_id=self.session_id)
+        self.events.publish(started)
+        self.events.publish(ev.StateChanged(state="connecting", mode="live"))
         log.info("live session %s started", self.session_id)
         account: SessionAccount | None = None
         stopped = False
@@ -482,13 +481,14 @@ class LiveTranscription:
                 "capture ring overwrote %d samples before they were read", mirror.capture_lost
             )
         self.events.publish(
-            ev.SESSION,
-            phase="ended",
-            mode="live",
-            session_id=self.session_id,
-            account=account_dict(account),
+            ev.SessionPhase(
+                phase="ended",
+                mode="live",
+                session_id=self.session_id,
+                account=account_dict(account),
+            )
         )
-        self.events.publish(ev.STATE, state="idle", mode="live", detail="")
+        self.events.publish(ev.StateChanged(state="idle", mode="live"))
         return account
 
     def _stop_condition(self, now: float, max_samples: int, start_index: int) -> str | None:
@@ -628,10 +628,10 @@ class LiveTranscription:
             elif isinstance(action, Spool):
                 self._spool(action)
             elif isinstance(action, ReconnectAfter):
-                state = "error" if action.auth_failure else "offline"
-                self.events.publish(ev.STATE, state=state, mode="live", detail=action.reason)
+                state: ev.State = "error" if action.auth_failure else "offline"
+                self.events.publish(ev.StateChanged(state=state, mode="live", detail=action.reason))
                 if action.auth_failure:
-                    self.events.publish(ev.ERROR, message=action.reason, where="live")
+                    self.events.publish(ev.ErrorReported(message=action.reason, where="live"))
             elif isinstance(action, Notice):
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, Finish):
@@ -670,14 +670,15 @@ class LiveTranscription:
             {"text": w.text, "start_ms": w.start_ms, "end_ms": w.end_ms, "confidence": w.confidence}
             for w in turn.words
         ]
-        kind = ev.TURN_FINAL if turn.final else ev.TURN_PARTIAL
+        kind = ev.TurnFinal if turn.final else ev.TurnPartial
         self.events.publish(
-            kind,
-            session_id=self.session_id,
-            turn_order=turn.order,
-            text=turn.text,
-            words=words,
-            speaker=turn.speaker,
+            kind(
+                session_id=self.session_id,
+                turn_order=turn.order,
+                text=turn.text,
+                words=tuple(words),
+                speaker=turn.speaker,
+            )
         )
         if not turn.final:
             return
@@ -736,8 +737,8 @@ class LiveTranscription:
                 "live streaming goes on"
             )
             log.error("%s", message)
-            self.events.publish(ev.ERROR, message=message, where="live")
-            self.events.publish(ev.STATE, state="error", mode="live", detail=why)
+            self.events.publish(ev.ErrorReported(message=message, where="live"))
+            self.events.publish(ev.StateChanged(state="error", mode="live", detail=why))
 
     # ---------------------------------------------------------- connection
 

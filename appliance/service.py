@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from appliance.events import SPOOL, STATE, EventBus
+from appliance.events import Event, EventBus, SpoolStatus, StateChanged
+from appliance.modes import MODE_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ DEFAULT_CAPTURE_STALE_SECONDS = 2.0
 DEFAULT_FIRST_CAPTURE_GRACE_SECONDS = 10.0
 #: The STATUS= line is at most this long (systemctl status shows one line).
 MAX_STATUS_LENGTH = 200
-
-MODE_NAMES = {"live": "live transcription", "agent": "voice agent", "record": "field recording"}
 
 Notify = Callable[[str], Any]
 Liveness = Callable[[], float]
@@ -106,25 +105,25 @@ class ServiceNotifier:
     # -- following the event bus --------------------------------------------
 
     async def follow(self, bus: EventBus) -> None:
-        """Keep STATUS= in step with STATE and SPOOL events until cancelled."""
+        """Keep STATUS= in step with state and spool events until cancelled."""
         tracker = StatusTracker()
-        for kind in (SPOOL, STATE):
-            event = bus.last.get(kind)
-            if event is not None:
-                tracker.update(event.kind, event.data)
-        subscription = bus.subscribe((STATE, SPOOL))
+        for kind in (SpoolStatus, StateChanged):
+            latest = bus.latest(kind)
+            if latest is not None:
+                tracker.update(latest.event)
+        subscription = bus.subscribe((StateChanged, SpoolStatus))
         try:
             if tracker.state is not None:
                 self.status(tracker.line())
-            async for event in subscription:
-                if tracker.update(event.kind, event.data):
+            async for published in subscription:
+                if tracker.update(published.event):
                     self.status(tracker.line())
         finally:
             subscription.close()
 
 
 def status_line(state: str, mode: str | None = None, detail: str = "", waiting: int = 0) -> str:
-    """The human STATUS= line for a STATE event (what ``systemctl status`` shows).
+    """The human STATUS= line for a state event (what ``systemctl status`` shows).
 
     >>> status_line("idle", "live")
     'idle, live transcription'
@@ -132,7 +131,7 @@ def status_line(state: str, mode: str | None = None, detail: str = "", waiting: 
     'offline, 3 recordings waiting'
     """
     if state == "idle":
-        text = f"idle, {MODE_NAMES.get(mode or '', mode)}" if mode else "idle"
+        text = f"idle, {MODE_LABELS.get(mode, mode)}" if mode else "idle"
         if waiting:
             text += f", {_recordings(waiting)} waiting"
         return text
@@ -158,16 +157,16 @@ class StatusTracker:
         self.waiting = 0
         self.spool_note = ""  # the spool unavailable, or repaired at start: said on every line
 
-    def update(self, kind: str, data: Mapping[str, Any]) -> bool:
+    def update(self, event: Event) -> bool:
         """Take one event; True if the status line may have changed."""
-        if kind == STATE:
-            self.state = str(data.get("state", "idle"))
-            self.mode = data.get("mode") or self.mode
-            self.detail = str(data.get("detail") or "")
+        if isinstance(event, StateChanged):
+            self.state = event.state
+            self.mode = event.mode
+            self.detail = event.detail
             return True
-        if kind == SPOOL:
-            note = _spool_note(data)
-            waiting = _waiting_count(data)
+        if isinstance(event, SpoolStatus):
+            note = _spool_note(event)
+            waiting = event.waiting if event.available else None
             if note == self.spool_note and (waiting is None or waiting == self.waiting):
                 return False
             self.spool_note = note
@@ -181,21 +180,10 @@ class StatusTracker:
         return f"{text}; {self.spool_note}" if self.spool_note else text
 
 
-def _spool_note(data: Mapping[str, Any]) -> str:
-    if data.get("available") is False:
-        return f"spool unavailable: {data.get('problem') or 'unknown reason'}"
-    notice = data.get("notice")
-    return f"spool {notice}" if notice else ""
-
-
-def _waiting_count(data: Mapping[str, Any]) -> int | None:
-    for key in ("waiting", "recordings_waiting", "recordings"):
-        value = data.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, list | tuple | dict):
-            return len(value)
-    return None
+def _spool_note(event: SpoolStatus) -> str:
+    if not event.available:
+        return f"spool unavailable: {event.problem or 'unknown reason'}"
+    return f"spool {event.notice}" if event.notice else ""
 
 
 # --------------------------------------------------------------------------

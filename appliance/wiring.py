@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import typing
 from typing import TYPE_CHECKING, Any
 
-from appliance.events import ERROR, SPOOL, STATE
+from appliance.events import ErrorReported, SpoolStatus, StateChanged
 
 if TYPE_CHECKING:
     from appliance.config import Config
     from appliance.daemon import Daemon, SessionRunner
+    from appliance.modes import Mode
     from appliance.protocol.retry import RetryLimits
 
 log = logging.getLogger("appliance.daemon")
@@ -100,10 +102,9 @@ async def build_components(daemon: Daemon) -> None:
     def on_capture_state(state: Any, detail: str) -> None:
         name = getattr(state, "value", str(state))
         if name == "lost":
-            events.publish(
-                STATE, state="error", mode=daemon.controller.mode, detail="microphone missing"
-            )
-            events.publish(ERROR, message=f"microphone lost: {detail}", where="capture")
+            mode = typing.cast("Mode", daemon.controller.mode)
+            events.publish(StateChanged(state="error", mode=mode, detail="microphone missing"))
+            events.publish(ErrorReported(message=f"microphone lost: {detail}", where="capture"))
         elif name == "running" and daemon._session is None:
             daemon._publish_idle()
 
@@ -153,14 +154,14 @@ async def build_components(daemon: Daemon) -> None:
             buttons.start()
         except Exception as exc:  # no GPIO on this machine: say so, keep running
             log.error("button unavailable (%s); use button.keyboard or the web controls", exc)
-            events.publish(ERROR, message=f"button unavailable: {exc}", where="button")
+            events.publish(ErrorReported(message=f"button unavailable: {exc}", where="button"))
         else:
             closers.append(buttons.close)
 
     # The agent's state drives the controller's "interrupt" rule.
     def follow_agent(event: Any) -> None:
-        if event.kind == STATE:
-            daemon.controller.on_agent_speaking(event.data.get("state") == "agent_speaking")
+        if isinstance(event.event, StateChanged):
+            daemon.controller.on_agent_speaking(event.event.state == "agent_speaking")
 
     events.add_callback(follow_agent)
 
@@ -227,8 +228,8 @@ async def open_spool(daemon: Daemon) -> None:
     except SpoolUnavailable as exc:
         daemon.spool_problem = str(exc)
         log.error("spool unavailable, running without it (recording is refused): %s", exc)
-        events.publish(ERROR, message=f"spool unavailable: {exc}", where="spool")
-        events.publish(SPOOL, available=False, problem=str(exc))
+        events.publish(ErrorReported(message=f"spool unavailable: {exc}", where="spool"))
+        events.publish(SpoolStatus(available=False, problem=str(exc)))
         return
     daemon._closers.append(daemon.spool.close)
     if config.upload.enabled and config.api_key is not None:

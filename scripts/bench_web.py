@@ -33,7 +33,7 @@ def rss_kib():
 import websockets.asyncio.client  # the daemon has this already for the cloud
 import httpx  # ditto (token minting, REST); also our test client below
 from appliance.config import WebConfig  # the daemon's own modules, loaded anyway
-from appliance.events import EventBus
+from appliance.events import EventBus, TurnPartial
 client = httpx.AsyncClient()  # its TLS context is client-side cost, not the server's
 base_rss = rss_kib()
 candidate = sys.argv[1]
@@ -61,8 +61,8 @@ async def serve_aiohttp():
         ws = aiohttp.web.WebSocketResponse()
         await ws.prepare(request)
         sent = 0
-        async for event in bus.subscribe():
-            await ws.send_str(json.dumps({"kind": event.kind, "data": event.data}))
+        async for published in bus.subscribe():
+            await ws.send_str(json.dumps(published.event.to_dict()))
             sent += 1
             if sent == 100:  # the client hangs up after 100; don't wait for another event
                 break
@@ -85,7 +85,7 @@ async def main():
             (await client.get(f"http://127.0.0.1:{port}/")).raise_for_status()
     async with websockets.asyncio.client.connect(f"ws://127.0.0.1:{port}/feed") as ws:
         for i in range(100):
-            publish("turn.partial", session_id="s", turn_order=i, text="one two three")
+            publish(TurnPartial(session_id="s", turn_order=i, text="one two three"))
         got = 0
         while got < 100:
             message = json.loads(await ws.recv())

@@ -22,8 +22,9 @@ from appliance import dtmf
 from appliance.config import Config
 from appliance.daemon import Daemon
 from appliance.demo import words_to_digits
-from appliance.events import SESSION, TURN_FINAL, EventBus
+from appliance.events import EventBus, SessionPhase, TurnFinal
 from appliance.secrets import Secret
+from tests.events import collect
 
 RATE = 48000
 LEAD_S = 1.5
@@ -65,9 +66,7 @@ async def press_speak_press(daemon: Daemon, press_at: float = -0.2, stop_at: flo
 async def test_press_speak_press_yields_the_digits_and_a_balanced_account(tmp_path, emulator):
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "4 7 1"))
     events = EventBus()
-    finals, sessions = [], []
-    events.add_callback(lambda e: finals.append(e) if e.kind == TURN_FINAL else None)
-    events.add_callback(lambda e: sessions.append(e) if e.kind == SESSION else None)
+    finals, sessions = collect(events, TurnFinal), collect(events, SessionPhase)
     daemon = Daemon(config, events=events)
     runner = asyncio.create_task(daemon.run())
     await asyncio.wait_for(daemon.ready.wait(), 20)
@@ -75,10 +74,10 @@ async def test_press_speak_press_yields_the_digits_and_a_balanced_account(tmp_pa
     daemon.stop()
     assert await asyncio.wait_for(runner, 20) == 0
 
-    assert "".join(words_to_digits(e.data["text"]) for e in finals) == "471"
+    assert "".join(words_to_digits(e.text) for e in finals) == "471"
     (account,) = daemon.accounts
     assert account.balanced and account.spooled_samples == 0
-    assert [e.data["phase"] for e in sessions] == ["started", "ended"]
+    assert [e.phase for e in sessions] == ["started", "ended"]
     transcripts = list((config.state_path / "transcripts").glob("*.jsonl"))
     assert len(transcripts) == 1 and "four" in transcripts[0].read_text().lower()
     assert emulator.state.token_reuse_attempts == 0
@@ -88,15 +87,14 @@ async def test_preroll_keeps_the_word_spoken_before_the_press(tmp_path, emulator
     """The press comes 0.3 s after the first digit began: the 0.5 s pre-roll still has it."""
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "9 2"))
     events = EventBus()
-    finals = []
-    events.add_callback(lambda e: finals.append(e) if e.kind == TURN_FINAL else None)
+    finals = collect(events, TurnFinal)
     daemon = Daemon(config, events=events)
     runner = asyncio.create_task(daemon.run())
     await asyncio.wait_for(daemon.ready.wait(), 20)
     await press_speak_press(daemon, press_at=0.1)
     daemon.stop()
     await asyncio.wait_for(runner, 20)
-    assert "".join(words_to_digits(e.data["text"]) for e in finals) == "92"
+    assert "".join(words_to_digits(e.text) for e in finals) == "92"
 
 
 async def test_record_mode_uploads_and_transcribes_once(tmp_path, emulator):

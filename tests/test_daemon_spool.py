@@ -13,9 +13,10 @@ import pytest
 
 from appliance.daemon import Daemon
 from appliance.demo import words_to_digits
-from appliance.events import ERROR, TURN_FINAL, EventBus
+from appliance.events import ErrorReported, EventBus, TurnFinal
 from appliance.spool import Spool, SpoolParams
 from appliance.spool.repair import quarantined
+from tests.events import collect
 from tests.spool.helpers import corrupt_database, read_only, record_digits
 from tests.test_daemon import daemon_config, mic_file, press_speak_press
 
@@ -58,8 +59,7 @@ async def test_daemon_starts_on_a_damaged_spool_and_says_so(tmp_path, emulator, 
     config = daemon_config(tmp_path, emulator, mode, mic_file(tmp_path, "1"))
     config.spool.min_free_bytes = 0
     events = EventBus()
-    errors = []
-    events.add_callback(lambda e: errors.append(e.data["message"]) if e.kind == ERROR else None)
+    errors = collect(events, ErrorReported)
     with damaged(tmp_path, damage):
         daemon = Daemon(config, events=events)
         runner = asyncio.create_task(daemon.run())
@@ -70,7 +70,7 @@ async def test_daemon_starts_on_a_damaged_spool_and_says_so(tmp_path, emulator, 
         shown = section.get("notice") or section.get("problem") or ""
         assert said.split(": ", 1)[1] in shown
         assert said in daemon.notifier.last_status
-        assert any(said in message for message in errors)
+        assert any(said in e.message for e in errors)
         if mode == "record" and not available:
             earcons: list[str] = []
             daemon.play_earcon = earcons.append
@@ -78,7 +78,7 @@ async def test_daemon_starts_on_a_damaged_spool_and_says_so(tmp_path, emulator, 
             await asyncio.sleep(0.3)
             await asyncio.wait_for(daemon.wait_idle(), 5)
             assert "error" in earcons
-            assert any(m.startswith("cannot record: spool unavailable") for m in errors)
+            assert any(e.message.startswith("cannot record: spool unavailable") for e in errors)
         daemon.stop()
         assert await asyncio.wait_for(runner, 20) == 0
 
@@ -94,20 +94,18 @@ async def test_corrupt_spool_database_live_session_and_old_recording_both_transc
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "4 7 1"))
     config.spool.min_free_bytes = 0
     events = EventBus()
-    finals, errors = [], []
-    events.add_callback(lambda e: finals.append(e) if e.kind == TURN_FINAL else None)
-    events.add_callback(lambda e: errors.append(e.data["message"]) if e.kind == ERROR else None)
+    finals, errors = collect(events, TurnFinal), collect(events, ErrorReported)
     daemon = Daemon(config, events=events)
     runner = asyncio.create_task(daemon.run())
     await asyncio.wait_for(daemon.ready.wait(), 20)
     await press_speak_press(daemon)
 
-    assert "".join(words_to_digits(e.data["text"]) for e in finals) == "471"
+    assert "".join(words_to_digits(e.text) for e in finals) == "471"
     (account,) = daemon.accounts
     assert account.balanced
     (kept,) = quarantined(spool_dir(tmp_path) / "spool.sqlite3")
     assert kept.read_bytes() == damaged_bytes
-    assert any(kept.name in m for m in errors)
+    assert any(kept.name in e.message for e in errors)
     assert kept.name in daemon.status_snapshot()["spool"]["notice"]
     assert kept.name in daemon.notifier.last_status
     deadline = time.monotonic() + 30

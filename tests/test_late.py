@@ -11,6 +11,7 @@ import pytest
 
 from appliance import events as ev
 from appliance.late import LateTranscripts, late_turn, session_transcript_path
+from tests.events import collect
 
 
 @dataclass
@@ -44,8 +45,7 @@ def test_word_times_move_to_the_sessions_stream_time() -> None:
 
 def test_a_completed_gap_is_appended_to_the_session_file_marked_late(tmp_path: Path) -> None:
     bus = ev.EventBus()
-    seen: list[ev.Event] = []
-    bus.add_callback(seen.append)
+    seen = collect(bus, ev.TurnFinal)
     path = session_transcript_path(tmp_path, "abc123")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"session_id": "abc123", "turn_order": 0, "text": "1 2"}) + "\n")
@@ -53,8 +53,8 @@ def test_a_completed_gap_is_appended_to_the_session_file_marked_late(tmp_path: P
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r.get("late", False) for r in records] == [False, True]
     assert records[1]["text"] == "5 6" and records[1]["offset_ms"] == 3000
-    (event,) = [e for e in seen if e.kind == ev.TURN_FINAL]
-    assert event.data["late"] is True and event.data["text"] == "5 6"
+    (event,) = seen
+    assert event.late is True and event.text == "5 6" and event.turn_order is None
 
 
 def test_a_new_session_file_is_private(tmp_path: Path) -> None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import typing
 from typing import Any, Literal
 
 from appliance.config import LedConfig
-from appliance.events import STATE, EventBus
+from appliance.events import EventBus, State, StateChanged
 
 log = logging.getLogger(__name__)
 
-STATES = ("idle", "connecting", "listening", "agent_speaking", "recording", "offline", "error")
+STATES: tuple[State, ...] = typing.get_args(State)
 Color = tuple[float, float, float]
 
 OFF: Color = (0.0, 0.0, 0.0)
@@ -156,14 +157,15 @@ class StateLed:
             led.off()
 
     async def follow(self, bus: EventBus) -> None:
-        """Show every STATE event's ``state`` until cancelled (starting from the latest)."""
-        last = bus.last.get(STATE)
+        """Show every state event's ``state`` until cancelled (starting from the latest)."""
+        last = bus.latest(StateChanged)
         if last is not None:
-            self.show(str(last.data.get("state", "idle")))
-        subscription = bus.subscribe((STATE,))
+            self.show(last.event.state)
+        subscription = bus.subscribe((StateChanged,))
         try:
-            async for event in subscription:
-                self.show(str(event.data.get("state", "idle")))
+            async for published in subscription:
+                if isinstance(published.event, StateChanged):
+                    self.show(published.event.state)
                 await asyncio.sleep(0)
         finally:
             subscription.close()

@@ -98,8 +98,8 @@ class Recording:
         self.account = account
         reader = ring.reader(start_index)
         buf = np.empty(self.chunk, dtype=np.int16)
-        self._publish(ev.SESSION, phase="started", mode="record", session_id=writer.id)
-        self._publish(ev.STATE, state="recording", mode="record", detail=writer.id)
+        self._publish(ev.SessionPhase(phase="started", mode="record", session_id=writer.id))
+        self._publish(ev.StateChanged(state="recording", mode="record", detail=writer.id))
         with log_context(RECORDING_ID=writer.id, MODE="record"):
             try:
                 while True:
@@ -129,11 +129,12 @@ class Recording:
                 account.end_index = reader.position
                 await asyncio.to_thread(writer.close)
                 self._publish(
-                    ev.SESSION,
-                    phase="ended",
-                    mode="record",
-                    session_id=writer.id,
-                    account=dataclasses.asdict(account),
+                    ev.SessionPhase(
+                        phase="ended",
+                        mode="record",
+                        session_id=writer.id,
+                        account=dataclasses.asdict(account),
+                    )
                 )
         log.info(
             "recording %s done: %.1f s written, %d lost, %d refused (spool full)",
@@ -144,9 +145,9 @@ class Recording:
         )
         return account
 
-    def _publish(self, kind: str, **data: object) -> None:
+    def _publish(self, event: ev.Event) -> None:
         if self.events is not None:
-            self.events.publish(kind, **data)
+            self.events.publish(event)
 
     async def _write(
         self, writer: RecordingWriter, samples: np.ndarray, account: RecordingAccount
@@ -184,7 +185,9 @@ class Refusal:
         message = f"cannot record: spool unavailable: {self.problem}"
         log.error("%s", message)
         if self.events is not None:
-            self.events.publish(ev.ERROR, message=message, where="record")
-            self.events.publish(ev.STATE, state="error", mode="record", detail="spool unavailable")
+            self.events.publish(ev.ErrorReported(message=message, where="record"))
+            self.events.publish(
+                ev.StateChanged(state="error", mode="record", detail="spool unavailable")
+            )
         if self.on_notice is not None:
             self.on_notice("error")

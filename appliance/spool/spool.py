@@ -231,7 +231,7 @@ class Spool:
         self.notice = f"{self.notice}, {count} recording(s) rebuilt from the files on disk"
         log.warning("spool rebuilt: %s", self.notice)
         if self.events:
-            self.events.publish(ev.ERROR, message=f"spool {self.notice}", where="spool")
+            self.events.publish(ev.ErrorReported(message=f"spool {self.notice}", where="spool"))
 
     # -- ownership and recovery -------------------------------------------------
 
@@ -382,8 +382,11 @@ class Spool:
                 extra={"RECORDING_ID": recording_id or ""},
             )
             if self.events:
-                self.events.publish(ev.ERROR, message=f"spool full: {reason}", where="spool")
-                self.events.publish(ev.STATE, state="error", mode="spool", detail="spool full")
+                message = f"spool full: {reason}"
+                self.events.publish(ev.ErrorReported(message=message, where="spool"))
+                self.events.publish(
+                    ev.StateChanged(state="error", mode="spool", detail="spool full")
+                )
         self.full_reason = reason
 
     def _report_room(self) -> None:
@@ -391,7 +394,7 @@ class Spool:
             log.warning("spool has room again; accepting audio")
             self.full_reason = None
             if self.events:
-                self.events.publish(ev.SPOOL, full=False, **self.status())
+                self.events.publish(self.status_event())
 
     # -- recordings ------------------------------------------------------------
 
@@ -529,7 +532,18 @@ class Spool:
 
     def publish_status(self) -> None:
         if self.events:
-            self.events.publish(ev.SPOOL, full=self.full_reason is not None, **self.status())
+            self.events.publish(self.status_event())
+
+    def status_event(self) -> ev.SpoolStatus:
+        """:meth:`status` as the event the page, LEDs and status line read."""
+        status = self.status()
+        return ev.SpoolStatus(
+            waiting=status["waiting"],
+            bytes=status["bytes"],
+            states=status["states"],
+            notice=status["notice"],
+            full=self.full_reason is not None,
+        )
 
     def retry(self, recording_id: str) -> bool:
         """Send a failed recording round again (attempts reset). False if it was not failed.

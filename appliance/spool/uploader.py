@@ -264,9 +264,9 @@ class Uploader:
             log.warning("network down (%s); recordings are kept and sent when it returns", exc)
             self._publish_state("offline", "uploads waiting for the network")
 
-    def _publish_state(self, state: str, detail: str) -> None:
+    def _publish_state(self, state: ev.State, detail: str) -> None:
         if self.events:
-            self.events.publish(ev.STATE, state=state, mode="upload", detail=detail)
+            self.events.publish(ev.StateChanged(state=state, mode="upload", detail=detail))
 
     # -- one recording ---------------------------------------------------------
 
@@ -334,7 +334,9 @@ class Uploader:
             row.id, current.state, st.FAILED, last_error=reason[:500], **fields
         )
         if self.events:
-            self.events.publish(ev.ERROR, message=f"transcription failed: {reason}", where="upload")
+            self.events.publish(
+                ev.ErrorReported(message=f"transcription failed: {reason}", where="upload")
+            )
 
     # -- steps -----------------------------------------------------------------
 
@@ -527,14 +529,11 @@ class _Progress:
         log.info("uploading %s: %d%%", self.recording_id, round(100 * sent / self.total))
         if self.events:
             self.events.publish(
-                ev.UPLOAD_PROGRESS, recording_id=self.recording_id, sent=sent, total=self.total
+                ev.UploadProgress(recording_id=self.recording_id, sent=sent, total=self.total)
             )
 
     def done(self) -> None:
         if self.events:
             self.events.publish(
-                ev.UPLOAD_PROGRESS,
-                recording_id=self.recording_id,
-                sent=self.total,
-                total=self.total,
+                ev.UploadProgress(recording_id=self.recording_id, sent=self.total, total=self.total)
             )

@@ -19,15 +19,19 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from appliance.events import (
-    ERROR,
-    LEVEL,
-    SESSION,
-    SPOOL,
-    STATE,
-    TURN_FINAL,
-    TURN_PARTIAL,
-    UPLOAD_PROGRESS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    ErrorReported,
     Event,
+    Kinds,
+    MicLevel,
+    Published,
+    SessionPhase,
+    SpoolStatus,
+    StateChanged,
+    TurnFinal,
+    TurnPartial,
+    UploadProgress,
 )
 
 DEFAULT_LEVEL_INTERVAL_S = 0.2  # at most 5 level readings a second per page
@@ -35,10 +39,10 @@ DEFAULT_STATUS_INTERVAL_S = 0.5  # at most 2 status snapshots a second per page
 DEFAULT_HISTORY_TURNS = 50
 DEFAULT_HISTORY_ERRORS = 10
 
-#: Event kinds (prefixes, as ``EventBus.subscribe`` takes them) a page may ask for.
+#: What a page may ask for in ``?kinds=``: prefixes of event kinds (``turn.`` is both turns).
 FEED_KINDS = ("state", "session", "turn.", "agent.", "spool", "upload.", "error", "level")
 #: Events after which the status view is out of date.
-STATUS_KINDS = (STATE, SESSION, SPOOL, UPLOAD_PROGRESS, ERROR)
+STATUS_KINDS: Kinds = (StateChanged, SessionPhase, SpoolStatus, UploadProgress, ErrorReported)
 #: Per-word timings and confidences are for machines; the page shows the text.
 _DROPPED_FIELDS = frozenset({"words"})
 
@@ -51,12 +55,12 @@ class _StatusDue:
 
 
 STATUS_DUE = _StatusDue()
-Outgoing = Event | _StatusDue
+Outgoing = Published[Event] | _StatusDue
 
 
 def encode(kind: str, data: Any, time: float | None = None, seq: int | None = None) -> str:
-    """One feed message: ``{"kind", "data", "time", "seq"}`` as JSON."""
-    message: dict[str, Any] = {"kind": kind, "data": data}
+    """One feed message: ``{"kind", "v", "data", "time", "seq"}`` as JSON."""
+    message: dict[str, Any] = {"kind": kind, "v": SCHEMA_VERSION, "data": data}
     if time is not None:
         message["time"] = time
     if seq is not None:
@@ -64,24 +68,29 @@ def encode(kind: str, data: Any, time: float | None = None, seq: int | None = No
     return json.dumps(message, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
-def event_message(event: Event) -> dict[str, Any]:
+def event_message(published: Published[Event]) -> dict[str, Any]:
     """The page's view of an event (dict form, for embedding in a snapshot)."""
-    data = {k: v for k, v in event.data.items() if k not in _DROPPED_FIELDS}
-    return {"kind": event.kind, "data": data, "time": event.time, "seq": event.seq}
+    data = {k: v for k, v in published.event.data().items() if k not in _DROPPED_FIELDS}
+    return {
+        "kind": published.kind,
+        "v": SCHEMA_VERSION,
+        "data": data,
+        "time": published.time,
+        "seq": published.seq,
+    }
 
 
-def encode_event(event: Event) -> str:
-    message = event_message(event)
+def encode_event(published: Published[Event]) -> str:
+    message = event_message(published)
     return encode(message["kind"], message["data"], message["time"], message["seq"])
 
 
-def parse_kinds(query_value: str | None) -> tuple[str, ...]:
-    """The kinds a page asked for (``?kinds=turn.,state``); unknown ones are ignored,
-    nothing asked means everything."""
-    if not query_value:
-        return FEED_KINDS
-    wanted = tuple(k for k in (p.strip() for p in query_value.split(",")) if k in FEED_KINDS)
-    return wanted or FEED_KINDS
+def parse_kinds(query_value: str | None) -> Kinds:
+    """The event kinds a page asked for (``?kinds=turn.,state``); unknown prefixes are
+    ignored, nothing asked means everything the feed carries."""
+    asked = tuple(p.strip() for p in (query_value or "").split(","))
+    prefixes = tuple(p for p in asked if p in FEED_KINDS) or FEED_KINDS
+    return tuple(cls for cls in SCHEMA if cls.kind.startswith(prefixes))
 
 
 @dataclasses.dataclass
@@ -127,17 +136,17 @@ class FeedPacer:
         self._level = _Coalescer(level_interval)
         self._status = _Coalescer(status_interval)
         self._wants_status = wants_status
-        self._newest_level: Event | None = None
+        self._newest_level: Published[Event] | None = None
 
-    def on_event(self, event: Event, now: float) -> list[Outgoing]:
-        if event.kind == LEVEL:
+    def on_event(self, event: Published[Event], now: float) -> list[Outgoing]:
+        if isinstance(event.event, MicLevel):
             if self._level.offer(now):
                 self._newest_level = None
                 return [event, *self.on_timer(now)]
             self._newest_level = event
             return self.on_timer(now)
         out: list[Outgoing] = [event]
-        if self._wants_status and event.kind in STATUS_KINDS and self._status.offer(now):
+        if self._wants_status and isinstance(event.event, STATUS_KINDS) and self._status.offer(now):
             out.append(STATUS_DUE)
         out.extend(self.on_timer(now))
         return out
@@ -164,22 +173,27 @@ class History:
     def __init__(
         self, max_turns: int = DEFAULT_HISTORY_TURNS, max_errors: int = DEFAULT_HISTORY_ERRORS
     ) -> None:
-        self._turns: OrderedDict[tuple[Any, Any], Event] = OrderedDict()
+        self._turns: OrderedDict[tuple[str, int | None], Published[Event]] = OrderedDict()
         self._max_turns = max_turns
-        self.errors: deque[Event] = deque(maxlen=max_errors)
+        self.errors: deque[Published[Event]] = deque(maxlen=max_errors)
 
-    def add(self, event: Event) -> None:
-        if event.kind in (TURN_PARTIAL, TURN_FINAL):
-            key = (event.data.get("session_id"), event.data.get("turn_order"))
+    def add(self, published: Published[Event]) -> None:
+        event = published.event
+        if isinstance(event, TurnPartial | TurnFinal):
+            key = (event.session_id, event.turn_order)
             old = self._turns.get(key)
-            if old is not None and old.kind == TURN_FINAL and event.kind == TURN_PARTIAL:
+            if (
+                old is not None
+                and isinstance(old.event, TurnFinal)
+                and isinstance(event, TurnPartial)
+            ):
                 return  # a late partial never undoes a final
-            self._turns[key] = event
+            self._turns[key] = published
             self._turns.move_to_end(key)
             while len(self._turns) > self._max_turns:
                 self._turns.popitem(last=False)
-        elif event.kind == ERROR:
-            self.errors.append(event)
+        elif isinstance(event, ErrorReported):
+            self.errors.append(published)
 
-    def captions(self) -> list[Event]:
+    def captions(self) -> list[Published[Event]]:
         return list(self._turns.values())

@@ -47,7 +47,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from appliance.config import WebConfig
-from appliance.events import ERROR, TURN_FINAL, TURN_PARTIAL, EventBus
+from appliance.events import ErrorReported, EventBus, Subscription, TurnFinal, TurnPartial
 from appliance.web.feed import (
     DEFAULT_HISTORY_ERRORS,
     DEFAULT_HISTORY_TURNS,
@@ -155,7 +155,7 @@ class WebServer:
         )
         static = resources.files("appliance.web") / "static"
         self._pages = {path: (static / name).read_bytes() for path, name in _PAGES.items()}
-        history_sub = self.events.subscribe((TURN_PARTIAL, TURN_FINAL, ERROR))
+        history_sub = self.events.subscribe((TurnPartial, TurnFinal, ErrorReported))
         self._history_task = asyncio.create_task(self._keep_history(history_sub))
         self._server = await serve(
             self._feed,
@@ -202,7 +202,7 @@ class WebServer:
 
     def snapshot(self) -> dict[str, Any]:
         """The status view's data: the daemon's status plus what the page itself knows."""
-        status = from_events(self.events.last)
+        status = from_events(self.events)
         try:
             status.update(self._status())
         except Exception:
@@ -211,14 +211,15 @@ class WebServer:
         status["controls"] = self.controls_available
         if "errors" not in status:
             status["errors"] = [
-                {"message": e.data.get("message"), "where": e.data.get("where"), "time": e.time}
-                for e in self._history.errors
+                {"message": e.message, "where": e.where, "time": p.time}
+                for p in self._history.errors
+                if isinstance(e := p.event, ErrorReported)
             ]
         return status
 
-    async def _keep_history(self, sub: Any) -> None:
-        async for event in sub:
-            self._history.add(event)
+    async def _keep_history(self, sub: Subscription) -> None:
+        async for published in sub:
+            self._history.add(published)
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -324,7 +325,8 @@ class WebServer:
         wants_status = query.get("status") == "1"
         self._feed_clients += 1
         sub = self.events.subscribe(kinds)
-        sender = asyncio.create_task(self._send_feed(ws, sub, "turn." in kinds, wants_status))
+        wants_captions = TurnFinal in kinds
+        sender = asyncio.create_task(self._send_feed(ws, sub, wants_captions, wants_status))
         closed = asyncio.create_task(ws.wait_closed())
         try:
             await asyncio.wait((sender, closed), return_when=asyncio.FIRST_COMPLETED)
@@ -337,7 +339,7 @@ class WebServer:
                 await sender
 
     async def _send_feed(
-        self, ws: ServerConnection, sub: Any, wants_captions: bool, wants_status: bool
+        self, ws: ServerConnection, sub: Subscription, wants_captions: bool, wants_status: bool
     ) -> None:
         loop = asyncio.get_running_loop()
         hello: dict[str, Any] = {

@@ -12,32 +12,31 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from appliance.events import LEVEL, SESSION, STATE, Event
+from appliance.events import EventBus, MicLevel, SessionPhase, StateChanged
+from appliance.modes import MODES
 
 DEFAULT_SPOOL_ROWS = 20
 #: Recordings the page lists: everything not yet transcribed (done ones are history).
 _SHOWN_STATES = ("recording", "ready", "uploading", "uploaded", "submitting", "submitted", "failed")
 
 
-def from_events(last: dict[str, Event]) -> dict[str, Any]:
+def from_events(bus: EventBus) -> dict[str, Any]:
     """State, mode, running session and level as the newest events tell them."""
     out: dict[str, Any] = {}
-    state = last.get(STATE)
+    state = bus.latest(StateChanged)
     if state is not None:
-        out["state"] = state.data.get("state")
-        if state.data.get("mode") in ("live", "agent", "record"):
-            out["mode"] = state.data["mode"]
-    session = last.get(SESSION)
+        out["state"] = state.event.state
+        if state.event.mode in MODES:
+            out["mode"] = state.event.mode
+    session = bus.latest(SessionPhase)
     if session is not None:
-        started = session.data.get("phase") == "started"
+        ended = session.event.phase == "ended"  # resumed or new_conversation: still running
         out["session"] = (
-            {"id": session.data.get("session_id"), "mode": session.data.get("mode")}
-            if started
-            else None
+            None if ended else {"id": session.event.session_id, "mode": session.event.mode}
         )
-    level = last.get(LEVEL)
+    level = bus.latest(MicLevel)
     if level is not None:
-        out["level_dbfs"] = level.data.get("dbfs")
+        out["level_dbfs"] = level.event.dbfs
     return out
 
 

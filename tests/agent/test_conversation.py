@@ -20,6 +20,7 @@ from tests.agent.helpers import (
     serve,
     wait_for,
 )
+from tests.events import collect
 
 
 def digits_heard(speaker: SimulatedSpeaker) -> str:
@@ -31,8 +32,7 @@ async def test_greeting_question_reply_and_transcript_file(emulator, ring, tmp_p
     config = make_config(emulator, tmp_path)
     speaker = SimulatedSpeaker()
     bus = ev.EventBus()
-    seen: list[ev.Event] = []
-    bus.add_callback(seen.append)
+    seen = collect(bus, ev.Event)
     conv = VoiceAgentConversation(
         config, ring, speaker, agent_tokens(emulator), bus, config.state_path
     )
@@ -46,11 +46,10 @@ async def test_greeting_question_reply_and_transcript_file(emulator, ring, tmp_p
     assert account.stop_reason == "stopped"
     assert account.user_turns == 1
     assert account.balanced
-    kinds = [e.kind for e in seen]
-    assert ev.AGENT_USER in kinds and ev.AGENT_REPLY in kinds
-    finals = [e.data["text"] for e in seen if e.kind == ev.AGENT_USER and e.data["final"]]
+    assert any(isinstance(e, ev.AgentReply) for e in seen)
+    finals = [e.text for e in seen if isinstance(e, ev.AgentUser) and e.final]
     assert finals == ["one two"]
-    states = [e.data["state"] for e in seen if e.kind == ev.STATE]
+    states = [e.state for e in seen if isinstance(e, ev.StateChanged)]
     assert "agent_speaking" in states and states[-1] == "listening"
 
     # The emulator saw: session.update first, no input.audio before session.ready, session.end.
@@ -87,8 +86,7 @@ class Running:
         self.config = make_config(emulator, tmp_path, tools=tools, **agent)
         self.speaker = SimulatedSpeaker()
         self.bus = ev.EventBus()
-        self.seen: list[ev.Event] = []
-        self.bus.add_callback(self.seen.append)
+        self.seen = collect(self.bus, ev.Event)
         self.conv = VoiceAgentConversation(
             self.config,
             ring,
@@ -125,8 +123,8 @@ async def test_speaking_over_a_reply_interrupts_it_and_the_speaker_goes_quiet(
     account = await run.stop()
     assert account.interrupted_replies == 1
     assert heard != "1234567890" and "1234567890".startswith(heard)  # stale digits never heard
-    replies = [e.data for e in run.seen if e.kind == ev.AGENT_REPLY]
-    assert replies[0]["interrupted"] is True
+    replies = [e for e in run.seen if isinstance(e, ev.AgentReply)]
+    assert replies[0].interrupted is True
 
 
 async def test_button_interrupt_silences_the_reply_and_keeps_listening(emulator, ring, tmp_path):
@@ -257,7 +255,7 @@ async def test_resume_refused_after_the_window_starts_a_new_conversation(emulato
     assert notices == ["new_conversation"]
     assert account.new_conversations == 1
     assert len(account.session_ids) == 2 and account.session_ids[0] == first_id
-    phases = [e.data["phase"] for e in run.seen if e.kind == ev.SESSION]
+    phases = [e.phase for e in run.seen if isinstance(e, ev.SessionPhase)]
     assert "new_conversation" in phases
     refused = [r for r in agent_records(emulator) if r.sent("session.error")]
     assert any(
@@ -300,11 +298,10 @@ async def test_garbled_messages_are_survived(emulator, ring, tmp_path):
 async def test_a_refused_token_is_replaced_and_the_conversation_goes_on(emulator, ring, tmp_path):
     emulator.set_agent_script(greeting_digits="0")
     emulator.refuse_tokens(count=1)
-    seen_errors: list[str] = []
     run = Running(emulator, ring, tmp_path)
-    run.bus.add_callback(lambda e: e.kind == ev.ERROR and seen_errors.append(e.data["message"]))
+    seen_errors = collect(run.bus, ev.ErrorReported)
     await wait_for(lambda: run.heard() == "0", 10, "the greeting on the second connection")
     account = await run.stop()
     assert account.connections == 2 and account.error is None
-    assert any("rejected" in m for m in seen_errors)
+    assert any("rejected" in e.message for e in seen_errors)
     assert emulator.state.tokens_issued == 2 and emulator.state.token_reuse_attempts == 0

@@ -24,6 +24,7 @@ from appliance.audio.capture import AudioCapture, StreamState
 from appliance.audio.playback import AudioPlayback
 from appliance.config import ToolConfig
 from tests.agent.helpers import agent_tokens, make_config, wait_for
+from tests.events import collect
 from tests.fixtures.pulse import on_every_stack
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ def start(emulator, capture, speaker, tmp_path, **kwargs):
     tools = kwargs.pop("tools", None)
     config = make_config(emulator, tmp_path, tools=tools, **kwargs)
     bus = ev.EventBus()
-    seen: list[ev.Event] = []
-    bus.add_callback(seen.append)
+    seen = collect(bus, ev.Event)
     conv = VoiceAgentConversation(
         config, capture.ring, speaker, agent_tokens(emulator), bus, config.state_path
     )
@@ -155,7 +155,7 @@ async def test_greeting_then_question_and_reply_through_the_real_audio_path(
     conv.request_stop()
     account = await asyncio.wait_for(task, 10)
 
-    finals = [e.data["text"] for e in seen if e.kind == ev.AGENT_USER and e.data["final"]]
+    finals = [e.text for e in seen if isinstance(e, ev.AgentUser) and e.final]
     assert finals == ["one two"]
     assert account.stop_reason == "stopped" and account.balanced
     (record,) = agent_records(emulator)

@@ -9,7 +9,7 @@ import pytest
 
 from appliance.config import LedConfig
 from appliance.controls.leds import GREEN, RED, STATES, StateLed, pattern_for
-from appliance.events import STATE, EventBus
+from appliance.events import EventBus, StateChanged
 
 WAIT_SECONDS = 3.0
 
@@ -102,11 +102,11 @@ async def test_led_follows_state_events(mock_pins) -> None:
     led = StateLed(LedConfig(kind="led", pins=[27]))
     led.open()
     pin = mock_pins.pin(27)
-    bus.publish(STATE, state="idle", mode="live", detail="")
+    bus.publish(StateChanged(state="idle", mode="live"))
     task = asyncio.create_task(led.follow(bus))
     await asyncio.sleep(0)
     assert led.state == "idle"
-    bus.publish(STATE, state="listening", mode="live", detail="")
+    bus.publish(StateChanged(state="listening", mode="live"))
     for _ in range(100):
         if led.state == "listening":
             break

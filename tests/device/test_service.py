@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.events import SPOOL, STATE, EventBus
+from appliance.events import EventBus, SpoolStatus, StateChanged
 from appliance.service import (
     ServiceNotifier,
     Watchdog,
@@ -214,7 +214,7 @@ def test_before_the_first_callback_a_grace_period_applies() -> None:
 
 async def test_status_follows_state_and_spool_events(notify_socket: NotifySocket) -> None:
     bus = EventBus()
-    bus.publish(STATE, state="idle", mode="live", detail="")
+    bus.publish(StateChanged(state="idle", mode="live"))
     notifier = ServiceNotifier()
     task = asyncio.create_task(notifier.follow(bus))
     loop = asyncio.get_running_loop()
@@ -223,14 +223,14 @@ async def test_status_follows_state_and_spool_events(notify_socket: NotifySocket
         return await loop.run_in_executor(None, notify_socket.recv)
 
     assert await next_message() == "STATUS=idle, live transcription"
-    bus.publish(STATE, state="listening", mode="live", detail="")
+    bus.publish(StateChanged(state="listening", mode="live"))
     assert await next_message() == "STATUS=listening"
-    bus.publish(STATE, state="listening", mode="live", detail="")  # same line: not resent
-    bus.publish(STATE, state="offline", mode="record", detail="")
+    bus.publish(StateChanged(state="listening", mode="live"))  # same line: not resent
+    bus.publish(StateChanged(state="offline", mode="record"))
     assert await next_message() == "STATUS=offline"
-    bus.publish(SPOOL, waiting=3)
+    bus.publish(SpoolStatus(waiting=3))
     assert await next_message() == "STATUS=offline, 3 recordings waiting"
-    bus.publish(STATE, state="error", mode="live", detail="microphone missing")
+    bus.publish(StateChanged(state="error", mode="live", detail="microphone missing"))
     assert await next_message() == "STATUS=microphone missing"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

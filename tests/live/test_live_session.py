@@ -20,6 +20,7 @@ from appliance.emulator.recognizer import digits_of
 from appliance.live import LiveTranscription, live_query
 from appliance.protocol.streaming import STREAM_RATE
 from appliance.spool.uploader import Uploader
+from tests.events import collect
 
 from .helpers import (
     CAPTURE_RATE,
@@ -53,8 +54,7 @@ async def test_press_speak_stop_yields_the_digits_exactly(emulator, spool, tmp_p
     ring = RingBuffer(CAPTURE_RATE, 10.0)
     config = make_config(emulator, tmp_path)
     bus = ev.EventBus()
-    seen: list[ev.Event] = []
-    bus.add_callback(seen.append)
+    seen = collect(bus, ev.Event)
     spool.events = bus
     live = LiveTranscription(
         config, ring, streaming_tokens(emulator, config), spool, bus, config.state_path
@@ -79,9 +79,9 @@ async def test_press_speak_stop_yields_the_digits_exactly(emulator, spool, tmp_p
     lines = [json.loads(x) for x in live.transcript_path.read_text().splitlines()]
     assert [x["turn_order"] for x in lines] == list(range(len(lines)))
     assert all(x["session_id"] == live.session_id and x["words"] for x in lines)
-    assert any(e.kind == ev.TURN_PARTIAL for e in seen)
-    assert sum(e.kind == ev.TURN_FINAL for e in seen) == len(finals)
-    assert not any(e.kind == ev.ERROR for e in seen)
+    assert any(isinstance(e, ev.TurnPartial) for e in seen)
+    assert sum(isinstance(e, ev.TurnFinal) for e in seen) == len(finals)
+    assert not any(isinstance(e, ev.ErrorReported) for e in seen)
     state = emulator.state
     assert state.token_reuse_attempts == 0
     assert state.counters["chunk_size_violations"] == 0

@@ -20,6 +20,7 @@ from appliance import events as ev
 from appliance.audio.ring import RingBuffer
 from appliance.config import ReconnectConfig
 from appliance.live import LiveTranscription, limits_from_config
+from tests.events import collect
 
 from .helpers import (
     CAPTURE_RATE,
@@ -44,14 +45,14 @@ class Outcome:
     account: object
     events: list[ev.Event]
 
-    def live_errors(self) -> list[ev.Event]:
-        return [e for e in self.events if e.kind == ev.ERROR and e.data.get("where") == "live"]
+    def live_errors(self) -> list[ev.ErrorReported]:
+        return [e for e in self.events if isinstance(e, ev.ErrorReported) and e.where == "live"]
 
-    def live_error_states(self) -> list[ev.Event]:
+    def live_error_states(self) -> list[ev.StateChanged]:
         return [
             e
             for e in self.events
-            if e.kind == ev.STATE and e.data["mode"] == "live" and e.data["state"] == "error"
+            if isinstance(e, ev.StateChanged) and e.mode == "live" and e.state == "error"
         ]
 
     def live_digits(self) -> str:
@@ -66,8 +67,7 @@ async def run_with_outage(emulator, tmp_path, spool, during=None) -> Outcome:
     config.reconnect = ReconnectConfig(base_seconds=0.2, max_seconds=0.5, auth_retry_seconds=1.0)
     limits = limits_from_config(config, ring.history_seconds)
     bus = ev.EventBus()
-    seen: list[ev.Event] = []
-    bus.add_callback(seen.append)
+    seen = collect(bus, ev.Event)
     if spool is not None:
         spool.events = bus
     live = LiveTranscription(
@@ -197,7 +197,7 @@ async def test_full_spool_counts_lost_audio_once_and_streaming_goes_on(
     if quota_bytes == 100:
         assert kept == 0 and spy.opens >= 2  # several ranges were refused...
     # ...and said so once: one ERROR and one STATE event, one log line.
-    assert len(out.live_errors()) == 1 and "spool full" in out.live_errors()[0].data["message"]
+    assert len(out.live_errors()) == 1 and "spool full" in out.live_errors()[0].message
     assert len(out.live_error_states()) == 1
     refused = [r for r in caplog.records if "cannot be kept" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelno == logging.ERROR
@@ -217,7 +217,7 @@ async def test_without_a_spool_undeliverable_audio_is_counted_lost_loudly(
     assert account.spooled_samples == 0
     assert account.lost_samples == live.unkept_samples > 0
     assert live.spool_recordings == []
-    assert len(out.live_errors()) == 1 and "no spool" in out.live_errors()[0].data["message"]
+    assert len(out.live_errors()) == 1 and "no spool" in out.live_errors()[0].message
     assert len(out.live_error_states()) == 1
     refused = [r for r in caplog.records if "cannot be kept" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelno == logging.ERROR

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from appliance.audio.ring import RingBuffer
-from appliance.events import ERROR, EventBus
+from appliance.events import ErrorReported, EventBus
 from appliance.spool import Spool, SpoolFull, SpoolParams
 from appliance.spool import store as st
 from appliance.spool.recorder import Recording
+from tests.events import collect
 
 RATE = 48000
 BLOCK = RATE // 10
@@ -56,8 +57,7 @@ def fill(path: Path, nbytes: int) -> None:
 
 def test_writer_hits_real_enospc_keeps_durable_audio_and_resumes(small_fs, caplog):
     bus = EventBus()
-    errors = []
-    bus.add_callback(lambda e: errors.append(e) if e.kind == ERROR else None)
+    errors = collect(bus, ErrorReported)
     spool = Spool(SpoolParams(small_fs / "spool", min_free_bytes=0), bus)
     filler = small_fs / "filler"
     fill(filler, 1_200_000)

@@ -10,7 +10,7 @@ import pytest
 from appliance.check import FAIL, OK, WARN, Report, check_spool
 from appliance.cli import main
 from appliance.config import Config
-from appliance.events import SPOOL, STATE
+from appliance.events import SpoolStatus, StateChanged
 from appliance.service import StatusTracker
 from appliance.spool import Spool, SpoolParams
 from appliance.spool.repair import quarantine
@@ -115,7 +115,7 @@ def test_check_names_a_database_set_aside_earlier(tmp_path):
     assert f"set aside as {kept}" in text
 
 
-# SPOOL event -> what systemctl status shows after "idle, live transcription".
+# Spool event -> what systemctl status shows after "idle, live transcription".
 STATUS_ROWS = [
     pytest.param(
         {"available": False, "problem": "Read-only file system: /s/.owner.lock"},
@@ -135,8 +135,8 @@ STATUS_ROWS = [
 @pytest.mark.parametrize(("spool_event", "line"), STATUS_ROWS)
 def test_status_line_says_what_is_wrong_with_the_spool(spool_event, line):
     tracker = StatusTracker()
-    tracker.update(STATE, {"state": "idle", "mode": "live"})
-    assert tracker.update(SPOOL, spool_event) is (line != "idle, live transcription")
+    tracker.update(StateChanged(state="idle", mode="live"))
+    assert tracker.update(SpoolStatus(**spool_event)) is (line != "idle, live transcription")
     assert tracker.line() == line
 
 

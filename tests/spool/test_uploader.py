@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from appliance.events import UPLOAD_PROGRESS, EventBus
+from appliance.events import EventBus, UploadProgress
 from appliance.protocol.retry import RetryLimits
 from appliance.spool import store as st
 from appliance.spool.uploader import Uploader
+from tests.events import collect
 
 from .helpers import api_requests, client_for, make_spool, record_digits, upload_config
 
@@ -25,8 +26,7 @@ def fast_uploader(spool, client, **kw) -> Uploader:
 
 async def test_recording_reaches_completed_with_transcript_files(tmp_path, emulator):
     bus = EventBus()
-    seen = []
-    bus.add_callback(lambda e: seen.append(e) if e.kind == UPLOAD_PROGRESS else None)
+    seen = collect(bus, UploadProgress)
     spool = make_spool(tmp_path)
     spool.events = bus
     rid = record_digits(spool, "1 2 3")
@@ -39,7 +39,7 @@ async def test_recording_reaches_completed_with_transcript_files(tmp_path, emula
     assert spool.artifact_path(rid, "srt").read_text().startswith("1\n")
     assert spool.artifact_path(rid, "vtt").read_text().startswith("WEBVTT")
     assert emulator.state.submissions_for_upload(row.upload_url) == 1
-    assert seen and seen[-1].data["sent"] == seen[-1].data["total"]
+    assert seen and seen[-1].sent == seen[-1].total
 
 
 async def test_submit_body_has_fallback_models_and_options(tmp_path, emulator):

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from appliance.config import WebConfig
-from appliance.events import LEVEL, SESSION, SPOOL, STATE, TURN_FINAL, TURN_PARTIAL, EventBus
+from appliance.events import (
+    EventBus,
+    MicLevel,
+    SessionPhase,
+    SpoolStatus,
+    StateChanged,
+    TurnFinal,
+    TurnPartial,
+)
 from appliance.web import WebServer
 
 LINES = "[...document.querySelectorAll('#captions .line')].map(e => [e.className, e.textContent])"
@@ -37,16 +45,16 @@ async def test_partials_are_replaced_in_place_by_the_final_line(browser, page_se
         "return window.document.getElementById('dot').className.includes('live')",
         what="a connected feed",
     )
-    bus.publish(STATE, state="listening", mode="live")
-    bus.publish(SESSION, phase="started", mode="live", session_id="s1")
-    bus.publish(TURN_PARTIAL, session_id="s1", turn_order=0, text="one", words=[], speaker="A")
+    bus.publish(StateChanged(state="listening", mode="live"))
+    bus.publish(SessionPhase(phase="started", mode="live", session_id="s1"))
+    bus.publish(TurnPartial(session_id="s1", turn_order=0, text="one", speaker="A"))
     await browser.wait_js(
         f"return {LINES}.some(l => l[1].includes('one'))", what="the first partial"
     )
     assert await browser.js(f"return {LINES}") == [["line partial", "Aone"]]
-    bus.publish(TURN_PARTIAL, session_id="s1", turn_order=0, text="one two", words=[], speaker="A")
-    bus.publish(TURN_FINAL, session_id="s1", turn_order=0, text="One, two.", words=[], speaker="A")
-    bus.publish(TURN_PARTIAL, session_id="s1", turn_order=1, text="three", words=[], speaker="B")
+    bus.publish(TurnPartial(session_id="s1", turn_order=0, text="one two", speaker="A"))
+    bus.publish(TurnFinal(session_id="s1", turn_order=0, text="One, two.", speaker="A"))
+    bus.publish(TurnPartial(session_id="s1", turn_order=1, text="three", speaker="B"))
     await browser.wait_js(f"return {LINES}.length == 2", what="two lines")
     assert await browser.js(f"return {LINES}") == [
         ["line final", "AOne, two."],
@@ -58,7 +66,7 @@ async def test_partials_are_replaced_in_place_by_the_final_line(browser, page_se
 async def test_a_page_opened_mid_session_shows_the_recent_lines(browser, page_server):
     server, bus, _ = page_server
     for i in range(3):
-        bus.publish(TURN_FINAL, session_id="s1", turn_order=i, text=f"Line {i}.", words=[])
+        bus.publish(TurnFinal(session_id="s1", turn_order=i, text=f"Line {i}."))
     await asyncio.sleep(0.1)
     await browser.get(f"http://127.0.0.1:{server.port}/")
     await browser.wait_js(f"return {LINES}.length == 3", what="three replayed lines")
@@ -74,7 +82,7 @@ async def test_captions_follow_the_newest_line(browser, page_server):
     await browser.get(f"http://127.0.0.1:{server.port}/")
     await browser.wait_js("return document.getElementById('dot').className.includes('live')")
     for i in range(40):
-        bus.publish(TURN_FINAL, session_id="s1", turn_order=i, text=f"Caption {i}.", words=[])
+        bus.publish(TurnFinal(session_id="s1", turn_order=i, text=f"Caption {i}."))
     await browser.wait_js(f"return {LINES}.length == 40", what="forty lines")
     at_bottom = (
         "const c = document.getElementById('captions');"
@@ -99,8 +107,8 @@ async def test_status_page_shows_state_level_and_spooled_recordings(browser, pag
             ],
         },
     )
-    bus.publish(SPOOL, waiting=2)
-    bus.publish(LEVEL, dbfs=-18.0)
+    bus.publish(SpoolStatus(waiting=2))
+    bus.publish(MicLevel(dbfs=-18.0))
     await browser.wait_js(
         "return document.querySelectorAll('#spool-list tr[data-id]').length == 2",
         what="two spooled recordings",

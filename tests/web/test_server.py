@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from appliance.config import WebConfig
-from appliance.events import ERROR, LEVEL, SPOOL, TURN_FINAL, TURN_PARTIAL, EventBus
+from appliance.events import ErrorReported, EventBus, MicLevel, SpoolStatus, TurnFinal, TurnPartial
 from appliance.web import WebLimits, WebServer
 
 TOKEN = "web-test-control-token-0123456789"
@@ -116,7 +116,7 @@ async def test_captions_and_status_pages_are_self_contained_html(server):
 
 
 async def test_status_api_returns_the_daemon_snapshot_and_recent_errors(server, bus, daemon):
-    bus.publish(ERROR, message="upload failed: 503", where="uploader")
+    bus.publish(ErrorReported(message="upload failed: 503", where="upload"))
     await asyncio.sleep(0.05)  # let the history task see it
     async with httpx.AsyncClient(base_url=base(server), timeout=STEP) as client:
         status = (await client.get("/api/status")).json()
@@ -157,19 +157,21 @@ async def test_foreign_host_name_is_refused(server):
 
 
 async def test_feed_replays_recent_captions_then_streams_new_ones(server, bus):
-    bus.publish(TURN_FINAL, session_id="s1", turn_order=0, text="One two.", words=[])
+    bus.publish(TurnFinal(session_id="s1", turn_order=0, text="One two."))
     await asyncio.sleep(0.05)
     async with connect(f"ws://127.0.0.1:{server.port}/feed?kinds=turn.,state") as ws:
         hello = await receive(ws)
         assert hello["kind"] == "hello"
         assert [m["data"]["text"] for m in hello["data"]["recent"]] == ["One two."]
-        bus.publish(TURN_PARTIAL, session_id="s1", turn_order=1, text="three", words=[{"x": 1}])
-        bus.publish(LEVEL, dbfs=-20.0)  # not asked for
-        bus.publish(TURN_FINAL, session_id="s1", turn_order=1, text="Three.", words=[])
+        words = ({"text": "three"},)
+        bus.publish(TurnPartial(session_id="s1", turn_order=1, text="three", words=words))
+        bus.publish(MicLevel(dbfs=-20.0))  # not asked for
+        bus.publish(TurnFinal(session_id="s1", turn_order=1, text="Three."))
         partial, final = await receive(ws), await receive(ws)
-    assert partial["kind"] == TURN_PARTIAL
-    assert partial["data"] == {"session_id": "s1", "turn_order": 1, "text": "three"}
-    assert final["kind"] == TURN_FINAL and final["data"]["text"] == "Three."
+    assert partial["kind"] == "turn.partial"
+    expected = {"session_id": "s1", "turn_order": 1, "text": "three", "speaker": None}
+    assert partial["data"] == expected  # words left out
+    assert final["kind"] == "turn.final" and final["data"]["text"] == "Three."
 
 
 async def test_status_page_feed_gets_a_fresh_snapshot_when_state_changes(server, bus, daemon):
@@ -178,7 +180,7 @@ async def test_status_page_feed_gets_a_fresh_snapshot_when_state_changes(server,
         assert hello["data"]["status"]["state"] == "idle"
         daemon.state["state"] = "listening"
         daemon.state["spool"] = {"waiting": 1, "recordings": [{"id": "r1", "state": "queued"}]}
-        bus.publish(SPOOL, waiting=1)
+        bus.publish(SpoolStatus(waiting=1))
         status = await receive_until(ws, "status")
     assert status["data"]["state"] == "listening"
     assert status["data"]["spool"]["recordings"][0]["state"] == "queued"
@@ -190,9 +192,9 @@ async def test_level_events_are_throttled_per_page(bus, daemon):
         async with connect(f"ws://127.0.0.1:{server.port}/feed?kinds=level") as ws:
             await receive(ws)  # hello
             for i in range(40):  # 40 readings in about 0.4 s
-                bus.publish(LEVEL, dbfs=-float(i))
+                bus.publish(MicLevel(dbfs=-float(i)))
                 await asyncio.sleep(0.01)
-            bus.publish(LEVEL, dbfs=-99.0)
+            bus.publish(MicLevel(dbfs=-99.0))
             levels = []
             while not levels or levels[-1] != -99.0:
                 levels.append((await receive(ws))["data"]["dbfs"])

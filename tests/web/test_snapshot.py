@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.events import LEVEL, SESSION, STATE, EventBus
+from appliance.events import EventBus, MicLevel, SessionPhase, StateChanged
 from appliance.spool.spool import Spool, SpoolParams
 from appliance.web.snapshot import from_events, spool_section
 
 
 def test_state_session_and_level_come_from_the_newest_events():
     bus = EventBus()
-    assert from_events(bus.last) == {}
-    bus.publish(SESSION, phase="started", mode="live", session_id="abc", account=None)
-    bus.publish(STATE, state="listening", mode="live", detail="")
-    bus.publish(LEVEL, dbfs=-31.5)
-    assert from_events(bus.last) == {
+    assert from_events(bus) == {}
+    bus.publish(SessionPhase(phase="started", mode="live", session_id="abc"))
+    bus.publish(StateChanged(state="listening", mode="live"))
+    bus.publish(MicLevel(dbfs=-31.5))
+    assert from_events(bus) == {
         "state": "listening",
         "mode": "live",
         "session": {"id": "abc", "mode": "live"},
         "level_dbfs": -31.5,
     }
-    bus.publish(SESSION, phase="ended", mode="live", session_id="abc", account={})
-    bus.publish(STATE, state="idle", mode="upload", detail="")  # not a button mode
-    snapshot = from_events(bus.last)
+    bus.publish(SessionPhase(phase="ended", mode="live", session_id="abc", account={}))
+    bus.publish(StateChanged(state="idle", mode="upload"))  # not a button mode
+    snapshot = from_events(bus)
     assert snapshot["session"] is None and snapshot["state"] == "idle"
     assert "mode" not in snapshot  # "upload" is not what a button press starts
 
