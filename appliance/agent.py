@@ -255,18 +255,19 @@ class VoiceAgentConversation:
         self._position = start_index
         self.account = ConversationAccount(start_index=start_index, rate=self.ring.rate)
         self._open_transcript()
-        self.events.publish(ev.SESSION, phase="started", mode="agent", session_id=None)
+        self.events.publish(ev.SessionPhase(phase="started", mode="agent"))
         with log_context(MODE="agent"):
             try:
                 await self._connect_loop()
             finally:
                 await self._teardown()
                 self.events.publish(
-                    ev.SESSION,
-                    phase="ended",
-                    mode="agent",
-                    session_id=self.session_id,
-                    account=self.account.as_dict(),
+                    ev.SessionPhase(
+                        phase="ended",
+                        mode="agent",
+                        session_id=self.session_id,
+                        account=self.account.as_dict(),
+                    )
                 )
         account = self.account
         log.info(
@@ -476,7 +477,7 @@ class VoiceAgentConversation:
                 level = logging.ERROR if action.fatal else logging.WARNING
                 log.log(level, "voice agent error %s: %s", action.code, action.message)
                 if not action.fatal:  # a fatal one is published once, with Finished
-                    self.events.publish(ev.ERROR, message=action.message, where="agent")
+                    self.events.publish(ev.ErrorReported(message=action.message, where="agent"))
             elif isinstance(action, proto.Log):
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, proto.Close):
@@ -525,7 +526,7 @@ class VoiceAgentConversation:
             log.info("voice agent session %s resumed", action.session_id)
             self._write_record({"event": "resumed"})
             self.events.publish(
-                ev.SESSION, phase="resumed", mode="agent", session_id=action.session_id
+                ev.SessionPhase(phase="resumed", mode="agent", session_id=action.session_id)
             )
         else:
             log.info("voice agent session %s ready", action.session_id)
@@ -548,7 +549,7 @@ class VoiceAgentConversation:
         )
         self._write_record({"event": "new_conversation", "reason": action.reason})
         self.events.publish(
-            ev.SESSION, phase="new_conversation", mode="agent", reason=action.reason
+            ev.SessionPhase(phase="new_conversation", mode="agent", reason=action.reason)
         )
         if self.on_notice is not None:
             try:
@@ -557,17 +558,16 @@ class VoiceAgentConversation:
                 log.exception("new-conversation notice failed")
 
     def _on_user(self, action: proto.UserTranscript) -> None:
-        self.events.publish(ev.AGENT_USER, text=action.text, final=action.final)
+        self.events.publish(ev.AgentUser(text=action.text, final=action.final))
         if action.final:
             log.info("user: %s", action.text)
             self._write_record({"role": "user", "text": action.text})
 
     def _on_agent(self, action: proto.AgentTranscript) -> None:
         self.events.publish(
-            ev.AGENT_REPLY,
-            text=action.text,
-            reply_id=action.reply_id,
-            interrupted=action.interrupted,
+            ev.AgentReply(
+                text=action.text, reply_id=action.reply_id, interrupted=action.interrupted
+            )
         )
         log.info("agent%s: %s", " (interrupted)" if action.interrupted else "", action.text)
         self._write_record(
@@ -583,7 +583,7 @@ class VoiceAgentConversation:
         self.account.stop_reason = action.reason
         if action.error:
             self.account.error = action.error
-            self.events.publish(ev.ERROR, message=action.error, where="agent")
+            self.events.publish(ev.ErrorReported(message=action.error, where="agent"))
         self._ready.clear()
 
     def _fail(self, message: str) -> None:
@@ -648,8 +648,8 @@ class VoiceAgentConversation:
 
     # -------------------------------------------------------- state & records
 
-    def _publish_state(self, state: str) -> None:
-        self.events.publish(ev.STATE, state=state, mode="agent", detail="voice agent")
+    def _publish_state(self, state: ev.State) -> None:
+        self.events.publish(ev.StateChanged(state=state, mode="agent", detail="voice agent"))
 
     def _open_transcript(self) -> None:
         directory = self.state_dir / "conversations"
