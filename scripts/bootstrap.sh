@@ -52,7 +52,8 @@ if [ "$test_tools" = 1 ] && ! compgen -G "$pw_alsa/usr/lib/*/alsa-lib/libasound_
   deb_dir=$(mktemp -d)
   chmod 755 "$deb_dir"
   version=$(dpkg-query -W -f='${Version}' pipewire)
-  (cd "$deb_dir" && apt-get download -qq "pipewire-alsa=$version")
+  fetch() { (cd "$deb_dir" && apt-get download -qq "pipewire-alsa=$version"); }
+  fetch || { "${sudo_cmd[@]}" apt-get update -qq && fetch; }  # stale package lists
   "${sudo_cmd[@]}" mkdir -p "$pw_alsa"
   "${sudo_cmd[@]}" dpkg-deb -x "$deb_dir"/pipewire-alsa_*.deb "$pw_alsa"
   rm -rf "$deb_dir"
