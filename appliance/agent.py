@@ -149,6 +149,11 @@ class ConversationAccount:
     def balanced(self) -> bool:
         return self.captured_samples == self.sent_samples + self.skipped_samples + self.lost_samples
 
+    @property
+    def spooled_samples(self) -> int:
+        """0: a conversation spools nothing (its skipped ranges are only listed)."""
+        return 0
+
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["captured_samples"] = self.captured_samples

@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.mode:
         config.mode = args.mode
     os.umask(DAEMON_UMASK)
-    from appliance.daemon import run_daemon
+    from appliance.app import run_daemon
 
     return run_daemon(config)
 

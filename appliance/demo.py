@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import dtmf
+from appliance.app import Appliance
 from appliance.config import Config, load_config
 from appliance.daemon import Daemon
 from appliance.events import (
@@ -160,11 +161,13 @@ def _demo_config(
 
 async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
     events = EventBus()
-    daemon = Daemon(config, events=events)
+    app = Appliance(config, events=events)
     result = ModeResult(mode, digits)
-    runner = asyncio.create_task(daemon.run())
+    runner = asyncio.create_task(app.run())
     try:
-        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await asyncio.wait_for(app.ready.wait(), 30)
+        assert app.daemon is not None
+        daemon = app.daemon
         feed = events.subscribe()
         printer = asyncio.create_task(_print_events(feed, result))
         speech_starts = daemon.ring.time_at(0) + LEAD_SECONDS  # the file's first sample
@@ -192,7 +195,7 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
             result.got = _replied_digits(result)
         printer.cancel()
     finally:
-        daemon.stop()
+        app.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(runner, 30)
     return result
@@ -226,16 +229,18 @@ def _spoken_seconds(digits: str) -> float:
 
 
 def _completed(daemon: Daemon) -> bool:
-    rows = daemon.spool.list()
+    spool = daemon.components.spool
+    rows = spool.list() if spool is not None else []
     return bool(rows) and all(r.state in ("completed", "failed") for r in rows)
 
 
 def _recording_text(daemon: Daemon) -> str:
     import json
 
-    texts = []
-    for row in daemon.spool.list():
-        path = daemon.spool.artifact_path(row.id, "json")
+    texts: list[str] = []
+    spool = daemon.components.spool
+    for row in spool.list() if spool is not None else []:
+        path = spool.artifact_path(row.id, "json")
         if path.exists():
             text = json.loads(path.read_text()).get("text") or ""
             print(f"    transcript of {row.id}: {text}")

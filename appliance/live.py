@@ -407,6 +407,9 @@ class LiveTranscription:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
+    def interrupt(self) -> None:
+        """Nothing to interrupt: live transcription never talks."""
+
     # ----------------------------------------------------------------- run
 
     async def run(self, start_index: int) -> SessionAccount:

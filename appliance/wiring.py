@@ -1,41 +1,61 @@
-"""Building the daemon's parts from the configuration.
+"""Building the daemon's parts from the configuration, before the daemon exists.
 
-Kept apart from ``daemon.py`` so the daemon reads as its control flow, and
-this module as the one place that knows which class serves which setting.
-Heavy modules are imported here, inside functions, so a mode that is not used
+:func:`build` opens every part in order (the microphone first: READY means it
+delivers) into one :class:`Components`, registering how to close each on the
+caller's ``AsyncExitStack``, and makes one session factory per mode. The
+daemon then only runs the control loop over them. The local page is opened
+last by :func:`open_web`, since it shows and drives the daemon.
+Heavy modules are imported inside functions, so a mode that is not used
 costs no import time or memory (a Pi Zero 2 W has 512 MB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import typing
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from appliance.events import ErrorReported, SpoolStatus, StateChanged
+from appliance.components import Components, Microphone
+from appliance.controller import Controller, Gesture, Phase
+from appliance.events import ErrorReported, EventBus, SpoolStatus, StateChanged, idle
+from appliance.session import NoticeCallback, Session, SessionFactory
 
 if TYPE_CHECKING:
+    from appliance.audio.capture import AudioCapture
+    from appliance.audio.playback import AudioPlayback
+    from appliance.audio.ring import RingBuffer
+    from appliance.audio.sources import FileSource
+    from appliance.audio.stream import StateCallback, StreamState
+    from appliance.cloud.tokens import TokenKind
     from appliance.config import Config
-    from appliance.daemon import Daemon, SessionRunner
-    from appliance.modes import Mode
+    from appliance.connection.tokens import TokenCoordinator
     from appliance.protocol.retry import RetryLimits
+    from appliance.service import ServiceNotifier
+    from appliance.spool import Spool
+    from appliance.spool.uploader import Uploader
+    from appliance.web.server import ControlFn, StatusFn, WebServer
 
 log = logging.getLogger("appliance.daemon")
 
-# Earcons on a reply that could not be delivered live and was kept for later.
-SAVED_NOTICE = "saved"
+#: How long the microphone may take to deliver its first block before start-up
+#: reports it missing (PulseAudio takes ~1.5 s; a USB mic far less).
+FIRST_AUDIO_TIMEOUT = 10.0
 
 
 def open_source(
-    config: Any, on_state: Any = None, event_loop: asyncio.AbstractEventLoop | None = None
-) -> Any:
+    config: Config,
+    on_state: StateCallback | None = None,
+    event_loop: asyncio.AbstractEventLoop | None = None,
+) -> AudioCapture | FileSource:
     """The microphone (PortAudio) or a paced WAV, started, feeding a ring buffer.
 
     A WAV is paced by timers on ``event_loop`` when given (the daemon's: its
     sessions consume the audio there, so a block and its work share a wake-up).
     """
     audio = config.audio
+    source: AudioCapture | FileSource
     if audio.source == "file":
         from appliance.audio.sources import FileSource
 
@@ -61,7 +81,9 @@ def open_source(
     return source
 
 
-def open_sink(config: Any, event_loop: asyncio.AbstractEventLoop | None = None) -> Any:
+def open_sink(
+    config: Config, event_loop: asyncio.AbstractEventLoop | None = None
+) -> AudioPlayback | None:
     """The speaker (a persistent PortAudio stream), a WAV file, or nothing.
 
     A WAV sink is paced on ``event_loop`` when given, like :func:`open_source`.
@@ -69,6 +91,7 @@ def open_sink(config: Any, event_loop: asyncio.AbstractEventLoop | None = None) 
     audio = config.audio
     if audio.sink == "none":
         return None
+    sink: AudioPlayback
     if audio.sink == "file":
         from appliance.audio.sources import FileSink
 
@@ -92,63 +115,71 @@ def open_sink(config: Any, event_loop: asyncio.AbstractEventLoop | None = None) 
     return sink
 
 
-async def build_components(daemon: Daemon) -> None:
-    """Open everything the daemon needs, registering how to close each part."""
-    config = daemon.config
-    events = daemon.events
-    closers = daemon._closers
+async def build(
+    config: Config,
+    events: EventBus,
+    notifier: ServiceNotifier,
+    stack: contextlib.AsyncExitStack,
+) -> Components:
+    """Open every part the daemon needs; each is closed by ``stack`` (in reverse order)."""
+    controller = Controller(config.button, config.mode)
+    gestures: asyncio.Queue[Gesture] = asyncio.Queue()
 
     # Audio first: READY means the microphone delivers.
-    def on_capture_state(state: Any, detail: str) -> None:
-        name = getattr(state, "value", str(state))
-        if name == "lost":
-            mode = typing.cast("Mode", daemon.controller.mode)
-            events.publish(StateChanged(state="error", mode=mode, detail="microphone missing"))
+    def on_capture_state(state: StreamState, detail: str) -> None:
+        if state.value == "lost":
+            missing = StateChanged(state="error", mode=controller.mode, detail="microphone missing")
+            events.publish(missing)
             events.publish(ErrorReported(message=f"microphone lost: {detail}", where="capture"))
-        elif name == "running" and daemon._session is None:
-            daemon._publish_idle()
+        elif state.value == "running" and controller.phase is Phase.IDLE:
+            events.publish(idle(controller.mode))
 
     loop = asyncio.get_running_loop()
-    daemon.source = await asyncio.to_thread(open_source, config, on_capture_state, loop)
-    closers.append(daemon.source.stop)
-    if not await asyncio.to_thread(_wait_first_audio, daemon.source):
+    microphone: Microphone = await asyncio.to_thread(open_source, config, on_capture_state, loop)
+    _on_close(stack, microphone.stop)
+    if not await asyncio.to_thread(_wait_first_audio, microphone):
         raise RuntimeError("the microphone delivered no audio")
-    daemon.playback = await asyncio.to_thread(open_sink, config, loop)
-    if daemon.playback is not None:
-        closers.append(daemon.playback.stop)
-    if daemon.playback is not None and config.audio.source == config.audio.sink == "pyaudio":
+    speaker: AudioPlayback | None = await asyncio.to_thread(open_sink, config, loop)
+    if speaker is not None:
+        _on_close(stack, speaker.stop)
+    if speaker is not None and config.audio.source == config.audio.sink == "pyaudio":
         # The microphone may hear the speaker: its earcons stay out of every session's audio.
         from appliance.audio.own_sound import link_own_sound
 
-        link_own_sound(daemon.ring, daemon.playback, config.audio.echo_tail_ms / 1000)
+        link_own_sound(microphone.ring, speaker, config.audio.echo_tail_ms / 1000)
 
     # Status, watchdog, LEDs, earcons.
     from appliance.controls import EarconPlayer, StateLed
     from appliance.service import Watchdog, capture_liveness
 
-    daemon._background.append(asyncio.create_task(daemon.notifier.follow(events)))
-    watchdog = Watchdog(daemon.notifier, capture_liveness(daemon.source))
+    _in_background(stack, notifier.follow(events), "status")
+    watchdog = Watchdog(notifier, capture_liveness(microphone))
     watchdog.start()
-    closers.append(watchdog.stop)
+    _on_close(stack, watchdog.stop)
     if config.led.kind != "none":
         led = StateLed(config.led)
         led.open()
-        closers.append(led.close)
-        daemon._background.append(asyncio.create_task(led.follow(events)))
-    if daemon.playback is not None and config.earcons.enabled:
-        daemon.earcons = EarconPlayer(config.earcons, daemon.playback)
+        _on_close(stack, led.close)
+        _in_background(stack, led.follow(events), "led")
+    earcons = None
+    if speaker is not None and config.earcons.enabled:
+        earcons = EarconPlayer(config.earcons, speaker)
 
-    # The button (GPIO or keyboard) unless gestures come from elsewhere.
-    if daemon._external_gestures is None and (config.button.enabled or config.button.keyboard):
+    # The button (GPIO or keyboard).
+    if config.button.enabled or config.button.keyboard:
         from appliance.controls import ButtonGestures
 
-        controller = daemon.controller
+        per_mode = {
+            "live": config.button.live,
+            "agent": config.button.agent,
+            "record": config.button.record,
+        }
 
         def wants_double() -> bool:
-            return getattr(config.button, controller.mode).double != "none"
+            return per_mode[controller.mode].double != "none"
 
         buttons = ButtonGestures(
-            config.button, on_gesture=daemon._gesture_queue.put_nowait, wants_double=wants_double
+            config.button, on_gesture=gestures.put_nowait, wants_double=wants_double
         )
         try:
             buttons.start()
@@ -156,59 +187,68 @@ async def build_components(daemon: Daemon) -> None:
             log.error("button unavailable (%s); use button.keyboard or the web controls", exc)
             events.publish(ErrorReported(message=f"button unavailable: {exc}", where="button"))
         else:
-            closers.append(buttons.close)
-
-    # The agent's state drives the controller's "interrupt" rule.
-    def follow_agent(event: Any) -> None:
-        if isinstance(event.event, StateChanged):
-            daemon.controller.on_agent_speaking(event.event.state == "agent_speaking")
-
-    events.add_callback(follow_agent)
+            _on_close(stack, buttons.close)
 
     # Spool and uploader: the safety net under every mode.
-    await open_spool(daemon)
+    spool, spool_problem, uploader = await open_spool(config, events, stack)
 
-    # Tokens: keep one ready for the current mode so a press connects at once.
-    # Both sources share one long-lived HTTP client (a client per token costs CPU and a
-    # new connection); it is closed after them.
+    # Tokens: one coordinator per streamed product, sharing one long-lived HTTP client
+    # (a client per token costs CPU and a new connection); it is closed after them.
     from appliance.cloud.tokens import SharedHttpClient, token_source_for
     from appliance.connection.tokens import TokenCoordinator
 
     token_http = SharedHttpClient()
-    closers.append(token_http.aclose)
-    daemon._stream_tokens = TokenCoordinator(
-        token_source_for(
-            config,
-            "streaming",
-            max_session_seconds=config.live.max_session_seconds,
-            client=token_http,
-        ),
-        retry=retry_limits(config),
-        auth_retry_seconds=config.reconnect.auth_retry_seconds,
+    _on_close(stack, token_http.aclose)
+    tokens: dict[str, TokenCoordinator] = {}
+    products: tuple[tuple[str, TokenKind, float], ...] = (
+        ("live", "streaming", config.live.max_session_seconds),
+        ("agent", "agent", config.agent.max_conversation_seconds),
     )
-    daemon._agent_tokens = TokenCoordinator(
-        token_source_for(
-            config,
-            "agent",
-            max_session_seconds=config.agent.max_conversation_seconds,
-            client=token_http,
+    for mode, kind, longest in products:
+        source = token_source_for(config, kind, max_session_seconds=longest, client=token_http)
+        tokens[mode] = TokenCoordinator(
+            source,
+            retry=retry_limits(config),
+            auth_retry_seconds=config.reconnect.auth_retry_seconds,
+        )
+        _on_close(stack, tokens[mode].aclose)
+
+    return Components(
+        config=config,
+        events=events,
+        notifier=notifier,
+        controller=controller,
+        microphone=microphone,
+        speaker=speaker,
+        earcons=earcons,
+        spool=spool,
+        spool_problem=spool_problem,
+        uploader=uploader,
+        gestures=gestures,
+        tokens=tokens,
+        sessions=session_factories(
+            config, events, microphone.ring, speaker, spool, spool_problem, tokens
         ),
-        retry=retry_limits(config),
-        auth_retry_seconds=config.reconnect.auth_retry_seconds,
     )
-    for tokens in (daemon._stream_tokens, daemon._agent_tokens):
-        closers.append(tokens.aclose)
-    prefetch_for_mode(daemon)
 
-    # The local page, if enabled.
-    if config.web.enabled:
-        from appliance.web.server import WebServer
 
-        web = WebServer(config.web, events, daemon.status_snapshot, daemon.web_control)
-        await web.start()
-        closers.append(web.stop)
-        daemon.web = web
-        log.info("web page on http://%s:%s/", config.web.host, web.port)
+async def open_web(
+    config: Config,
+    events: EventBus,
+    status: StatusFn,
+    control: ControlFn,
+    stack: contextlib.AsyncExitStack,
+) -> WebServer | None:
+    """The local page, if enabled, showing ``status`` and driving ``control``."""
+    if not config.web.enabled:
+        return None
+    from appliance.web.server import WebServer
+
+    web = WebServer(config.web, events, status, control)
+    await web.start()
+    _on_close(stack, web.stop)
+    log.info("web page on http://%s:%s/", config.web.host, web.port)
+    return web
 
 
 def retry_limits(config: Config) -> RetryLimits:
@@ -218,85 +258,114 @@ def retry_limits(config: Config) -> RetryLimits:
     return limits(config.reconnect.base_seconds, config.reconnect.max_seconds)
 
 
-async def open_spool(daemon: Daemon) -> None:
-    """The spool and its uploader; without a usable spool the daemon runs on and says why."""
+async def open_spool(
+    config: Config, events: EventBus, stack: contextlib.AsyncExitStack
+) -> tuple[Spool | None, str | None, Uploader | None]:
+    """The spool and its uploader; without a usable spool the daemon runs on and says why.
+
+    Returns the spool (or None and the problem) and the uploader (None when uploads
+    are off or there is no key).
+    """
     from appliance.spool import Spool, SpoolUnavailable
 
-    config, events = daemon.config, daemon.events
     try:
-        daemon.spool = await asyncio.to_thread(Spool, config, events)
+        spool = await asyncio.to_thread(Spool, config, events)
     except SpoolUnavailable as exc:
-        daemon.spool_problem = str(exc)
         log.error("spool unavailable, running without it (recording is refused): %s", exc)
         events.publish(ErrorReported(message=f"spool unavailable: {exc}", where="spool"))
         events.publish(SpoolStatus(available=False, problem=str(exc)))
-        return
-    daemon._closers.append(daemon.spool.close)
+        return None, str(exc), None
+    _on_close(stack, spool.close)
+    uploader = None
     if config.upload.enabled and config.api_key is not None:
         from appliance.cloud.rest import RestClient
         from appliance.late import LateTranscripts
         from appliance.spool.uploader import Uploader
 
         client = RestClient.from_config(config)
-        daemon._closers.append(client.aclose)
-        daemon.uploader = Uploader(
-            daemon.spool,
+        _on_close(stack, client.aclose)
+        uploader = Uploader(
+            spool,
             client,
             config.upload,
             events,
             on_transcript=LateTranscripts(config.state_path, events),
         )
-        daemon._background.append(asyncio.create_task(daemon.uploader.run(), name="uploader"))
-    daemon.spool.publish_status()
+        _in_background(stack, uploader.run(), "uploader")
+    spool.publish_status()
+    return spool, None, uploader
 
 
-def _wait_first_audio(source: Any) -> bool:
-    from appliance.daemon import FIRST_AUDIO_TIMEOUT
-
-    return source.ring.wait_until(1, timeout=FIRST_AUDIO_TIMEOUT)
-
-
-def prefetch_for_mode(daemon: Daemon) -> None:
-    """Keep a token ready only for the mode in use: a token nobody uses is a wasted mint."""
-    mode = daemon.controller.mode
-    for kind, tokens in (("live", daemon._stream_tokens), ("agent", daemon._agent_tokens)):
-        if tokens is None:
-            continue
-        if kind == mode:
-            tokens.start()
-        else:
-            daemon._background.append(asyncio.create_task(tokens.aclose()))
-
-
-def make_session(daemon: Daemon, mode: str) -> SessionRunner:
-    """A new session runner for ``mode``."""
-    config = daemon.config
+def session_factories(
+    config: Config,
+    events: EventBus,
+    ring: RingBuffer,
+    speaker: AudioPlayback | None,
+    spool: Spool | None,
+    spool_problem: str | None,
+    tokens: Mapping[str, TokenCoordinator],
+) -> dict[str, SessionFactory]:
+    """How a press starts a session in each mode."""
     state_dir = config.state_path
-    if mode == "live":
+
+    def live(on_notice: NoticeCallback) -> Session:
         from appliance.live import LiveTranscription
 
-        return LiveTranscription(
-            config, daemon.ring, daemon._stream_tokens, daemon.spool, daemon.events, state_dir
-        )
-    if mode == "agent":
+        return LiveTranscription(config, ring, tokens["live"], spool, events, state_dir)
+
+    def agent(on_notice: NoticeCallback) -> Session:
         from appliance.agent import VoiceAgentConversation
 
         return VoiceAgentConversation(
             config,
-            daemon.ring,
-            daemon.playback or _SilentSink(),
-            daemon._agent_tokens,
-            daemon.events,
+            ring,
+            speaker or _SilentSink(),
+            tokens["agent"],
+            events,
             state_dir,
-            on_notice=daemon.play_earcon,
+            on_notice=on_notice,
         )
-    if daemon.spool is None:
-        from appliance.spool.recorder import Refusal
 
-        return Refusal(daemon.spool_problem or "not opened", daemon.events, daemon.play_earcon)
-    from appliance.spool.recorder import Recording
+    def record(on_notice: NoticeCallback) -> Session:
+        from appliance.spool.recorder import Recording, Refusal
 
-    return Recording(daemon.ring, daemon.spool, events=daemon.events)
+        if spool is None:
+            return Refusal(spool_problem or "not opened", events, on_notice)
+        return Recording(ring, spool, events=events)
+
+    return {"live": live, "agent": agent, "record": record}
+
+
+def _wait_first_audio(microphone: Microphone) -> bool:
+    return microphone.ring.wait_until(1, timeout=FIRST_AUDIO_TIMEOUT)
+
+
+def _on_close(stack: contextlib.AsyncExitStack, close: Callable[[], object]) -> None:
+    """Close a part with the stack; a part that fails to close is logged, the rest still close."""
+
+    async def closing() -> None:
+        try:
+            result = close()
+            if isinstance(result, Awaitable):
+                await result
+        except Exception:
+            log.exception("error while closing")
+
+    stack.push_async_callback(closing)
+
+
+def _in_background(
+    stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str
+) -> None:
+    """Run ``work`` as a task until the stack closes (it is cancelled first, then awaited)."""
+    task = asyncio.get_running_loop().create_task(work, name=name)
+
+    async def cancelling() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    stack.push_async_callback(cancelling)
 
 
 class _SilentSink:

@@ -435,7 +435,7 @@ def test_the_daemon_logs_the_key_file_warning(
 ) -> None:
     key = key_file(tmp_path, 0o644)
     path = write(tmp_path, f"auth:\n  api_key_file: {key}\n")
-    monkeypatch.setattr("appliance.daemon.run_daemon", lambda config: 0)
+    monkeypatch.setattr("appliance.app.run_daemon", lambda config: 0)
     monkeypatch.setattr("appliance.logs.setup_logging", lambda *a, **k: None)
     monkeypatch.setattr(os, "umask", lambda mask: 0o022)  # the daemon's umask: its own test
     with caplog.at_level(logging.WARNING, logger="appliance"):
@@ -497,7 +497,7 @@ def test_appliance_run_exits_3_without_a_traceback(
     def never(config: Config) -> int:
         raise AssertionError("the daemon must not start on a broken configuration")
 
-    monkeypatch.setattr("appliance.daemon.run_daemon", never)
+    monkeypatch.setattr("appliance.app.run_daemon", never)
     path = write(tmp_path, text)
     assert main(["run", "--config", str(path)]) == 3
     err = capsys.readouterr().err

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance import dtmf
+from appliance.app import Appliance
 from appliance.config import Config
 from appliance.daemon import Daemon
 from appliance.demo import words_to_digits
@@ -52,6 +53,15 @@ def daemon_config(tmp_path: Path, emulator, mode: str, mic: Path) -> Config:
     return config
 
 
+async def start(config: Config, events: EventBus | None = None) -> tuple[Appliance, asyncio.Task]:
+    """An appliance running on ``config``, once it said READY; stop it with ``app.stop()``."""
+    app = Appliance(config, events=events)
+    runner = asyncio.create_task(app.run())
+    await asyncio.wait_for(app.ready.wait(), 20)
+    assert app.daemon is not None
+    return app, runner
+
+
 async def press_speak_press(daemon: Daemon, press_at: float = -0.2, stop_at: float = 3.0) -> None:
     """Press ``press_at`` s from when the microphone file starts speaking, press again at
     ``stop_at``, and wait until the session has ended."""
@@ -67,15 +77,13 @@ async def test_press_speak_press_yields_the_digits_and_a_balanced_account(tmp_pa
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "4 7 1"))
     events = EventBus()
     finals, sessions = collect(events, TurnFinal), collect(events, SessionPhase)
-    daemon = Daemon(config, events=events)
-    runner = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), 20)
-    await press_speak_press(daemon)
-    daemon.stop()
+    app, runner = await start(config, events)
+    await press_speak_press(app.daemon)
+    app.stop()
     assert await asyncio.wait_for(runner, 20) == 0
 
     assert "".join(words_to_digits(e.text) for e in finals) == "471"
-    (account,) = daemon.accounts
+    (account,) = app.daemon.accounts
     assert account.balanced and account.spooled_samples == 0
     assert [e.phase for e in sessions] == ["started", "ended"]
     transcripts = list((config.state_path / "transcripts").glob("*.jsonl"))
@@ -88,28 +96,25 @@ async def test_preroll_keeps_the_word_spoken_before_the_press(tmp_path, emulator
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "9 2"))
     events = EventBus()
     finals = collect(events, TurnFinal)
-    daemon = Daemon(config, events=events)
-    runner = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), 20)
-    await press_speak_press(daemon, press_at=0.1)
-    daemon.stop()
+    app, runner = await start(config, events)
+    await press_speak_press(app.daemon, press_at=0.1)
+    app.stop()
     await asyncio.wait_for(runner, 20)
     assert "".join(words_to_digits(e.text) for e in finals) == "92"
 
 
 async def test_record_mode_uploads_and_transcribes_once(tmp_path, emulator):
     config = daemon_config(tmp_path, emulator, "record", mic_file(tmp_path, "5 8"))
-    daemon = Daemon(config)
-    runner = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), 20)
-    await press_speak_press(daemon, stop_at=2.5)
+    app, runner = await start(config)
+    await press_speak_press(app.daemon, stop_at=2.5)
+    spool = app.daemon.components.spool
     deadline = time.monotonic() + 30
-    while not (rows := daemon.spool.list()) or rows[0].state != "completed":
+    while not (rows := spool.list()) or rows[0].state != "completed":
         assert time.monotonic() < deadline, rows
         await asyncio.sleep(0.1)
-    daemon.stop()
+    app.stop()
     await asyncio.wait_for(runner, 20)
-    text = daemon.spool.artifact_path(rows[0].id, "json").read_text()
+    text = spool.artifact_path(rows[0].id, "json").read_text()
     assert words_to_digits(__import__("json").loads(text)["text"]) == "58"
     assert list(emulator.state.submissions_by_hash.values()) == [1]
 
@@ -231,10 +236,9 @@ async def test_local_page_shows_the_daemon_and_its_controls_need_the_token(tmp_p
     config.web.port = 0
     config.web.controls_enabled = True
     config.web.control_token_file = token
-    daemon = Daemon(config)
-    runner = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), 20)
-    port = daemon.web.port
+    app, runner = await start(config)
+    daemon = app.daemon
+    port = app.web.port
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as page:
         status = (await page.get("/api/status")).json()
         assert status["mode"] == "live" and status["state"] == "idle"
@@ -245,7 +249,7 @@ async def test_local_page_shows_the_daemon_and_its_controls_need_the_token(tmp_p
                                    headers={"Authorization": f"Bearer {token.read_text()}"})
         assert accepted.status_code == 200
     assert daemon.controller.mode == "agent"
-    daemon.stop()
+    app.stop()
     assert await asyncio.wait_for(runner, 20) == 0
 
 
@@ -258,9 +262,8 @@ async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(
     config.audio.history_seconds = 2.0
     config.reconnect.max_seconds = 1.0
     earcons: list[str] = []
-    daemon = Daemon(config)
-    runner = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), 20)
+    app, runner = await start(config)
+    daemon = app.daemon
     played = daemon.play_earcon
     daemon.play_earcon = lambda name: (earcons.append(name), played(name))
     emulator.network_down(60)
@@ -270,14 +273,15 @@ async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(
     assert "saved" in earcons
     emulator.network_up()
     deadline = time.monotonic() + 60
-    while not (rows := daemon.spool.list()) or any(r.state != "completed" for r in rows):
+    spool = daemon.components.spool
+    while not (rows := spool.list()) or any(r.state != "completed" for r in rows):
         assert time.monotonic() < deadline, [(r.state, r.last_error) for r in rows]
         await asyncio.sleep(0.2)
-    daemon.stop()
+    app.stop()
     await asyncio.wait_for(runner, 20)
     import json
 
-    texts = [json.loads(daemon.spool.artifact_path(r.id, "json").read_text())["text"]
+    texts = [json.loads(spool.artifact_path(r.id, "json").read_text())["text"]
              for r in sorted(rows, key=lambda r: r.session_offset or 0)]
     assert words_to_digits(" ".join(texts)) == "62"
     assert all(r.session_id for r in rows)

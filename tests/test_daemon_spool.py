@@ -11,14 +11,13 @@ import time
 
 import pytest
 
-from appliance.daemon import Daemon
 from appliance.demo import words_to_digits
 from appliance.events import ErrorReported, EventBus, TurnFinal
 from appliance.spool import Spool, SpoolParams
 from appliance.spool.repair import quarantined
 from tests.events import collect
 from tests.spool.helpers import corrupt_database, read_only, record_digits
-from tests.test_daemon import daemon_config, mic_file, press_speak_press
+from tests.test_daemon import daemon_config, mic_file, press_speak_press, start
 
 
 def spool_dir(tmp_path):
@@ -61,15 +60,14 @@ async def test_daemon_starts_on_a_damaged_spool_and_says_so(tmp_path, emulator, 
     events = EventBus()
     errors = collect(events, ErrorReported)
     with damaged(tmp_path, damage):
-        daemon = Daemon(config, events=events)
-        runner = asyncio.create_task(daemon.run())
-        await asyncio.wait_for(daemon.ready.wait(), 20)
+        app, runner = await start(config, events)
+        daemon = app.daemon
         await asyncio.sleep(0.2)
         section = daemon.status_snapshot()["spool"]
         assert section["available"] is available
         shown = section.get("notice") or section.get("problem") or ""
         assert said.split(": ", 1)[1] in shown
-        assert said in daemon.notifier.last_status
+        assert said in app.notifier.last_status
         assert any(said in e.message for e in errors)
         if mode == "record" and not available:
             earcons: list[str] = []
@@ -79,7 +77,7 @@ async def test_daemon_starts_on_a_damaged_spool_and_says_so(tmp_path, emulator, 
             await asyncio.wait_for(daemon.wait_idle(), 5)
             assert "error" in earcons
             assert any(e.message.startswith("cannot record: spool unavailable") for e in errors)
-        daemon.stop()
+        app.stop()
         assert await asyncio.wait_for(runner, 20) == 0
 
 
@@ -94,10 +92,10 @@ async def test_corrupt_spool_database_live_session_and_old_recording_both_transc
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "4 7 1"))
     config.spool.min_free_bytes = 0
     events = EventBus()
-    finals, errors = collect(events, TurnFinal), collect(events, ErrorReported)
-    daemon = Daemon(config, events=events)
-    runner = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), 20)
+    finals = collect(events, TurnFinal)
+    errors = collect(events, ErrorReported)
+    app, runner = await start(config, events)
+    daemon = app.daemon
     await press_speak_press(daemon)
 
     assert "".join(words_to_digits(e.text) for e in finals) == "471"
@@ -107,12 +105,13 @@ async def test_corrupt_spool_database_live_session_and_old_recording_both_transc
     assert kept.read_bytes() == damaged_bytes
     assert any(kept.name in e.message for e in errors)
     assert kept.name in daemon.status_snapshot()["spool"]["notice"]
-    assert kept.name in daemon.notifier.last_status
+    assert kept.name in app.notifier.last_status
+    spool = daemon.components.spool
     deadline = time.monotonic() + 30
-    while (row := daemon.spool.get(old)).state != "completed":
+    while (row := spool.get(old)).state != "completed":
         assert time.monotonic() < deadline, (row.state, row.last_error)
         await asyncio.sleep(0.1)
-    daemon.stop()
+    app.stop()
     assert await asyncio.wait_for(runner, 20) == 0
-    text = json.loads(daemon.spool.artifact_path(old, "json").read_text())["text"]
+    text = json.loads(spool.artifact_path(old, "json").read_text())["text"]
     assert words_to_digits(text) == "83"

@@ -50,6 +50,11 @@ class RecordingAccount:
     def seconds(self) -> float:
         return self.samples_written / self.rate
 
+    @property
+    def spooled_samples(self) -> int:
+        """0: a recording's audio belongs in the spool, none of it missed a live delivery."""
+        return 0
+
 
 class Recording:
     """One field recording: ``await run(start_index)``, ``request_stop()`` to end it."""
@@ -79,6 +84,9 @@ class Recording:
         """End the recording at ``end_index`` (default: everything captured up to now)."""
         self._stop_at = self.ring.write_index if end_index is None else end_index
         self._stop.set()
+
+    def interrupt(self) -> None:
+        """Nothing to interrupt: a recording never talks."""
 
     async def run(self, start_index: int) -> RecordingAccount:
         """Record from ``start_index`` until stopped; return the account. Raises SpoolFull
@@ -179,6 +187,9 @@ class Refusal:
         self.on_notice = on_notice
 
     def request_stop(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
         pass
 
     async def run(self, start_index: int) -> None:

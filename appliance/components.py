@@ -1,0 +1,66 @@
+"""The typed set of parts the daemon runs over (built by ``wiring``, read by ``daemon``).
+
+Its own module so that the daemon and the wiring share the type without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from appliance.controller import Controller, Gesture
+from appliance.events import EventBus
+from appliance.session import SessionFactory
+
+if TYPE_CHECKING:
+    from appliance.audio.capture import Level
+    from appliance.audio.playback import AudioPlayback
+    from appliance.audio.ring import RingBuffer
+    from appliance.config import Config
+    from appliance.connection.tokens import TokenCoordinator
+    from appliance.controls import EarconPlayer
+    from appliance.service import ServiceNotifier
+    from appliance.spool import Spool
+    from appliance.spool.uploader import Uploader
+
+
+class Microphone(Protocol):
+    """The capture side every source offers (PortAudio capture or a paced WAV)."""
+
+    ring: RingBuffer
+    overflows: int
+    device_label: str
+
+    def level_dbfs(self, window_seconds: float = ...) -> Level: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Components:
+    """Everything the daemon runs over, opened and ready; closed by the stack they came with."""
+
+    config: Config
+    events: EventBus
+    notifier: ServiceNotifier
+    controller: Controller
+    microphone: Microphone
+    speaker: AudioPlayback | None
+    earcons: EarconPlayer | None
+    #: None when it could not be opened; ``spool_problem`` then says why.
+    spool: Spool | None
+    spool_problem: str | None
+    uploader: Uploader | None
+    #: Gestures from the button (and ``Daemon.press``), consumed by the daemon.
+    gestures: asyncio.Queue[Gesture]
+    #: One token coordinator per streamed mode ("live", "agent").
+    tokens: Mapping[str, TokenCoordinator]
+    #: How a press starts a session, per mode.
+    sessions: Mapping[str, SessionFactory]
+
+    @property
+    def ring(self) -> RingBuffer:
+        return self.microphone.ring

@@ -1,0 +1,43 @@
+"""What every mode's session offers the daemon, and how the wiring makes one.
+
+The daemon drives sessions only through :class:`Session`; the wiring builds
+one :data:`SessionFactory` per mode. Both import this module, neither the
+other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+#: How a session asks for an earcon-worthy notice ("error", "new_conversation", ...).
+NoticeCallback = Callable[[str], None]
+
+
+class Account(Protocol):
+    """The part of a finished session's account the daemon acts on."""
+
+    @property
+    def spooled_samples(self) -> int:
+        """Audio meant for live delivery that went to the spool instead (0 if none)."""
+        ...
+
+
+class Session(Protocol):
+    """One live transcription, conversation or recording, from a press to its account."""
+
+    async def run(self, start_index: int) -> Account | None:
+        """Run from ring sample ``start_index`` until stopped; the account (None if refused)."""
+        ...
+
+    def request_stop(self) -> None:
+        """End soon and cleanly (Terminate, session end, the recording made durable)."""
+        ...
+
+    def interrupt(self) -> None:
+        """A press while it talks: cut the reply short (nothing to do for most sessions)."""
+        ...
+
+
+#: A new session for one press; it reports notices through the callback.
+SessionFactory = Callable[[NoticeCallback], Session]
