@@ -60,32 +60,45 @@ def quiet_from(idle_since: float, output_latency: float, tail: float) -> float:
 
 
 class OwnSound:
-    """When the device's own sounds left its speaker (time.monotonic()), oldest first."""
+    """When the device's own sounds left its speaker (time.monotonic()), oldest first.
+
+    The sound still growing is kept apart from the finished ones, so a block
+    of a long reply costs the callback one small tuple, not a copy of all.
+    """
 
     def __init__(
         self, tail: float = DEFAULT_ECHO_TAIL_SECONDS, max_sounds: int = MAX_SOUNDS
     ) -> None:
         self.tail = tail
         self._max_sounds = max_sounds
-        self._sounds: tuple[tuple[float, float], ...] = ()
+        self._finished: tuple[tuple[float, float], ...] = ()
+        self._current: tuple[float, float] | None = None
 
     def left_speaker(self, start: float, end: float) -> None:
         """A block of own sound leaves the speaker during ``[start, end]`` (playback callback)."""
-        sounds = self._sounds
-        if sounds and start - sounds[-1][1] <= MERGE_GAP_SECONDS:
-            first, last = sounds[-1]
-            self._sounds = (*sounds[:-1], (min(first, start), max(last, end)))
-        else:
-            self._sounds = (*sounds, (start, end))[-self._max_sounds :]
+        current = self._current
+        if current is not None and start - current[1] <= MERGE_GAP_SECONDS:
+            self._current = (min(current[0], start), max(current[1], end))
+            return
+        if current is not None:
+            # Finished first, then replaced: a reader in between sees it twice, never not.
+            self._finished = (*self._finished, current)[-(self._max_sounds - 1) :]
+        self._current = (start, end)
 
     @property
     def sounds(self) -> tuple[tuple[float, float], ...]:
         """Every remembered sound as (left from, left until), oldest first."""
-        return self._sounds
+        current = self._current  # read before the finished ones (see left_speaker)
+        finished = self._finished
+        if current is None:
+            return finished
+        if finished and finished[-1] == current:
+            return finished
+        return (*finished, current)
 
     def heard(self, since: float, until: float) -> Iterator[tuple[float, float]]:
         """Capture-time spans (see :func:`heard_between`) that overlap ``[since, until)``."""
-        for start, end in reversed(self._sounds):
+        for start, end in reversed(self.sounds):
             lo, hi = heard_between(start, end, self.tail)
             if hi <= since:
                 return  # older sounds end earlier still
