@@ -103,6 +103,8 @@ class AudioCapture(SupervisedStream, RingSource):
     """
 
     kind = "capture"
+    # A missing speaker never costs the microphone audio: only the speaker yields.
+    yields_to_rescan = False
 
     def __init__(
         self,

@@ -13,8 +13,11 @@ a new card number is never found while the speaker stays open.  So a stream
 whose device stays missing for ``rescan_after`` seconds has every other open
 stream close and reopen with it (:func:`reinitialise_portaudio`): with all
 of them closed PortAudio terminates, and the next open scans afresh.  The
-others keep what they hold (the speaker its queued reply, the microphone its
-ring); only the moment they were closed is missing.
+others keep what they hold (the speaker its queued reply); only the moment
+they were closed is missing.  The microphone does not yield (its audio is
+what must not be lost, and a dead speaker would cost it a gap at every
+retry), so a speaker back under a new name is found only when the
+microphone reopens too.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class SupervisedStream(StreamStatus):
     """A PortAudio callback stream that a supervisor thread reopens after loss."""
 
     kind = "stream"  # for thread names and log lines
+    #: Whether another stream's rescan may close and reopen this one.
+    yields_to_rescan = True
 
     def __init__(
         self,
@@ -261,14 +266,16 @@ def reinitialise_portaudio(requester: SupervisedStream) -> int:
 
     The next ``PyAudio()`` then initialises PortAudio afresh and lists the
     devices as they are now.  What each stream holds survives: ``_on_lost``
-    is all a closed stream is told (the speaker keeps its queue, the
-    microphone marks the gap in its ring).  Returns how many were closed (0:
-    none held PortAudio, so the requester's own next open scans afresh anyway).
+    is all a closed stream is told (the speaker keeps its queue).  Returns how
+    many were closed: 0 when none held PortAudio (the requester's own next
+    open scans afresh anyway) or one that holds it does not yield.
     """
     with PORTAUDIO_LOCK:
         others = [s for s in list(_OPEN_STREAMS) if s is not requester and s._pa is not None]
         if not others:
             return 0  # nobody else holds PortAudio: the requester's own open rescans
+        if not all(other.yields_to_rescan for other in others):
+            return 0  # PortAudio stays initialised for the one that does not yield
         log.info(
             "%s device still missing: re-initialising PortAudio to rescan (closing %s)",
             requester.kind,
