@@ -24,7 +24,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,7 +201,7 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
     return result
 
 
-async def _print_events(feed: AsyncIterator[Published[Event]], result: ModeResult) -> None:
+async def _print_events(feed: AsyncIterable[Published[Event]], result: ModeResult) -> None:
     async for published in feed:
         event = published.event
         if isinstance(event, TurnPartial):
@@ -239,7 +239,9 @@ def _recording_text(daemon: Daemon) -> str:
 
     texts: list[str] = []
     spool = daemon.components.spool
-    for row in spool.list() if spool is not None else []:
+    if spool is None:
+        return ""
+    for row in spool.list():
         path = spool.artifact_path(row.id, "json")
         if path.exists():
             text = json.loads(path.read_text()).get("text") or ""

@@ -39,7 +39,7 @@ StateSource = Literal["live", "agent", "record", "upload", "spool"]
 SessionPhaseName = Literal["started", "ended", "resumed", "new_conversation"]
 ErrorSource = Literal["capture", "button", "spool", "live", "agent", "record", "upload"]
 #: One word of a turn: text, start_ms, end_ms, confidence (and speaker on late turns).
-Word = Mapping[str, str | int | float]
+Word = Mapping[str, object]
 #: A session's account in JSON form (seconds and samples; see each mode's account).
 AccountDict = Mapping[str, object]
 

@@ -47,13 +47,19 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from appliance.config import WebConfig
-from appliance.events import ErrorReported, EventBus, Subscription, TurnFinal, TurnPartial
+from appliance.events import (
+    ErrorReported,
+    EventBus,
+    Published,
+    Subscription,
+    TurnFinal,
+    TurnPartial,
+)
 from appliance.web.feed import (
     DEFAULT_HISTORY_ERRORS,
     DEFAULT_HISTORY_TURNS,
     DEFAULT_LEVEL_INTERVAL_S,
     DEFAULT_STATUS_INTERVAL_S,
-    STATUS_DUE,
     FeedPacer,
     History,
     encode,
@@ -368,10 +374,10 @@ class WebServer:
                 else:
                     out = pacer.on_event(event, loop.time())
             for item in out:
-                if item is STATUS_DUE:
-                    await ws.send(encode("status", self.snapshot()))
-                else:
+                if isinstance(item, Published):
                     await ws.send(encode_event(item))
+                else:  # STATUS_DUE
+                    await ws.send(encode("status", self.snapshot()))
 
 
 def _tracked_connection_class(live: set[ServerConnection]) -> type[ServerConnection]:
