@@ -3,7 +3,7 @@
 Each is optional and constructed only when configured, so the daemon runs on
 a desktop without GPIO. All of them talk to the rest of the daemon through
 the asyncio loop: gestures come out as :class:`appliance.controller.Gesture`,
-the LED and earcons follow STATE events or explicit calls.
+the LED follows state events (``appliance.events.StateChanged``), earcons explicit calls.
 """
 
 from appliance.controls.button import ButtonGestures, GestureRecognizer, keyboard_gesture
