@@ -40,7 +40,7 @@ from appliance.audio.playback import BufferFull
 from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import RingBuffer
 from appliance.cloud.agent_session import session_config
-from appliance.cloud.tokens import TokenAuthError, TokenSource
+from appliance.cloud.tokens import TokenSource
 from appliance.config import Config
 from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import (
@@ -52,9 +52,9 @@ from appliance.connection.websocket import (
 )
 from appliance.logs import log_context
 from appliance.protocol import agent as proto
-from appliance.protocol.failures import ConnectFailure, Failure
+from appliance.protocol.failures import Failure
 from appliance.protocol.pacer import Pacer, PacingLimits
-from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
+from appliance.protocol.policy import ReconnectLimits
 from appliance.protocol.retry import retry_limits
 from appliance.secrets import Secret, redact, retire_secret
 from appliance.tools import ToolRunner
@@ -189,6 +189,7 @@ class VoiceAgentConversation:
         agent = config.agent
         self.tools = tools if tools is not None else ToolRunner(agent.tools)
         self.url = config.urls.agent_url
+        rc = config.reconnect
         # Half duplex by capture time when the speaker notes its sound for the ring
         # (wiring links them): the ring silences what was captured while a reply sounded,
         # so the pre-roll, sent while the greeting plays, is kept.  Otherwise the protocol
@@ -206,20 +207,16 @@ class VoiceAgentConversation:
             max_conversation_seconds=agent.max_conversation_seconds,
             end_timeout_seconds=self.limits.end_timeout_seconds,
             give_up_seconds=self.limits.give_up_seconds,
+            reconnect=ReconnectLimits(
+                retry=retry_limits(rc.base_seconds, rc.max_seconds),
+                slow_retry_seconds=rc.auth_retry_seconds,
+            ),
         )
         self.account = ConversationAccount(start_index=0, rate=ring.rate)
         self._chunk_samples = max(1, ring.rate * agent.chunk_ms // 1000)
         self._resampler = Resampler(ring.rate, AGENT_RATE)
         self._ready_at = 0.0  # when the current connection's session.ready arrived
-        self._last_failure: Failure | None = None
-        rc = config.reconnect
-        self._policy = ReconnectPolicy(
-            ReconnectLimits(
-                retry=retry_limits(rc.base_seconds, rc.max_seconds),
-                slow_retry_seconds=rc.auth_retry_seconds,
-            )
-        )
-        self._fresh_audio = False  # this connection sent microphone audio
+        self._connect_due: proto.Connect | None = None  # the protocol asked for a connection
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
@@ -288,41 +285,38 @@ class VoiceAgentConversation:
     # ----------------------------------------------------------- connections
 
     async def _connect_loop(self) -> None:
-        while not self.protocol.finished:
-            if self._stop_requested:
-                self._apply(self.protocol.request_end(self.clock()))
-                if self.protocol.finished:
-                    break
-            self._publish_state("connecting")
-            detail = await self._connect_once()
-            self._end_of_stream()  # a reply cut off by the drop: let its queued part play out
-            if self.protocol.finished:
-                break
-            delay = 0.0
-            for action in self.protocol.connection_lost(self.clock(), detail):
-                if isinstance(action, proto.Reconnect):
-                    failure, policy = self._last_failure, self._policy
-                    if failure is not None:
-                        delay = policy.after_failure(failure).seconds
-                    else:
-                        delay = policy.after_drop(self.clock(), self._fresh_audio).seconds
-                    kind = "resuming" if action.resume else "reconnecting"
-                    log.warning(
-                        "voice agent connection lost (%s); %s in %.1f s", detail, kind, delay
-                    )
-                else:
-                    self._apply([action])
-            if delay and not self._stop_requested:
-                await self._sleep(delay)
+        """Open a connection whenever the protocol asks, until it has finished.
 
-    async def _connect_once(self) -> str:
-        """One connection attempt and its whole life; returns why it ended.
-
-        A failed attempt leaves its :class:`Failure` in ``_last_failure`` (the
-        reconnect delay honours its Retry-After).
+        The protocol decides when (its reconnect policy, resume window and
+        give-up bound); this loop only carries its :class:`Connect` out and
+        reports how the attempt ended.
         """
-        self._last_failure = None
-        self._fresh_audio = False
+        ticker = asyncio.create_task(self._tick_loop(), name="agent-tick")
+        try:
+            if self._stop_requested:
+                self._apply(self.protocol.stop(self.clock()))
+            self._apply(self.protocol.start(self.clock()))
+            while not self.protocol.finished:
+                if self._connect_due is None:
+                    self._wake.clear()
+                    await self._wake.wait()  # set by a Connect, a Finish or a stop
+                    continue
+                self._connect_due = None
+                self._publish_state("connecting")
+                outcome = await self._connect_once()
+                self._end_of_stream()  # a reply cut off by the drop: let its queued part play
+                now = self.clock()
+                if isinstance(outcome, Failure):
+                    self._apply(self.protocol.connect_failed(now, outcome))
+                else:
+                    self._apply(self.protocol.closed(now, *outcome))
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _connect_once(self) -> Failure | tuple[int | None, str]:
+        """One connection attempt and its whole life: its failure, or its close code and reason."""
         try:
             token = await self.tokens.fetch()
             ws = await open_session_socket(
@@ -331,41 +325,35 @@ class VoiceAgentConversation:
         except CONNECT_ERRORS as exc:
             failure = failure_from(exc)
             note_connect_failure(self.tokens, exc, failure.retry_after)
-            if failure.kind is ConnectFailure.AUTH and isinstance(exc, TokenAuthError):
-                self._fail(f"the voice agent token was refused: {exc}")
-            self._last_failure = failure
-            return failure.detail
+            return failure
         retire_secret(token)  # the upgrade redeemed it: single-use, it opens nothing now
         try:
             async with ws:
-                return await self._serve(ws)
+                await self._serve(ws)
         except websockets.exceptions.WebSocketException as exc:
-            return redact(f"{exc.__class__.__name__}: {exc}")
+            return None, redact(f"{exc.__class__.__name__}: {exc}")
+        code = ws.close_code
+        return (None if code in (None, 1006) else code), ws.close_reason or ""
 
-    async def _serve(self, ws: Any) -> str:
+    async def _serve(self, ws: Any) -> None:
         self._ws = ws
         self._outbox = asyncio.Queue()
         self._ready = asyncio.Event()
         sender = asyncio.create_task(self._send_loop(ws, self._outbox), name="agent-send")
-        ticker = asyncio.create_task(self._tick_loop(), name="agent-tick")
         pump = asyncio.create_task(self._pump_audio(ws), name="agent-audio")
         try:
-            self._apply(self.protocol.connection_opened(self.clock()))
+            self._apply(self.protocol.opened(self.clock()))
             async for message in ws:
-                self._apply(self.protocol.receive(message, self.clock()))
+                self._apply(self.protocol.message(self.clock(), message))
         except websockets.exceptions.ConnectionClosed:
             pass
         finally:
             self._ws = None
-            for task in (pump, ticker, sender):
+            for task in (pump, sender):
                 task.cancel()
-            for task in (pump, ticker, sender):
+            for task in (pump, sender):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        close = getattr(ws.protocol, "close_rcvd", None)
-        if close is None:
-            return "connection dropped"
-        return f"closed by the service ({close.code}{': ' + close.reason if close.reason else ''})"
 
     async def _send_loop(self, ws: Any, outbox: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
@@ -385,7 +373,6 @@ class VoiceAgentConversation:
                 async with asyncio.timeout(delay):
                     await replan.wait()
             now = self.clock()
-            self._policy.still_up(now)
             if self.protocol.awaiting_drain and self._speaker_quiet():
                 self._apply(self.protocol.playback_drained(now))
             self._apply(self.protocol.tick(now))
@@ -394,7 +381,7 @@ class VoiceAgentConversation:
         limits = self.limits
         if self.protocol.awaiting_drain:
             return limits.tick_seconds
-        deadline = self.protocol.next_deadline()
+        deadline = self.protocol.next_timer()
         if deadline is None:
             return limits.max_tick_seconds
         # A deadline already past that tick() did not act on must not make a busy loop.
@@ -434,7 +421,7 @@ class VoiceAgentConversation:
                 continue
             try:
                 for action in actions:
-                    if isinstance(action, proto.Send):
+                    if isinstance(action, proto.SendJson):
                         await ws.send(json.dumps(action.message))
             except websockets.exceptions.ConnectionClosed:
                 self._resampler.reset()  # this chunk goes again on the next connection
@@ -443,7 +430,6 @@ class VoiceAgentConversation:
 
     def _advance(self, result: Any, muted: bool) -> None:
         n = len(result.samples)
-        self._fresh_audio = True
         self._position = result.end
         self.account.sent_samples += n
         self.account.muted_samples += n if muted else result.silenced
@@ -455,7 +441,7 @@ class VoiceAgentConversation:
         if actions:
             self._replan.set()  # the protocol moved: its next deadline may have too
         for action in actions:
-            if isinstance(action, proto.Send):
+            if isinstance(action, proto.SendJson):
                 if self._outbox is not None:
                     self._outbox.put_nowait(action.message)
             elif isinstance(action, proto.Play):
@@ -483,12 +469,18 @@ class VoiceAgentConversation:
                 log.log(level, "voice agent error %s: %s", action.code, action.message)
                 if not action.fatal:  # a fatal one is published once, with Finished
                     self.events.publish(ev.ErrorReported(message=action.message, where="agent"))
-            elif isinstance(action, proto.Log):
+            elif isinstance(action, proto.Notice):
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, proto.Close):
-                self._close_socket(action.reason)
-            elif isinstance(action, proto.Finished):
+                self._close_socket(action)
+            elif isinstance(action, proto.Connect):
+                self._connect_due = action
+                self._wake.set()
+            elif isinstance(action, proto.ReconnectAfter):
+                self._publish_state("error" if action.auth_failure else "offline")
+            elif isinstance(action, proto.Finish):
                 self._on_finished(action)
+                self._wake.set()
 
     def _playback_idle(self) -> bool:
         idle = getattr(self.playback, "idle", True)
@@ -525,7 +517,6 @@ class VoiceAgentConversation:
 
     def _on_ready(self, action: proto.SessionReady) -> None:
         self._ready_at = self.clock()  # the service counts pacing from here
-        self._policy.began(self._ready_at)
         self._ready.set()
         if action.resumed:
             log.info("voice agent session %s resumed", action.session_id)
@@ -584,22 +575,17 @@ class VoiceAgentConversation:
             }
         )
 
-    def _on_finished(self, action: proto.Finished) -> None:
+    def _on_finished(self, action: proto.Finish) -> None:
         self.account.stop_reason = action.reason
         if action.error:
             self.account.error = action.error
             self.events.publish(ev.ErrorReported(message=action.error, where="agent"))
         self._ready.clear()
 
-    def _fail(self, message: str) -> None:
-        log.error("%s", message)
-        self.protocol.error = message
-        self._apply(self.protocol.request_end(self.clock(), "error"))
-
-    def _close_socket(self, reason: str) -> None:
+    def _close_socket(self, action: proto.Close) -> None:
         ws = self._ws
         if ws is not None:
-            task = asyncio.create_task(ws.close(1000, reason[:100]))
+            task = asyncio.create_task(ws.close(action.code, action.reason[:100]))
             self._tool_tasks.add(task)  # keep a reference until it is done
             task.add_done_callback(self._tool_tasks.discard)
 
@@ -640,16 +626,11 @@ class VoiceAgentConversation:
 
     def _stop_now(self) -> None:
         self._stop_requested = True
+        self._apply(self.protocol.stop(self.clock(), "stopped"))
         self._wake.set()
-        self._apply(self.protocol.request_end(self.clock(), "stopped"))
 
     def _interrupt_now(self) -> None:
         self._apply(self.protocol.interrupt(self.clock()))
-
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
 
     # -------------------------------------------------------- state & records
 

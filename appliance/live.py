@@ -55,19 +55,21 @@ from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
 from appliance.logs import log_context
 from appliance.protocol.streaming import (
     Action,
-    Close,
-    Connect,
     EmitTurn,
-    Finish,
-    Notice,
-    ReconnectAfter,
     SendAudio,
-    SendJson,
     SessionAccount,
     Spool,
     StreamingLimits,
     StreamingSession,
     Turn,
+)
+from appliance.protocol.vocabulary import (
+    Close,
+    Connect,
+    Finish,
+    Notice,
+    ReconnectAfter,
+    SendJson,
 )
 from appliance.secrets import retire_secret
 from appliance.spool import SpoolFull
@@ -422,9 +424,9 @@ class LiveTranscription:
         self._wake = asyncio.Event()
         self._wake_from_writer = wake_loop(self._loop, self._wake.set)
         live = self.config.live
-        self.machine = machine = StreamingSession(self.limits)
-        machine.format_turns = live.format_turns
-        machine.quiet_point = self._quiet_point
+        self.machine = machine = StreamingSession(
+            self.limits, format_turns=live.format_turns, quiet_point=self._quiet_point
+        )
         self._mirror = mirror = _Mirror(self.ring, start_index)
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._conn_id = 0
@@ -606,8 +608,7 @@ class LiveTranscription:
         if event.kind == "opened":
             return m.opened(now)
         if event.kind == "failed":
-            failure, detail, retry_after = event.data
-            return m.connect_failed(now, failure, detail, retry_after)
+            return m.connect_failed(now, event.data)
         if event.kind == "message":
             return m.message(now, event.data)
         if event.kind == "closed":
@@ -638,7 +639,7 @@ class LiveTranscription:
             elif isinstance(action, Notice):
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, Finish):
-                finished = action.account
+                finished = self.machine.account
         return finished
 
     # ------------------------------------------------------------ outputs
@@ -792,7 +793,7 @@ class LiveTranscription:
         except CONNECT_ERRORS as exc:
             failure = failure_from(exc)
             note_connect_failure(self.tokens, exc, failure.retry_after)
-            put(_Event("failed", conn, (failure.kind, failure.detail, failure.retry_after)))
+            put(_Event("failed", conn, failure))
             return
         retire_secret(token)  # the upgrade redeemed it: single-use, it opens nothing now
         if conn != self._conn_id:

@@ -214,17 +214,16 @@ def _skip_ids(tree: ast.Module) -> set[int]:
     )
 
 
-def list_mutants(target: str) -> list[Mutant]:
-    path = ROOT / TARGETS[target][0]
-    tree = ast.parse(path.read_text())
+def list_mutants(target: str, source: str | None = None) -> list[Mutant]:
+    """The mutants of ``target`` (of ``source``, its text as copied, when given)."""
+    tree = ast.parse(source if source is not None else (ROOT / TARGETS[target][0]).read_text())
     mutator = _Mutator(_skip_ids(tree), wanted=None)
     mutator.visit(tree)
     return [Mutant(target, i, line, d) for i, (line, d) in enumerate(mutator.found)]
 
 
-def mutated_source(target: str, index: int) -> str:
-    path = ROOT / TARGETS[target][0]
-    tree = ast.parse(path.read_text())
+def mutated_source(source: str, index: int) -> str:
+    tree = ast.parse(source)
     mutator = _Mutator(_skip_ids(tree), wanted=index)
     new_tree = ast.fix_missing_locations(mutator.visit(tree))
     return ast.unparse(new_tree)
@@ -259,11 +258,12 @@ def run_target(target: str, tree: Path, out: list[dict[str, object]]) -> tuple[i
     original = path.read_text()
     if not _run_tests(tree, tests):
         raise SystemExit(f"{target}: the tests fail without any mutant; fix them first")
-    mutants = list_mutants(target)
+    # Mutate the copy taken at the start: edits to the working tree during a run change nothing.
+    mutants = list_mutants(target, original)
     killed = 0
     try:
         for mutant in mutants:
-            path.write_text(mutated_source(target, mutant.index))
+            path.write_text(mutated_source(original, mutant.index))
             survived = _run_tests(tree, tests)
             killed += not survived
             if survived:
@@ -292,7 +292,8 @@ def main() -> None:
     try:
         for target in targets:
             started = time.monotonic()
-            print(f"{target}: {len(list_mutants(target))} mutants", flush=True)
+            copied = (tree / TARGETS[target][0]).read_text()
+            print(f"{target}: {len(list_mutants(target, copied))} mutants", flush=True)
             killed, total = run_target(target, tree, survivors)
             score = killed / total if total else 1.0
             summary.append((target, killed, total, score, time.monotonic() - started))

@@ -1,11 +1,14 @@
 """The Voice Agent API conversation as a sans-I/O state machine.
 
-``AgentProtocol`` takes what happened (the socket opened, a server message
-arrived, a chunk of microphone audio is ready, the speaker drained, a tool
-finished, the button was pressed, time passed) and returns what to do about it
-(send this message, play these bytes, flush the speaker, run a tool, log a
-transcript, reconnect).  It never touches a socket, a thread, a clock or the
-speaker, so every ordering rule of the protocol is testable with plain calls:
+``AgentProtocol`` is a :class:`~appliance.protocol.vocabulary.SessionCore`:
+it takes the connection events both cores share (``start``, ``opened``,
+``connect_failed``, ``message``, ``closed``, ``tick``) and its own (a chunk of
+microphone audio is ready, the speaker drained, a tool finished, the button
+was pressed, ``stop``), and returns the shared actions (``Connect``,
+``SendJson``, ``Close``, ``ReconnectAfter``, ``Notice``, ``Finish``) and its
+own (play these bytes, flush the speaker, run a tool, a transcript).  It never
+touches a socket, a thread, a clock or the speaker, so every ordering rule of
+the protocol is testable with plain calls:
 
 * ``session.update`` is the first message of a new session, ``session.resume``
   the first (and only setup) message of a resumed one;
@@ -15,7 +18,11 @@ speaker, so every ordering rule of the protocol is testable with plain calls:
   asked for it, and never when that reply was interrupted;
 * on ``reply.done`` with ``status: interrupted`` the speaker is flushed;
 * a dropped connection is resumed within the resume window, otherwise (or
-  when the server says the session is gone) a new conversation starts.
+  when the server says the session is gone) a new conversation starts;
+* when to connect again is the shared
+  :class:`~appliance.protocol.policy.ReconnectPolicy`'s answer; a wait that
+  is its slow retry (credentials refused twice, a fatal answer) ends the
+  conversation instead, since a person cannot wait minutes for a reply.
 
 Time is always passed in (``now``, monotonic seconds), so timeouts are plain
 arithmetic in tests.  The asyncio runner is ``appliance.agent``.
@@ -28,14 +35,25 @@ import dataclasses
 import enum
 import json
 import logging
+import random
 from typing import Any, ClassVar
 
+from appliance.protocol.failures import ConnectFailure, Failure
 from appliance.protocol.messages import (
     MAX_KIND_CHARS,
     Rejected,
     describe_failure,
     excerpt,
     parse_message,
+)
+from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
+from appliance.protocol.vocabulary import (
+    Close,
+    Connect,
+    Finish,
+    Notice,
+    ReconnectAfter,
+    SendJson,
 )
 
 #: The Voice Agent API speaks PCM16 mono at 24 kHz both ways.
@@ -80,6 +98,7 @@ class Phase(enum.Enum):
     """Where the conversation's current connection stands."""
 
     DISCONNECTED = "disconnected"  # no socket (before the first, or between reconnects)
+    CONNECTING = "connecting"  # Connect emitted, waiting for opened / connect_failed
     OPENING = "opening"  # socket open, setup sent, waiting for session.ready
     READY = "ready"  # audio flows
     ENDING = "ending"  # session.end sent, waiting for session.ended
@@ -88,13 +107,6 @@ class Phase(enum.Enum):
 
 # --------------------------------------------------------------------------
 # Actions: what the I/O layer must do.
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Send:
-    """Send one JSON message."""
-
-    message: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -167,39 +179,10 @@ class SessionError:
     fatal: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Log:
-    """Something worth a log line (garbled input, dropped results, ...)."""
-
-    level: int
-    message: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Close:
-    """Close the socket (the protocol has nothing more to say on it)."""
-
-    reason: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Reconnect:
-    """Open a new connection (with a NEW token) after a backoff delay."""
-
-    resume: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Finished:
-    """The conversation is over."""
-
-    reason: str  # "stopped", "idle", "max_length", "ended_by_server", "error"
-    error: str | None = None
-
-
 Action = (
-    Send | Play | FlushPlayback | SpeakingChanged | UserTranscript | AgentTranscript | ReplyDone
-    | CallTool | SessionReady | NewConversation | SessionError | Log | Close | Reconnect | Finished
+    SendJson | Play | FlushPlayback | SpeakingChanged | UserTranscript | AgentTranscript
+    | ReplyDone | CallTool | SessionReady | NewConversation | SessionError | Notice | Close
+    | Connect | ReconnectAfter | Finish
 )  # fmt: skip
 
 
@@ -249,6 +232,8 @@ class AgentProtocol:
         max_conversation_seconds: float | None = 1800.0,
         end_timeout_seconds: float = 5.0,
         give_up_seconds: float = 60.0,
+        reconnect: ReconnectLimits | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if echo not in ("half_duplex", "full_duplex"):
             raise ValueError("echo must be half_duplex or full_duplex")
@@ -259,6 +244,7 @@ class AgentProtocol:
         self.max_conversation_seconds = max_conversation_seconds
         self.end_timeout_seconds = end_timeout_seconds
         self.give_up_seconds = give_up_seconds
+        self.policy = ReconnectPolicy(reconnect, rng)
 
         self.phase = Phase.DISCONNECTED
         self.session_id: str | None = None
@@ -271,6 +257,10 @@ class AgentProtocol:
         self._resuming = False  # this connection sent session.resume
         self._resumable = True  # the server has not said "this session is gone"
         self._lost_at: float | None = None  # first drop/failure since the last session.ready
+        self._attempt = 0  # connection attempts so far
+        self._connect_at: float | None = None  # when the next Connect is due (disconnected)
+        self._resume_next = False  # the next connection asks to resume
+        self._fresh_audio = False  # this connection got microphone audio through
         self._started_at: float | None = None
         self._last_activity: float | None = None
         self._end_deadline: float | None = None
@@ -321,22 +311,52 @@ class AgentProtocol:
 
     # --------------------------------------------------------------- events
 
-    def connection_opened(self, now: float) -> list[Action]:
+    def start(self, now: float) -> list[Action]:
+        """The conversation should begin: the first connection, at once."""
+        if self.phase is not Phase.DISCONNECTED or self._attempt:
+            return []
+        return self._connect()
+
+    def opened(self, now: float) -> list[Action]:
         """The socket is open: send the setup message at once."""
         if self.phase is Phase.FINISHED:
-            return [Close("conversation finished")]
+            return [Close(reason="conversation finished")]
+        if self.phase is not Phase.CONNECTING:
+            return []
         self.stats.connections += 1
         self.phase = Phase.OPENING
+        self._fresh_audio = False
         if self._started_at is None:
             self._started_at = now
             self._last_activity = now
         if self.session_id is not None and self._resumable:
             self._resuming = True
-            return [Send({"type": "session.resume", "session_id": self.session_id})]
+            return [SendJson({"type": "session.resume", "session_id": self.session_id})]
         self._resuming = False
-        return [Send({"type": "session.update", "session": self.session})]
+        return [SendJson({"type": "session.update", "session": self.session})]
 
-    def receive(self, data: str | bytes, now: float) -> list[Action]:
+    def connect_failed(self, now: float, failure: Failure) -> list[Action]:
+        """No connection was made: wait as the policy says, or end when waiting cannot help.
+
+        A conversation cannot wait minutes for a person: the policy's slow retry
+        (a credential refused twice, a fatal answer) ends it with the error.
+        """
+        if self.phase is not Phase.CONNECTING:
+            return []
+        self.phase = Phase.DISCONNECTED
+        wait = self.policy.after_failure(failure)
+        if wait.slow:
+            what = (
+                "the voice agent credentials were refused"
+                if failure.kind is ConnectFailure.AUTH
+                else "the voice agent cannot be reached"
+            )
+            self.error = f"{what} ({failure.detail})"
+            return self._finish("error")
+        why = f"connect failed ({failure.detail})"
+        return self._after_disconnect(now, wait.seconds, why, failure.kind is ConnectFailure.AUTH)
+
+    def message(self, now: float, data: str | bytes) -> list[Action]:
         """A frame from the server."""
         self.stats.messages_received += 1
         if isinstance(data, bytes):
@@ -373,7 +393,8 @@ class AgentProtocol:
             pcm = self._silence
             self.stats.muted_chunks_sent += 1
         self.stats.audio_chunks_sent += 1
-        return [Send({"type": "input.audio", "audio": base64.b64encode(pcm).decode("ascii")})]
+        self._fresh_audio = True
+        return [SendJson({"type": "input.audio", "audio": base64.b64encode(pcm).decode("ascii")})]
 
     def playback_drained(self, now: float) -> list[Action]:
         """The speaker has played everything it was given."""
@@ -402,59 +423,72 @@ class AgentProtocol:
     def tool_finished(self, call_id: str, result: Any, now: float) -> list[Action]:
         """A local tool returned ``result`` (any JSON value) for ``call_id``."""
         if call_id not in self._call_reply:  # answered already, or never asked for
-            return [Log(logging.WARNING, f"tool result {call_id} dropped: no such call open")]
+            return [Notice(logging.WARNING, f"tool result {call_id} dropped: no such call open")]
         reply = self._call_reply.pop(call_id)
         encoded = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
         if reply in self._interrupted_replies:
             self.stats.tool_results_dropped += 1
-            return [Log(logging.INFO, f"tool result {call_id} dropped: its reply was interrupted")]
+            note = f"tool result {call_id} dropped: its reply was interrupted"
+            return [Notice(logging.INFO, note)]
         if reply in self._open_replies or self.phase is not Phase.READY:
             self._pending_results[call_id] = (reply, encoded)
             return []
         self._last_activity = now
         return [self._tool_result(call_id, encoded)]
 
-    def request_end(self, now: float, reason: str = "stopped") -> list[Action]:
-        """End the conversation: ``session.end``, then wait (bounded) for ``session.ended``."""
+    def stop(self, now: float, reason: str = "stopped") -> list[Action]:
+        """End the conversation: ``session.end``, then wait (bounded) for ``session.ended``.
+
+        With no session open (between connections, or still connecting) it ends at once.
+        """
         if self.phase in (Phase.ENDING, Phase.FINISHED):
             return []
         self._end_reason = reason
-        if self.phase is Phase.DISCONNECTED:
+        if self.phase in (Phase.DISCONNECTED, Phase.CONNECTING):
             return self._finish(reason)
         self.phase = Phase.ENDING
         self._end_deadline = now + self.end_timeout_seconds
-        return [Send({"type": "session.end"})]
+        return [SendJson({"type": "session.end"})]
 
     def tick(self, now: float) -> list[Action]:
-        """Time passed: idle timeout, maximum length, the bound on waiting for ``session.ended``."""
-        if self.phase is Phase.ENDING:
+        """Time passed: the next connection, idle timeout, maximum length, ``session.ended``."""
+        phase = self.phase
+        if phase is Phase.ENDING:
             if self._end_deadline is not None and now >= self._end_deadline:
                 actions: list[Action] = [
-                    Log(logging.WARNING, "no session.ended in time; closing anyway")
+                    Notice(logging.WARNING, "no session.ended in time; closing anyway")
                 ]
-                return actions + self._finish(self._end_reason) + [Close("end timeout")]
+                return actions + self._finish(self._end_reason) + [Close(reason="end timeout")]
             return []
-        if self.phase is Phase.FINISHED or self._started_at is None:
+        if self._connect_at is not None:  # set only while disconnected
+            if now < self._connect_at:
+                return []
+            return self._connect()
+        if phase is Phase.READY:
+            self.policy.still_up(now)
+        if phase is Phase.FINISHED or self._started_at is None:
             return []
         limit = self.max_conversation_seconds
         if limit is not None and now - self._started_at >= limit:
-            note = Log(logging.INFO, "maximum conversation length reached")
-            return [note, *self.request_end(now, "max_length")]
+            note = Notice(logging.INFO, "maximum conversation length reached")
+            return [note, *self.stop(now, "max_length")]
         idle_at = self._idle_deadline()
         if idle_at is not None and now >= idle_at:
             return [
-                Log(logging.INFO, "conversation idle; ending it"),
-                *self.request_end(now, "idle"),
+                Notice(logging.INFO, "conversation idle; ending it"),
+                *self.stop(now, "idle"),
             ]
         return []
 
-    def next_deadline(self) -> float | None:
+    def next_timer(self) -> float | None:
         """The earliest time :meth:`tick` may have something to do; None: nothing is timed.
 
         Lets the runner sleep until then instead of ticking on a fixed period.
         """
         if self.phase is Phase.ENDING:
             return self._end_deadline
+        if self._connect_at is not None:
+            return self._connect_at
         if self.phase is Phase.FINISHED or self._started_at is None:
             return None
         deadlines: list[float] = []
@@ -478,13 +512,16 @@ class AgentProtocol:
             return None
         return self._last_activity + idle
 
-    def connection_lost(self, now: float, detail: str = "") -> list[Action]:
-        """The socket closed (or could not be opened): reconnect, resume, or finish."""
+    def closed(self, now: float, code: int | None, reason: str = "") -> list[Action]:
+        """The socket closed (``code`` None: the network dropped it): resume, start anew, or end."""
         phase = self.phase
-        if phase is Phase.FINISHED:
+        if phase in (Phase.FINISHED, Phase.DISCONNECTED, Phase.CONNECTING):
             return []
         if phase is Phase.ENDING:
             return self._finish(self._end_reason)
+        why = "connection dropped" if code is None else f"closed {code}"
+        if reason:
+            why += f" ({excerpt(reason)})"
         self.phase = Phase.DISCONNECTED
         # A reply cut off by the drop will never get its reply.done on this socket.
         if self._in_reply:
@@ -492,21 +529,8 @@ class AgentProtocol:
             self._in_reply = False
         if self._speaking:
             self._awaiting_drain = True  # what was already queued still plays out
-        if self._lost_at is None:
-            self._lost_at = now
-        away = now - self._lost_at
-        if away > self.give_up_seconds:
-            self.error = f"the voice agent could not be reached for {away:.0f} s"
-            if detail:
-                self.error += f" (last: {detail})"
-            return self._finish("error")
-        actions: list[Action] = []
-        if self.session_id is not None:
-            if self._resumable and away <= self.resume_window_seconds:
-                return [Reconnect(resume=True)]
-            reason = "resume window passed" if self._resumable else "the session is gone"
-            actions += self._start_new_conversation(reason)
-        return [*actions, Reconnect(resume=False)]
+        wait = self.policy.after_drop(now, self._fresh_audio)
+        return self._after_disconnect(now, wait.seconds, why)
 
     # ------------------------------------------------------ message handlers
 
@@ -517,6 +541,7 @@ class AgentProtocol:
         resumed = self._resuming and session_id == self.session_id
         if self.phase is Phase.OPENING:
             self.phase = Phase.READY
+            self.policy.began(now)
         self.session_id = session_id
         if session_id not in self.session_ids:
             self.session_ids.append(session_id)
@@ -547,9 +572,10 @@ class AgentProtocol:
         return [UserTranscript(text, final=False)] if text else []
 
     def _on_user(self, message: dict[str, Any], now: float) -> list[Action]:
+        text = _text_of(message)  # a garbled turn is not counted
         self._last_activity = now
         self.stats.user_turns += 1
-        return [UserTranscript(_text_of(message), final=True)]
+        return [UserTranscript(text, final=True)]
 
     def _on_reply_started(self, message: dict[str, Any], now: float) -> list[Action]:
         self._last_activity = now
@@ -615,7 +641,7 @@ class AgentProtocol:
                     del self._pending_results[call_id]
                     self.stats.tool_results_dropped += 1
                     actions.append(
-                        Log(logging.INFO, f"tool result {call_id} dropped: reply interrupted")
+                        Notice(logging.INFO, f"tool result {call_id} dropped: reply interrupted")
                     )
             return actions
         if self._speaking:
@@ -655,16 +681,16 @@ class AgentProtocol:
         actions: list[Action] = [SessionError(code, text, fatal)]
         if fatal:
             self.error = text
-            actions += [*self._finish("error"), Close(code)]
+            actions += [*self._finish("error"), Close(reason=code)]
         elif code in NO_RESUME_CODES and self._resuming:
             # The resume was refused; session.update must be a connection's first
             # message, so a new session needs a new connection (and token).
-            actions.append(Close(code))
+            actions.append(Close(reason=code))
         return actions
 
     def _on_session_ended(self, message: dict[str, Any], now: float) -> list[Action]:
         reason = self._end_reason if self.phase is Phase.ENDING else "ended_by_server"
-        return [*self._finish(reason), Close("session ended")]
+        return [*self._finish(reason), Close(reason="session ended")]
 
     _handlers: ClassVar[dict[str, Any]] = {
         "session.ready": _on_session_ready,
@@ -684,9 +710,42 @@ class AgentProtocol:
 
     # -------------------------------------------------------------- helpers
 
+    def _connect(self) -> list[Action]:
+        self._attempt += 1
+        self._connect_at = None
+        self.phase = Phase.CONNECTING
+        return [Connect(self._attempt, resume=self._resume_next)]
+
+    def _after_disconnect(
+        self, now: float, delay: float, why: str, auth: bool = False
+    ) -> list[Action]:
+        """Between connections: give up, or plan the next one (resumed, or a new conversation)."""
+        if self._lost_at is None:
+            self._lost_at = now
+        away = now - self._lost_at
+        if away > self.give_up_seconds:
+            self.error = f"the voice agent could not be reached for {away:.0f} s (last: {why})"
+            return self._finish("error")
+        actions: list[Action] = []
+        self._resume_next = False
+        if self.session_id is not None:
+            if self._resumable and away + delay <= self.resume_window_seconds:
+                self._resume_next = True
+            else:
+                gone = "resume window passed" if self._resumable else "the session is gone"
+                actions += self._start_new_conversation(gone)
+        self._connect_at = now + delay
+        kind = "resuming" if self._resume_next else "reconnecting"
+        return [
+            *actions,
+            Notice(logging.WARNING, f"voice agent {why}; {kind} in {delay:.2f} s"),
+            ReconnectAfter(delay, why, auth),
+        ]
+
     def _garbled(self, what: str) -> list[Action]:
         self.stats.garbled_messages += 1
-        return [Log(logging.WARNING, f"ignored a garbled message from the voice agent: {what}")]
+        note = f"ignored a garbled message from the voice agent: {what}"
+        return [Notice(logging.WARNING, note)]
 
     def _set_speaking(self, speaking: bool) -> list[Action]:
         if self._speaking == speaking:
@@ -694,13 +753,12 @@ class AgentProtocol:
         self._speaking = speaking
         return [SpeakingChanged(speaking)]
 
-    def _tool_result(self, call_id: str, encoded: str) -> Send:
+    def _tool_result(self, call_id: str, encoded: str) -> SendJson:
         self.stats.tool_results_sent += 1
-        return Send({"type": "tool.result", "call_id": call_id, "result": encoded})
+        return SendJson({"type": "tool.result", "call_id": call_id, "result": encoded})
 
     def _start_new_conversation(self, reason: str) -> list[Action]:
         self.session_id = None
-        self._resumable = True
         self._lost_at = None
         self._pending_results.clear()
         self._call_reply.clear()
@@ -721,7 +779,8 @@ class AgentProtocol:
         if dropped:
             self.stats.tool_results_dropped += dropped
             self._pending_results.clear()
-        return [*actions, Finished(reason, self.error)]
+        self._connect_at = None
+        return [*actions, Finish(reason, self.error)]
 
 
 def _text_of(message: dict[str, Any]) -> str:

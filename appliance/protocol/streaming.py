@@ -4,10 +4,11 @@
 asyncio runner (``appliance.live``) feeds it events -- ``start``,
 ``opened``, ``connect_failed``, ``message``, ``closed``, ``audio``,
 ``lost``, ``stop``, ``tick`` -- each stamped with the runner's monotonic time, and
-carries out the actions it returns: :class:`Connect`, :class:`SendAudio`,
-:class:`SendJson`, :class:`Close`, :class:`ReconnectAfter`, :class:`Spool`,
-:class:`EmitTurn`, :class:`Finish`. So every close code, garbled message and
-pacing rule is tested without sockets or sleeps.
+carries out the actions it returns: the shared ones of
+:mod:`appliance.protocol.vocabulary` (:class:`Connect`, :class:`SendJson`,
+:class:`Close`, :class:`ReconnectAfter`, :class:`Notice`, :class:`Finish`)
+and its own :class:`SendAudio`, :class:`Spool`, :class:`EmitTurn`. So every
+close code, garbled message and pacing rule is tested without sockets or sleeps.
 
 Positions are absolute sample indices of the session's 16 kHz stream (index 0
 is the first sample of the session, pre-roll included); the runner maps them
@@ -57,6 +58,16 @@ from appliance.protocol.messages import Rejected, describe_failure, excerpt, par
 from appliance.protocol.pacer import Pacer, PacingLimits
 from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
 from appliance.protocol.retry import retry_limits
+from appliance.protocol.vocabulary import (
+    CLOSE_ABNORMAL,
+    CLOSE_NORMAL,
+    Close,
+    Connect,
+    Finish,
+    Notice,
+    ReconnectAfter,
+    SendJson,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +75,6 @@ STREAM_RATE = 16_000
 MIN_FRAME_MS = 50
 MAX_FRAME_MS = 1000
 
-CLOSE_NORMAL = 1000
-CLOSE_ABNORMAL = 1006
 CLOSE_UNAUTHORIZED = 1008
 CLOSE_CANCELLED = 3005
 CLOSE_INVALID_MESSAGE = 3006
@@ -147,41 +156,12 @@ def ms_to_samples(ms: float) -> int:
 
 
 @dataclass(frozen=True)
-class Connect:
-    """Open a new connection with a FRESH token (never one used before)."""
-
-    attempt: int
-
-
-@dataclass(frozen=True)
 class SendAudio:
     """Send one binary frame: stream samples ``[start, end)`` then ``pad`` zero samples."""
 
     start: int
     end: int
     pad: int = 0
-
-
-@dataclass(frozen=True)
-class SendJson:
-    message: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Close:
-    """Close the current connection (the runner then reports ``closed``)."""
-
-    code: int = CLOSE_NORMAL
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class ReconnectAfter:
-    """Informational: the next :class:`Connect` comes after ``delay`` seconds."""
-
-    delay: float
-    reason: str
-    auth_failure: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,21 +196,6 @@ class Turn:
 @dataclass(frozen=True)
 class EmitTurn:
     turn: Turn
-
-
-@dataclass(frozen=True)
-class Finish:
-    """The session is over; nothing more will be sent or spooled."""
-
-    account: SessionAccount
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something a person should know (logged, published on the event bus)."""
-
-    level: int
-    message: str
 
 
 Action = (
@@ -340,7 +305,14 @@ class StreamingSession:
         *,
         policy: ReconnectPolicy | None = None,
         rng: random.Random | None = None,
+        format_turns: bool = True,
+        quiet_point: Callable[[int, int], int] | None = None,
     ):
+        """``format_turns``: the connection asked for formatted finals (wait for them).
+
+        ``quiet_point(start, end)``: the latest quiet stream index in
+        ``[start, end]``, so a spooled backlog ends in a pause (None: cut anywhere).
+        """
         self.limits = limits or StreamingLimits()
         lim = self.limits
         self.policy = policy or ReconnectPolicy(lim.reconnect, rng or random.Random())
@@ -377,9 +349,8 @@ class StreamingSession:
         self._pending_final: dict[str, Any] | None = None  # unformatted final awaiting format
         self._last_frame_samples = 0
         self._last_frame_pad = 0
-        self.format_turns = True
-        # Optional hint from the runner: the latest quiet index in [start, end] (a pause).
-        self.quiet_point: Callable[[int, int], int] | None = None
+        self.format_turns = format_turns
+        self.quiet_point = quiet_point
         self.token_fingerprints: set[str] = set()
         self.garbled_messages = 0
         self.ignored_messages = 0
@@ -441,20 +412,15 @@ class StreamingSession:
         self._fresh_on_connection = False
         return []
 
-    def connect_failed(
-        self,
-        now: float,
-        failure: ConnectFailure,
-        detail: str = "",
-        retry_after: float | None = None,
-    ) -> list[Action]:
+    def connect_failed(self, now: float, failure: Failure) -> list[Action]:
         """No connection was made (token error, refused, timeout, bad HTTP answer)."""
         if self.phase is not Phase.CONNECTING:
             return []
         self._mark_disconnected(now)
-        if failure is ConnectFailure.AUTH:
+        detail = failure.detail
+        if failure.kind is ConnectFailure.AUTH:
             return self._refused(now, f"token request refused ({detail})")
-        wait = self.policy.after_failure(Failure(failure, detail, retry_after))
+        wait = self.policy.after_failure(failure)
         if wait.slow:
             return self._after_disconnect(
                 now,
@@ -595,7 +561,9 @@ class StreamingSession:
             actions = self._spool_outage(now)
             if self._phase_deadline is not None and now >= self._phase_deadline:
                 # The runner's own timeouts should have fired; do not wait forever.
-                actions += self.connect_failed(now, ConnectFailure.NETWORK, "connect timed out")
+                actions += self.connect_failed(
+                    now, Failure(ConnectFailure.NETWORK, "connect timed out")
+                )
             return actions
         if phase is Phase.AWAITING_BEGIN:
             actions = self._spool_outage(now)
@@ -993,7 +961,7 @@ class StreamingSession:
         acc = self.account
         acc.captured_samples = self._confirmed
         acc.stop_reason = self._stop_reason or "ended"
-        actions.append(Finish(acc))
+        actions.append(Finish(acc.stop_reason))
         return actions
 
 

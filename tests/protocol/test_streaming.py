@@ -9,13 +9,13 @@ import random
 
 import pytest
 
+from appliance.protocol.failures import ConnectFailure, Failure
 from appliance.protocol.policy import ReconnectPolicy
 from appliance.protocol.retry import Backoff, RetryLimits
 from appliance.protocol.streaming import (
     STREAM_RATE,
     Close,
     Connect,
-    ConnectFailure,
     EmitTurn,
     Finish,
     Notice,
@@ -29,6 +29,12 @@ from appliance.protocol.streaming import (
 )
 
 MS = STREAM_RATE // 1000
+
+
+def finished(s, actions):
+    """The account, once ``actions`` ended the session."""
+    assert len(of(actions, Finish)) == 1 and s.finished
+    return s.account
 
 
 def of(actions, kind):
@@ -58,11 +64,10 @@ def turn(order, words, final=True, formatted=False, text=None):
     )
 
 
-def make(**overrides) -> StreamingSession:
+def make(*, format_turns: bool = False, **overrides) -> StreamingSession:
     limits = StreamingLimits(**overrides)
-    session = StreamingSession(limits, policy=ReconnectPolicy(limits.reconnect, random.Random(1)))
-    session.format_turns = False
-    return session
+    policy = ReconnectPolicy(limits.reconnect, random.Random(1))
+    return StreamingSession(limits, policy=policy, format_turns=format_turns)
 
 
 def streaming(session: StreamingSession, now: float = 0.0, sid: str = "s1") -> list:
@@ -234,8 +239,7 @@ def test_termination_confirms_everything_and_finishes_balanced():
     actions = s.message(2.1, json.dumps({"type": "Termination", "audio_duration_seconds": 2}))
     assert of(actions, Close)
     actions = s.closed(2.2, 1000)
-    (finish,) = of(actions, Finish)
-    acc = finish.account
+    acc = finished(s, actions)
     assert (acc.captured_samples, acc.streamed_samples, acc.spooled_samples) == (32000, 32000, 0)
     assert acc.balanced and s.finished
 
@@ -251,14 +255,13 @@ def test_missing_termination_spools_the_unconfirmed_rest():
     assert of(s.tick(4.1), Close)
     actions = s.closed(4.2, 1000)
     assert of(actions, Spool) == [Spool(500 * MS, 2 * STREAM_RATE)]
-    acc = of(actions, Finish)[0].account
+    acc = finished(s, actions)
     assert acc.streamed_samples == 500 * MS and acc.spooled_samples == 1500 * MS
     assert acc.balanced
 
 
 def test_formatted_turns_are_emitted_once_and_an_orphan_unformatted_final_is_kept():
-    s = make()
-    s.format_turns = True
+    s = make(format_turns=True)
     s.audio(0.0, 0)
     streaming(s)
     run_realtime(s, 0.0, 2.0)
@@ -322,7 +325,7 @@ def test_a_stall_loses_nothing_the_stalled_connection_never_confirmed():
     assert all(a.end == b.start for a, b in itertools.pairwise(spools))
     s.stop(t, int(t * STREAM_RATE))
     s.message(t + 0.1, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
-    acc = of(s.closed(t + 0.2, 1000), Finish)[0].account
+    acc = finished(s, s.closed(t + 0.2, 1000))
     assert acc.balanced and acc.lost_samples == 0
     assert acc.streamed_samples + acc.spooled_samples == int(t * STREAM_RATE)
 
@@ -440,7 +443,7 @@ def test_repeated_token_refusals_mean_bad_credentials_and_a_slow_retry():
 def test_token_endpoint_auth_failure_goes_to_slow_retry_after_threshold():
     s = make(auth_retry_seconds=60.0, auth_failures_before_slow_retry=1)
     s.start(0.0)
-    (after,) = of(s.connect_failed(0.1, ConnectFailure.AUTH, "HTTP 401"), ReconnectAfter)
+    (after,) = of(s.connect_failed(0.1, Failure(ConnectFailure.AUTH, "HTTP 401")), ReconnectAfter)
     assert 45.0 <= after.delay <= 60.0 and after.auth_failure
 
 
@@ -448,7 +451,7 @@ def test_rate_limited_connect_honours_retry_after():
     s = make()
     s.start(0.0)
     (after,) = of(
-        s.connect_failed(0.1, ConnectFailure.RATE_LIMITED, "HTTP 429", retry_after=7.0),
+        s.connect_failed(0.1, Failure(ConnectFailure.RATE_LIMITED, "HTTP 429", retry_after=7.0)),
         ReconnectAfter,
     )
     assert after.delay >= 7.0
@@ -544,7 +547,7 @@ def test_a_long_outage_goes_to_the_spool_and_live_resumes_after_it():
             if isinstance(a, Spool):
                 spooled.append(a)
             if isinstance(a, Connect):
-                s.connect_failed(t, ConnectFailure.NETWORK, "refused")
+                s.connect_failed(t, Failure(ConnectFailure.NETWORK, "refused"))
     assert spooled[0].start == 500 * MS
     assert all(a.end == b.start for a, b in itertools.pairwise(spooled))
     # While offline the backlog never exceeds the live window plus one spool batch.
@@ -564,7 +567,7 @@ def test_a_long_outage_goes_to_the_spool_and_live_resumes_after_it():
     end = int(t * STREAM_RATE)
     s.stop(t, end)
     s.message(t, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
-    acc = of(s.closed(t, 1000), Finish)[0].account
+    acc = finished(s, s.closed(t, 1000))
     assert acc.balanced and acc.captured_samples == end
     assert acc.spooled_samples == sum(sp.end - sp.start for sp in spooled)
 
@@ -578,7 +581,7 @@ def test_stopping_while_offline_spools_everything_unconfirmed():
     s.closed(2.0, None)
     actions = s.stop(2.5, int(2.5 * STREAM_RATE))
     assert of(actions, Spool) == [Spool(1000 * MS, int(2.5 * STREAM_RATE))]
-    acc = of(actions, Finish)[0].account
+    acc = finished(s, actions)
     assert acc.balanced and acc.streamed_samples == 1000 * MS
 
 
@@ -590,7 +593,7 @@ def test_spool_refusing_a_range_moves_it_from_spooled_to_lost():
     s.message(2.0, turn(0, [("1", 100, 1000)]))
     s.closed(2.0, None)
     actions = s.stop(2.5, int(2.5 * STREAM_RATE))
-    acc = of(actions, Finish)[0].account
+    acc = finished(s, actions)
     spooled = acc.spooled_samples
     acc.spool_failed(300)  # the runner learns later that the spool kept all but 300
     assert acc.balanced and acc.lost_samples == 300 and acc.spooled_samples == spooled - 300
@@ -607,7 +610,7 @@ def test_a_drop_while_draining_spools_the_rest_instead_of_reconnecting():
     actions = s.closed(2.05, None)
     assert not of(actions, Connect)
     assert of(actions, Spool) == [Spool(0, 2 * STREAM_RATE)]
-    assert of(actions, Finish)[0].account.balanced
+    assert finished(s, actions).balanced
 
 
 def test_limits_are_validated():
@@ -647,7 +650,9 @@ def test_after_a_quick_reconnect_failures_back_off_exponentially_again():
         t += delay + 1e-6
         assert of(s.tick(t), Connect)
         ceilings.append(s.policy.backoff.ceiling())
-        delay = of(s.connect_failed(t, ConnectFailure.NETWORK, "refused"), ReconnectAfter)[0].delay
+        delay = of(s.connect_failed(t, Failure(ConnectFailure.NETWORK, "refused")), ReconnectAfter)[
+            0
+        ].delay
         assert delay <= ceilings[-1]
     assert ceilings == [0.5, 1.0, 2.0, 4.0, 8.0]
 
@@ -729,7 +734,7 @@ def test_a_termination_short_of_what_was_sent_keeps_the_rest():
     actions = s.message(4.1, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
     (notice,) = [n for n in of(actions, Notice) if "server reports 1 s" in n.message]
     assert notice.level == logging.WARNING
-    acc = of(s.closed(4.2, 1000), Finish)[0].account
+    acc = finished(s, s.closed(4.2, 1000))
     # The server had at most 2 s (1 s, whole seconds): the other 2 s are kept.
     assert acc.streamed_samples == 2 * STREAM_RATE and acc.spooled_samples == 2 * STREAM_RATE
 
@@ -758,7 +763,7 @@ def test_terminate_waits_for_the_backlog_while_there_is_time():
 def test_a_fatal_connect_failure_retries_slowly_and_says_so():
     s = make(auth_retry_seconds=100.0)
     s.start(0.0)
-    actions = s.connect_failed(0.1, ConnectFailure.FATAL, "HTTP 410 on upgrade")
+    actions = s.connect_failed(0.1, Failure(ConnectFailure.FATAL, "HTTP 410 on upgrade"))
     (after,) = of(actions, ReconnectAfter)
     assert 75.0 <= after.delay <= 100.0 and not after.auth_failure
     assert [n for n in of(actions, Notice) if n.level == logging.ERROR]
@@ -797,7 +802,9 @@ def test_events_in_the_wrong_phase_do_nothing():
     assert s.start(0.0) == []  # already started
     s.opened(0.0)
     s.message(0.0, begin())
-    assert s.connect_failed(0.0, ConnectFailure.NETWORK) == []  # connected: not a failure
+    assert (
+        s.connect_failed(0.0, Failure(ConnectFailure.NETWORK, "refused")) == []
+    )  # connected: not a failure
     assert s.opened(0.0) == []
     assert s.message(0.0, begin("again")) == []  # a second Begin changes nothing
     assert s.account.server_session_ids == ["s1"]
@@ -826,7 +833,7 @@ def test_with_a_short_history_the_outage_is_spooled_before_the_buffer_overwrites
             if isinstance(a, Spool):
                 spooled.append(a)
             if isinstance(a, Connect):
-                s.connect_failed(t, ConnectFailure.NETWORK, "down")
+                s.connect_failed(t, Failure(ConnectFailure.NETWORK, "down"))
         # Never more unconfirmed than the buffer still holds.
         assert available - s.confirmed <= 2 * STREAM_RATE
     assert spooled and spooled[0].start == 0
