@@ -16,7 +16,7 @@ from tests.fixtures.pulse import PIPEWIRE_ALSA, PULSE, stack_params
 
 pytestmark = [pytest.mark.audio, stack_params(PULSE, PIPEWIRE_ALSA)]
 
-CONVERSATION_SECONDS = 10.0
+CONVERSATION_SECONDS = 6.0
 
 
 @pytest.fixture

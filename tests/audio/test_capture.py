@@ -10,7 +10,7 @@ from appliance import dtmf
 from appliance.audio.capture import AudioCapture, StreamState
 from appliance.audio.resample import Resampler, resample_once
 from tests.audio.signals import align, chirp, onset, rms, silence, tone, wait_for
-from tests.fixtures.pulse import on_every_stack
+from tests.fixtures.pulse import on_each_server
 
 pytestmark = pytest.mark.audio
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def speak(pulse_server, samples: np.ndarray, rate: int = RATE) -> None:
     assert proc.wait(timeout=30) == 0
 
 
-@on_every_stack
+@on_each_server
 def test_audio_spoken_into_the_mic_arrives_intact_and_resamples_without_delay(
     pulse_server, capture
 ):
@@ -73,7 +73,7 @@ def test_audio_spoken_into_the_mic_arrives_intact_and_resamples_without_delay(
     log.info("capture: correlation 48k %.4f 16k %.4f, offset %d", corr48, corr16, offset48)
 
 
-@on_every_stack
+@on_each_server
 def test_preroll_holds_the_sound_that_started_before_the_press(pulse_server, capture):
     ring = capture.ring
     sound = np.concatenate([tone(440.0, RATE, 1.0), silence(RATE, 0.1)])
@@ -98,7 +98,7 @@ def test_preroll_holds_the_sound_that_started_before_the_press(pulse_server, cap
     log.info("pre-roll: the sound began %.0f ms before the press", heard_before_press_ms)
 
 
-@on_every_stack
+@on_each_server
 def test_level_meter_reads_the_level_of_a_known_tone(pulse_server, capture):
     proc = pulse_server.play_into_mic(tone(1000.0, RATE, 1.0, amplitude=0.3), RATE)
     assert wait_for(lambda: capture.level_dbfs(0.02).peak_dbfs > -20, 5.0)

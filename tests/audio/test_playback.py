@@ -11,7 +11,7 @@ from appliance.audio.capture import AudioCapture
 from appliance.audio.playback import AudioPlayback, PlaybackState
 from appliance.audio.stream import StreamState
 from tests.audio.signals import rms, silence, tone, wait_for
-from tests.fixtures.pulse import on_every_stack
+from tests.fixtures.pulse import on_each_server
 
 pytestmark = pytest.mark.audio
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def write_in_bursts(playback, samples: np.ndarray, burst_ms: int = 100) -> None:
         playback.write(samples[i : i + step].tobytes())
 
 
-@on_every_stack
+@on_each_server
 def test_audio_written_at_24k_is_heard_at_the_right_pitch_and_complete(
     playback, pulse_server, tmp_path
 ):
@@ -109,7 +109,7 @@ def test_reply_that_runs_dry_counts_an_underrun_and_resumes(playback):
     assert playback.wait_drained(timeout=5)
 
 
-@on_every_stack
+@on_each_server
 def test_flush_silences_the_speaker_and_stale_audio_is_never_heard(
     playback, pulse_server, tmp_path
 ):
@@ -156,7 +156,7 @@ def test_volume_scales_the_output(playback, pulse_server, tmp_path):
     assert np.median(loud) == pytest.approx(0.25 * rms(tone(800.0, RATE, 0.5)), rel=0.15)
 
 
-@on_every_stack
+@on_each_server
 def test_speaker_opened_beside_the_microphone_survives_idling_and_plays_the_later_reply(
     pulse_server, tmp_path
 ):

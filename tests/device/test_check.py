@@ -14,7 +14,7 @@ import pytest
 from appliance.check import Report, check_sound_server, run_check
 from appliance.config import Config
 from appliance.exitcodes import ExitCode
-from tests.fixtures.pulse import PIPEWIRE_ALSA, PULSE, stack_params
+from tests.fixtures.pulse import PIPEWIRE_ALSA, PULSE_NOREWINDS, stack_params
 
 
 def write_wav(path: Path, rate: int = 16000, seconds: float = 1.0) -> Path:
@@ -151,7 +151,7 @@ def test_alsa_default_leading_to_an_unreachable_pipewire_is_a_warning(tmp_path: 
 
 
 @pytest.mark.audio
-@stack_params(PULSE, PIPEWIRE_ALSA)
+@stack_params(PULSE_NOREWINDS, PIPEWIRE_ALSA)
 def test_real_microphone_level_through_pulseaudio(pulse_server, tmp_path: Path) -> None:
     config = make_config(tmp_path, f"http://127.0.0.1:{closed_port()}", "k" * 32)
     text = config.read_text().replace("  source: file\n", "  source: pyaudio\n")
