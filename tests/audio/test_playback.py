@@ -182,7 +182,7 @@ def test_speaker_opened_beside_the_microphone_survives_idling_and_plays_the_late
     assert dtmf.decode_digits(listener.samples(), RATE) == "369"
 
 
-def test_a_lost_stream_keeps_the_queued_reply_and_plays_all_of_it_when_back():
+def test_a_lost_stream_keeps_the_queued_reply_and_plays_all_of_it_when_back() -> None:
     """Sans-device: the PortAudio callback driven by hand around a loss."""
     out = AudioPlayback(input_rate=RATE, jitter_buffer_ms=60)
     out.rate = RATE  # what the first open sets

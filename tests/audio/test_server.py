@@ -37,7 +37,9 @@ def listen(path: Path, held: list[socket.socket]) -> Path:
     return path
 
 
-def test_pipewire_with_its_pulse_server_is_pipewire(runtime_dir, sockets) -> None:
+def test_pipewire_with_its_pulse_server_is_pipewire(
+    runtime_dir: Path, sockets: list[socket.socket]
+) -> None:
     pw = listen(runtime_dir / "pipewire-0", sockets)
     pulse = listen(runtime_dir / "pulse" / "native", sockets)
     found = find_sound_server({"XDG_RUNTIME_DIR": str(runtime_dir)}, runtime_dir / "absent")
@@ -45,20 +47,22 @@ def test_pipewire_with_its_pulse_server_is_pipewire(runtime_dir, sockets) -> Non
     assert "pipewire-pulse" in found.describe() and not found.alsa_default_unreachable
 
 
-def test_pulse_socket_alone_is_pulseaudio(runtime_dir, sockets) -> None:
+def test_pulse_socket_alone_is_pulseaudio(runtime_dir: Path, sockets: list[socket.socket]) -> None:
     pulse = listen(runtime_dir / "pulse" / "native", sockets)
     found = find_sound_server({"XDG_RUNTIME_DIR": str(runtime_dir)}, runtime_dir / "absent")
     assert (found.name, found.pulse_socket) == (PULSEAUDIO, pulse)
 
 
-def test_no_socket_is_plain_alsa(runtime_dir) -> None:
+def test_no_socket_is_plain_alsa(runtime_dir: Path) -> None:
     (runtime_dir / "pulse").mkdir()
     (runtime_dir / "pulse" / "native").write_text("")  # a file, not a socket
     found = find_sound_server({"XDG_RUNTIME_DIR": str(runtime_dir)}, runtime_dir / "absent")
     assert found.name == NONE and "plain ALSA" in found.describe()
 
 
-def test_the_client_libraries_overrides_are_followed(runtime_dir, sockets) -> None:
+def test_the_client_libraries_overrides_are_followed(
+    runtime_dir: Path, sockets: list[socket.socket]
+) -> None:
     pw = listen(runtime_dir / "pw" / "custom-remote", sockets)
     pulse = listen(runtime_dir / "elsewhere", sockets)
     env = {
@@ -73,7 +77,9 @@ def test_the_client_libraries_overrides_are_followed(runtime_dir, sockets) -> No
     assert find_sound_server(env, runtime_dir / "absent").pulse_socket is None
 
 
-def test_pipewire_as_alsa_default_without_a_reachable_pipewire_is_flagged(runtime_dir) -> None:
+def test_pipewire_as_alsa_default_without_a_reachable_pipewire_is_flagged(
+    runtime_dir: Path,
+) -> None:
     conf = runtime_dir / "99-pipewire-default.conf"
     conf.write_text("pcm.!default { type pipewire }\n")
     found = find_sound_server({"XDG_RUNTIME_DIR": str(runtime_dir)}, conf)
