@@ -152,6 +152,18 @@ class UploadProgress(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RecordingTranscript(Event):
+    """A spooled recording's transcript is stored beside its audio (with its ids)."""
+
+    kind: ClassVar[str] = "recording.transcript"
+    recording_id: str
+    transcript_id: str
+    origin: str  # what made the recording (a field recording, a live session's gap, ...)
+    text: str
+    session_id: str | None = None  # the live session a gap belongs to
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SessionPhase(Event):
     """A session started or ended; an agent conversation resumed or started anew."""
 
@@ -189,6 +201,7 @@ SCHEMA: tuple[type[Event], ...] = (
     AgentReply,
     SpoolStatus,
     UploadProgress,
+    RecordingTranscript,
     SessionPhase,
     ErrorReported,
     MicLevel,

@@ -471,6 +471,16 @@ class Uploader:
         spool = self.spool
         await asyncio.to_thread(self._store_transcript, row.id, data, srt, vtt)
         _crashpoint("transcript-stored")
+        if self.events:
+            self.events.publish(
+                ev.RecordingTranscript(
+                    recording_id=row.id,
+                    transcript_id=tid,
+                    origin=row.origin,
+                    text=str(data.get("text") or ""),
+                    session_id=row.session_id,
+                )
+            )
         if self.on_transcript is not None:
             # Before the state changes: a crash here joins it again, and joining is
             # idempotent per recording.
