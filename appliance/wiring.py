@@ -153,6 +153,9 @@ async def build(
     from appliance.service import Watchdog, capture_liveness
 
     _in_background(stack, notifier.follow(events), "status")
+    from appliance.retention import HistoryRetention
+
+    _in_background(stack, HistoryRetention.from_config(config).run(), "history-retention")
     watchdog = Watchdog(notifier, capture_liveness(microphone))
     watchdog.start()
     _on_close(stack, watchdog.stop)

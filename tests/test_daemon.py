@@ -285,3 +285,22 @@ async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(
              for r in sorted(rows, key=lambda r: r.session_offset or 0)]
     assert words_to_digits(" ".join(texts)) == "62"
     assert all(r.session_id for r in rows)
+
+
+async def test_the_running_daemon_removes_history_older_than_its_retention(tmp_path, emulator):
+    config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "1"))
+    config.history.retention_days = 1
+    old = config.state_path / "transcripts" / "old.jsonl"
+    recent = config.state_path / "transcripts" / "recent.jsonl"
+    old.parent.mkdir(parents=True, mode=0o700)
+    for path in (old, recent):
+        path.write_text('{"text": "x"}\n')
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    app, runner = await start(config)
+    deadline = time.monotonic() + 10
+    while old.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    app.stop()
+    assert await asyncio.wait_for(runner, 20) == 0
+    assert not old.exists() and recent.exists()
