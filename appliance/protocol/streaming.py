@@ -48,13 +48,20 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.protocol.failures import ConnectFailure, Failure
-from appliance.protocol.messages import Rejected, describe_failure, excerpt, parse_message
+from appliance.protocol.messages import (
+    MAX_KIND_CHARS,
+    Rejected,
+    describe_failure,
+    excerpt,
+    parse_message,
+)
 from appliance.protocol.pacer import Pacer, PacingLimits
 from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
 from appliance.protocol.retry import retry_limits
@@ -75,6 +82,8 @@ STREAM_RATE = 16_000
 MIN_FRAME_MS = 50
 MAX_FRAME_MS = 1000
 
+#: A WebSocket close frame's reason is at most this long (RFC 6455: 123 bytes).
+MAX_CLOSE_REASON_CHARS = 123
 CLOSE_UNAUTHORIZED = 1008
 CLOSE_CANCELLED = 3005
 CLOSE_INVALID_MESSAGE = 3006
@@ -323,7 +332,7 @@ class StreamingSession:
         self._backlog_frame = ms_to_samples(lim.backlog_frame_ms)
         self._pacer = Pacer(STREAM_RATE, PacingLimits(lim.max_lead_seconds))
         self._lead = self._pacer.max_lead_samples
-        self._window = self._lead + ms_to_samples(lim.max_lag_seconds * 1000)
+        self._window = self._lead + round(lim.max_lag_seconds * STREAM_RATE)
         self._spool_batch = ms_to_samples(lim.spool_batch_ms)
         self._min_frame = ms_to_samples(MIN_FRAME_MS)
         self._max_frame = ms_to_samples(MAX_FRAME_MS)
@@ -339,7 +348,7 @@ class StreamingSession:
         self._retry_at = 0.0
         self._disconnected_since: float | None = None
         self._spooling = False  # this outage has sent audio to the spool (said once)
-        self._phase_deadline: float | None = None
+        self._phase_deadline = math.inf  # the current phase's bound on waiting for the server
         self._begin_time = 0.0
         self._stop_reason = ""
         self._terminate_sent = False
@@ -403,7 +412,6 @@ class StreamingSession:
         self.phase = Phase.AWAITING_BEGIN
         self._phase_deadline = now + self.limits.begin_timeout_seconds
         self.account.connections += 1
-        self._resume = self._sent = self._confirmed
         self._terminate_sent = False
         self._termination_seen = False
         self._pending_final = None
@@ -462,7 +470,7 @@ class StreamingSession:
             return [
                 Notice(
                     logging.WARNING,
-                    f"server error {excerpt(code, 20)}: {excerpt(msg.get('error'))}",
+                    f"server error {excerpt(code, MAX_KIND_CHARS)}: {excerpt(msg.get('error'))}",
                 )
             ]
         self.ignored_messages += 1  # Heartbeat, Warning, future types
@@ -478,8 +486,8 @@ class StreamingSession:
         confirmed_by_termination = self._termination_seen
         self._mark_disconnected(now)
         code = CLOSE_ABNORMAL if code is None else code
-        why = f"closed {code}" + (f" ({reason[:123]})" if reason else "")
-        if confirmed_by_termination or (self._end is not None and was_terminating):
+        why = f"closed {code}" + (f" ({excerpt(reason, MAX_CLOSE_REASON_CHARS)})" if reason else "")
+        if confirmed_by_termination or was_terminating:  # Terminate is only sent when stopping
             # A finished connection. Stopping: finish; rolling over: connect again.
             if self._end is not None:
                 return actions + self._finish(now)
@@ -514,8 +522,7 @@ class StreamingSession:
             )
             delay = self.policy.backoff.next_delay()
             return [*actions, notice, *self._after_disconnect(now, delay, why)]
-        progressed, self._fresh_on_connection = self._fresh_on_connection, False
-        wait = self.policy.after_drop(now, progressed)
+        wait = self.policy.after_drop(now, self._fresh_on_connection)
         return actions + self._after_disconnect(now, wait.seconds, why)
 
     def audio(self, now: float, available: int, held_back: int = 0) -> list[Action]:
@@ -527,8 +534,7 @@ class StreamingSession:
         is captured, a little short, instead of waiting a whole capture block for
         the filter to let go of a few samples.
         """
-        if available > self._available:
-            self._available = available
+        self._available = max(self._available, available)
         self._held_back = max(0, held_back)
         return self.tick(now)
 
@@ -550,8 +556,6 @@ class StreamingSession:
     def tick(self, now: float) -> list[Action]:
         """Timers: retries, deadlines, pacing, outage spooling."""
         phase = self.phase
-        if phase is Phase.FINISHED or phase is Phase.IDLE:
-            return []
         if phase is Phase.WAITING:
             actions = self._spool_outage(now)
             if now >= self._retry_at:
@@ -559,7 +563,7 @@ class StreamingSession:
             return actions
         if phase is Phase.CONNECTING:
             actions = self._spool_outage(now)
-            if self._phase_deadline is not None and now >= self._phase_deadline:
+            if now >= self._phase_deadline:
                 # The runner's own timeouts should have fired; do not wait forever.
                 actions += self.connect_failed(
                     now, Failure(ConnectFailure.NETWORK, "connect timed out")
@@ -567,12 +571,12 @@ class StreamingSession:
             return actions
         if phase is Phase.AWAITING_BEGIN:
             actions = self._spool_outage(now)
-            if self._phase_deadline is not None and now >= self._phase_deadline:
+            if now >= self._phase_deadline:
                 self.phase = Phase.CLOSING
                 actions.append(Close(CLOSE_NORMAL, "no Begin"))
             return actions
         if phase is Phase.TERMINATING:
-            if self._phase_deadline is not None and now >= self._phase_deadline:
+            if now >= self._phase_deadline:
                 self.phase = Phase.CLOSING
                 return [
                     Notice(logging.WARNING, "no Termination in time; closing"),
@@ -595,7 +599,7 @@ class StreamingSession:
         if phase is Phase.WAITING:
             times.append(self._retry_at)
         waits_for_peer = phase in (Phase.CONNECTING, Phase.AWAITING_BEGIN, Phase.TERMINATING)
-        if waits_for_peer and self._phase_deadline is not None:
+        if waits_for_peer:
             times.append(self._phase_deadline)
         if phase is Phase.STREAMING:
             frame = self._next_frame()
@@ -605,7 +609,8 @@ class StreamingSession:
                 due = self._pacer.due(min(size, max(self._chunk, self._min_frame)))
                 if due is not None:
                     times.append(due)
-        return min(times) if times else None
+        soonest = min(times, default=math.inf)
+        return soonest if soonest < math.inf else None
 
     def audio_wanted(self) -> int | None:
         """The stream index whose arrival gives the session work (None: no audio needed).
@@ -638,7 +643,7 @@ class StreamingSession:
     def _mark_disconnected(self, now: float) -> None:
         if self._disconnected_since is None:
             self._disconnected_since = now
-        self._phase_deadline = None
+        self._phase_deadline = math.inf
 
     def _after_disconnect(
         self,
@@ -680,7 +685,7 @@ class StreamingSession:
         if self._server_session:
             self.account.server_session_ids.append(self._server_session)
         self.phase = Phase.STREAMING
-        self._phase_deadline = None
+        self._phase_deadline = math.inf
         self._begin_time = now
         self._disconnected_since = None
         self._spooling = False
@@ -788,7 +793,7 @@ class StreamingSession:
         self._termination_seen = True
         got = msg.get("audio_duration_seconds")
         point = self._sent
-        if isinstance(got, int | float) and not isinstance(got, bool):
+        if _is_number(got):
             # Whole seconds: the server has at least `got` and less than `got + 1` seconds.
             server_max = self._resume + ms_to_samples((float(got) + 1.0) * 1000)
             if server_max < self._sent:

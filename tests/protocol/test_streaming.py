@@ -23,9 +23,11 @@ from appliance.protocol.streaming import (
     ReconnectAfter,
     SendAudio,
     SendJson,
+    SessionAccount,
     Spool,
     StreamingLimits,
     StreamingSession,
+    _Intervals,
 )
 
 MS = STREAM_RATE // 1000
@@ -857,3 +859,388 @@ def test_the_account_counts_connections_reconnects_turns_and_odd_messages_exactl
     assert (acc.connections, acc.reconnects, acc.turns) == (2, 1, 2)
     assert acc.server_session_ids == ["a", "b"]
     assert (s.garbled_messages, s.ignored_messages) == (1, 1)
+
+
+# --------------------------------------------------------------------------- pinned by mutation
+
+REFUSED = Failure(ConnectFailure.NETWORK, "refused")
+
+
+def reconnect(s: StreamingSession, now: float, sid: str = "s2") -> list:
+    """Let the planned reconnect happen at ``now`` (or when due), then Begin on it."""
+    due = s.next_timer()
+    assert due is not None
+    t = max(now, due)
+    assert of(s.tick(t), Connect)
+    s.opened(t)
+    return s.message(t, begin(sid))
+
+
+def test_limits_accept_their_boundaries():
+    StreamingLimits(chunk_ms=100, max_lead_seconds=0.1)
+    StreamingLimits(max_lag_seconds=0.0)
+    StreamingLimits(history_margin_samples=0)
+
+
+def test_the_account_speaks_seconds():
+    acc = SessionAccount(captured_samples=STREAM_RATE, streamed_samples=STREAM_RATE)
+    assert acc.seconds(STREAM_RATE // 2) == 0.5
+    assert acc.summary().startswith("captured 1.000 s = streamed 1.000 s + spooled 0.000 s")
+
+
+def test_a_spool_failure_of_nothing_changes_nothing():
+    acc = SessionAccount(spooled_samples=100)
+    acc.spool_failed(0)
+    acc.spool_failed(-5)
+    assert (acc.spooled_samples, acc.lost_samples) == (100, 0)
+    acc.spool_failed(500)
+    assert (acc.spooled_samples, acc.lost_samples) == (0, 100)
+
+
+def test_lost_ranges_merge_when_they_touch_or_overlap_and_stay_apart_otherwise():
+    lost = _Intervals()
+    lost.add(5, 5)
+    assert lost.items == []
+    lost.add(5, 10)
+    lost.add(0, 5)  # touching from the left
+    assert lost.items == [(0, 10)]
+    lost.add(10, 12)  # touching from the right
+    lost.add(14, 16)
+    assert lost.items == [(0, 12), (14, 16)]
+    lost.add(11, 15)
+    assert lost.items == [(0, 16)]
+    assert lost.overlap(4, 20) == 12
+
+
+def test_the_session_uses_the_policy_it_is_given_or_one_drawn_from_its_rng():
+    policy = ReconnectPolicy(StreamingLimits().reconnect, random.Random(1))
+    assert StreamingSession(policy=policy).policy is policy
+    delays = []
+    for _ in range(2):
+        s = StreamingSession(rng=random.Random(7))
+        s.start(0.0)
+        delays.append(of(s.connect_failed(0.0, REFUSED), ReconnectAfter)[0].delay)
+    assert delays[0] == delays[1]
+
+
+def test_a_new_session_wants_its_first_chunk_and_has_sent_nothing():
+    s = make()
+    assert s.audio_wanted() == 100 * MS
+    assert (s.sent, s.confirmed) == (0, 0) and not s.stopping and not s.connected
+    streaming(s)  # no audio reported at all
+    assert s.audio_wanted() == 100 * MS
+    s.stop(0.1, 0)
+    assert s.stopping and s.audio_wanted() is None
+
+
+def test_while_offline_the_session_wants_one_chunk_past_what_arrived():
+    s = make()
+    s.start(0.0)
+    s.connect_failed(0.0, REFUSED)
+    s.audio(0.1, 1000)
+    assert s.audio_wanted() == 1000 + 100 * MS
+
+
+def test_a_session_without_a_reconnect_resends_nothing():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    assert s.account.resent_samples == 0 and s.account.caught_up_samples == 0
+
+
+def test_a_connection_that_sent_nothing_is_not_reconnected_quickly():
+    s = make()
+    streaming(s)
+    s.closed(1.0, None)
+    assert s.policy.backoff.attempt == 1
+
+
+def test_a_resend_after_a_drop_is_counted_exactly():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    sent_before = s.sent
+    s.message(2.0, turn(0, [("one", 100, 1000)]))  # confirms [0, 1 s)
+    s.closed(2.0, None)
+    frames = of(reconnect(s, 2.0) + run_realtime(s, 2.3, 3.0), SendAudio)
+    assert frames[0].start == STREAM_RATE  # from the confirmed point
+    resent = sum(max(0, min(f.end, sent_before) - f.start) for f in frames)
+    assert resent > 0 and s.account.resent_samples == resent
+    assert s.account.caught_up_samples > 0
+
+
+def test_an_outage_from_the_start_says_once_how_long_it_has_lasted():
+    s = make()
+    s.start(0.0)
+    t = 0.0
+    notices: list[tuple[float, str]] = []
+    failed_at = 1.0  # the first attempt times out after a second
+    while t < 6.0:
+        t = round(t + 0.1, 6)
+        actions = s.audio(t, int(t * STREAM_RATE))
+        if s.phase is Phase.CONNECTING and t >= failed_at:
+            actions += s.connect_failed(t, REFUSED)
+        if of(actions, Spool):
+            assert isinstance(actions[0], Notice) or notices  # the notice comes first
+        notices += [(t, n.message) for n in of(actions, Notice) if "offline for" in n.message]
+    ((when, message),) = notices
+    assert message.startswith(f"offline for {when:.1f} s")  # counted from the first Connect
+
+
+def test_each_outage_says_so_once():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    said = 0
+    t = 0.0
+    for outage in range(2):
+        s.closed(t, None)
+        for _ in range(50):
+            t = round(t + 0.1, 6)
+            actions = s.audio(t, int(t * STREAM_RATE))
+            if s.phase is Phase.CONNECTING:
+                actions += s.connect_failed(t, REFUSED)
+            said += sum("offline for" in n.message for n in of(actions, Notice))
+        reconnect(s, t, sid=f"s{outage + 2}")
+    assert said == 2
+
+
+def test_a_rejected_frame_is_reported_with_its_size():
+    s = make()
+    streaming(s)
+    (bug,) = [n for n in of(s.closed(0.1, 3007), Notice) if "this is a bug" in n.message]
+    assert "last frame 0 samples + 0 padding (0 bytes, 0.0 ms)" in bug.message
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    (frame, *_) = of(run_realtime(s, 0.0, 0.2), SendAudio)
+    (bug,) = [n for n in of(s.closed(0.3, 3006), Notice) if "this is a bug" in n.message]
+    n = frame.end - frame.start
+    assert f"last frame {n} samples + 0 padding ({2 * n} bytes, {n / 16:.1f} ms)" in bug.message
+
+
+def test_a_message_whose_handler_fails_is_counted_as_garbled():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 0.5)
+    absurd = json.dumps({"type": "Turn", "end_of_turn": False, "words": [{"start": 1e308}]})
+    actions = s.message(0.5, absurd)
+    assert of(actions, Notice) and s.garbled_messages == 1
+
+
+def test_a_server_error_message_is_reported():
+    s = make()
+    streaming(s)
+    error = json.dumps({"type": "Error", "error_code": 3005, "error": "bad"})
+    assert of(s.message(0.1, error), Notice)[0].message == "server error 3005: bad"
+
+
+def test_expiry_counts_the_connection_life_from_its_own_begin():
+    s = make()
+    s.start(100.0)
+    s.opened(100.0)
+    s.message(100.0, begin())
+    assert not of(s.closed(100.5, 3008), Connect)  # 0.5 s old: backoff, no roll over
+
+
+def test_expiry_before_begin_is_never_a_healthy_roll_over():
+    s = make(healthy_after_seconds=0.5)
+    s.start(0.0)
+    s.opened(0.0)
+    assert not of(s.closed(2.0, 3008), Connect)
+
+
+def test_expiry_exactly_when_healthy_rolls_over_at_once():
+    s = make()
+    streaming(s)
+    actions = s.closed(5.0, 3008)
+    assert of(actions, ReconnectAfter)[0].delay == 0.0 and of(actions, Connect)
+
+
+def test_a_second_stop_changes_nothing():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    end = s.sent
+    s.stop(1.0, end)
+    assert s.stop(1.1, 2 * STREAM_RATE) == []
+    s.audio(1.15, 2 * STREAM_RATE)
+    s.message(1.2, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
+    assert finished(s, s.closed(1.3, 1000)).captured_samples == end
+
+
+def test_terminate_is_sent_once():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    actions = s.stop(1.0, STREAM_RATE)
+    assert of(actions, SendJson) == [SendJson({"type": "Terminate"})]
+    assert not of(s.tick(1.5) + s.audio(1.6, 2 * STREAM_RATE), SendJson)
+
+
+def test_a_connect_that_outlives_its_timeout_fails_exactly_at_the_deadline():
+    s = make(connect_timeout_seconds=15.0)
+    s.start(0.0)
+    assert s.next_timer() == 15.0
+    assert s.tick(14.999) == []
+    (after,) = of(s.tick(15.0), ReconnectAfter)
+    assert "connect timed out" in after.reason
+
+
+def test_no_begin_closes_exactly_at_the_deadline():
+    s = make(begin_timeout_seconds=10.0)
+    s.start(0.0)
+    s.opened(1.0)
+    assert s.next_timer() == 11.0
+    assert not of(s.tick(10.999), Close)
+    assert of(s.tick(11.0), Close) == [Close(1000, "no Begin")]
+
+
+def test_no_termination_closes_exactly_at_the_deadline():
+    s = make(termination_timeout_seconds=5.0)
+    streaming(s)
+    s.stop(2.0, 0)  # nothing to send: Terminate at once
+    assert s.next_timer() == 7.0
+    assert not of(s.tick(6.999), Close)
+    assert of(s.tick(7.0), Close) == [Close(1000, "no Termination")]
+
+
+def test_word_times_after_a_reconnect_are_in_session_time():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.message(2.0, turn(0, [("one", 100, 1000)]))  # confirms [0, 1 s)
+    s.closed(2.0, None)
+    reconnect(s, 2.0)
+    run_realtime(s, 2.3, 3.0)
+    (emit,) = of(s.message(3.0, turn(0, [("two", 100, 300)])), EmitTurn)
+    assert (emit.turn.words[0].start_ms, emit.turn.words[0].end_ms) == (1100, 1300)
+    bare = json.dumps({"type": "Turn", "end_of_turn": False, "words": [{"text": "x", "end": 400}]})
+    (emit,) = of(s.message(3.0, bare), EmitTurn)
+    (word,) = emit.turn.words
+    assert (word.start_ms, word.end_ms, word.confidence) == (1000, 1400, 0.0)
+    assert not emit.turn.final and not emit.turn.formatted
+
+
+def test_a_formatted_final_of_a_later_turn_releases_the_waiting_unformatted_one():
+    s = make(format_turns=True)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    assert not of(s.message(1.0, turn(0, [("one", 100, 300)])), EmitTurn)
+    actions = s.message(2.0, turn(1, [("two", 500, 700)], formatted=True, text="Two."))
+    assert [e.turn.text for e in of(actions, EmitTurn)] == ["one", "Two."]
+    assert [e.turn.order for e in of(actions, EmitTurn)] == [0, 1]
+
+
+def test_a_termination_whose_duration_is_not_a_number_confirms_what_was_sent():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.stop(2.0, 2 * STREAM_RATE)
+    actions = s.message(2.1, json.dumps({"type": "Termination", "audio_duration_seconds": True}))
+    assert not of(actions, Notice)
+    actions = s.closed(2.2, 1000)
+    assert not of(actions, Spool) and finished(s, actions).streamed_samples == 2 * STREAM_RATE
+
+
+def test_a_termination_exactly_covering_what_was_sent_says_nothing():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 3.0)
+    s.stop(3.0, 3 * STREAM_RATE)
+    # 2 whole seconds reported: the server may hold up to 3 s, exactly what was sent.
+    actions = s.message(3.1, json.dumps({"type": "Termination", "audio_duration_seconds": 2}))
+    assert not of(actions, Notice)
+
+
+def test_a_short_termination_says_how_much_was_sent():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 4.0)
+    s.stop(4.0, 4 * STREAM_RATE)
+    actions = s.message(4.1, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
+    (notice,) = of(actions, Notice)
+    assert notice.message == "server reports 1 s of audio but 4.00 s were sent; rest kept"
+
+
+def test_lost_samples_inside_a_spooled_range_are_counted_lost_not_spooled():
+    s = make()
+    s.start(0.0)
+    s.connect_failed(0.0, REFUSED)
+    s.audio(0.1, 2 * STREAM_RATE)
+    s.lost(1000, 3000)
+    acc = finished(s, s.stop(0.2, 2 * STREAM_RATE))
+    assert (acc.spooled_samples, acc.lost_samples) == (2 * STREAM_RATE - 2000, 2000)
+    assert acc.balanced
+
+
+def test_a_backlog_exactly_the_live_window_is_streamed_not_spooled():
+    s = make()  # window: 1 s of lead + 1 s of lag
+    s.audio(0.0, 2 * STREAM_RATE)
+    assert not of(streaming(s), Spool)
+    s = make()
+    s.audio(0.0, 2 * STREAM_RATE + 1)
+    assert of(streaming(s), Spool)
+
+
+def test_a_spooled_backlog_ends_at_the_quiet_point_inside_its_range():
+    asked: list[tuple[int, int]] = []
+
+    def quiet(low: int, high: int) -> int:
+        asked.append((low, high))
+        return low + 100
+
+    limits = StreamingLimits()
+    s = StreamingSession(limits, policy=ReconnectPolicy(limits.reconnect, random.Random(1)))
+    s.quiet_point = quiet
+    s.audio(0.0, 5 * STREAM_RATE)
+    (spool,) = of(streaming(s), Spool)
+    # The range may end anywhere from 2 s (keeps the window) to 4 s (keeps the lead) back.
+    assert asked == [(3 * STREAM_RATE, 4 * STREAM_RATE)]
+    assert spool == Spool(0, 3 * STREAM_RATE + 100)
+
+
+def test_unconfirmed_audio_is_spooled_exactly_when_a_batch_nears_the_history_edge():
+    s = make(history_samples=10 * STREAM_RATE, history_margin_samples=2 * STREAM_RATE)
+    s.audio(0.0, 0)
+    streaming(s)
+    assert not of(run_realtime(s, 0.0, 8.9), Spool)
+    edge = 9 * STREAM_RATE  # 8 s of safe history + 1 s batch
+    assert not of(s.audio(8.95, edge - 1), Spool)
+    assert of(s.audio(8.96, edge), Spool) == [Spool(0, STREAM_RATE)]
+
+
+def test_a_speech_started_without_a_numeric_timestamp_confirms_nothing():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 1.0)
+    s.message(1.0, json.dumps({"type": "SpeechStarted", "timestamp": True}))
+    s.message(1.0, json.dumps({"type": "Turn", "end_of_turn": False, "words": ["x"]}))
+    s.message(1.0, json.dumps({"type": "Turn", "end_of_turn": False, "words": []}))
+    assert s.confirmed == 0
+
+
+def test_a_draining_backlog_leaves_no_tail_shorter_than_a_legal_frame():
+    s = make()
+    s.start(0.0)
+    s.opened(0.0)
+    s.audio(0.0, STREAM_RATE + 400)  # one maximum frame and a 25 ms rest
+    actions = s.stop(0.0, STREAM_RATE + 400) + s.message(0.0, begin())
+    t = 0.0
+    while not of(actions, SendJson) and t < 5:
+        t = round(t + 0.01, 6)
+        actions += s.tick(t)
+    sizes = [f.end - f.start + f.pad for f in of(actions, SendAudio)]
+    assert sizes == [STREAM_RATE + 400 - 50 * MS, 50 * MS]  # not 1 s and then 25 ms
+    assert sum(f.end - f.start for f in of(actions, SendAudio)) == STREAM_RATE + 400
