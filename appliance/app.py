@@ -24,6 +24,7 @@ from appliance.exitcodes import ExitCode
 from appliance.service import ServiceNotifier
 
 if TYPE_CHECKING:
+    from appliance.mqtt.bridge import MqttBridge
     from appliance.web.server import WebServer
 
 log = logging.getLogger("appliance.daemon")
@@ -48,6 +49,7 @@ class Appliance:
         self.ready = asyncio.Event()
         self.daemon: Daemon | None = None
         self.web: WebServer | None = None
+        self.mqtt: MqttBridge | None = None
         self._stopping = False
 
     async def run(self) -> int:
@@ -63,6 +65,9 @@ class Appliance:
                 daemon = Daemon(parts, ready=self.ready)
                 self.web = await wiring.open_web(
                     self.config, self.events, daemon.status_snapshot, daemon.web_control, stack
+                )
+                self.mqtt = await wiring.open_mqtt(
+                    self.config, self.events, daemon.web_control, parts.microphone, stack
                 )
             except Exception as exc:
                 log.error("start-up failed: %s", exc)

@@ -409,6 +409,39 @@ class WebConfig:
 
 
 @dataclasses.dataclass
+class MqttConfig:
+    """MQTT broker (Home Assistant, Node-RED, a fleet dashboard). The password is never inline."""
+
+    enabled: bool = setting(False)
+    host: str = setting("localhost", doc="the broker's host name or address")
+    port: int | None = setting(None, minimum=1, maximum=65535, doc="null = 1883, or 8883 with tls")
+    tls: bool = setting(False, doc="TLS to the broker, verified against ca_file")
+    ca_file: Path | None = setting(None, doc="CA certificate(s) in PEM; null = the system's")
+    client_cert_file: Path | None = setting(None, doc="client certificate (PEM), if asked for")
+    client_key_file: Path | None = setting(None, doc="its private key (null: in the cert file)")
+    username: str | None = setting(None)
+    password_file: Path | None = setting(None, doc="file holding the broker password")
+    password_credential: str = setting("mqtt-password", doc="systemd credential name of it")
+    client_id: str | None = setting(None, doc="null = appliance-<device id>")
+    base_topic: str | None = setting(None, doc="null = appliance/<device id>")
+    qos: int = setting(1, choices=(0, 1), doc="for events and commands (state is retained)")
+    keepalive_seconds: int = setting(60, minimum=5, maximum=3600, unit=" s")
+    discovery: bool = setting(True, doc="publish Home Assistant discovery")
+    discovery_prefix: str = setting("homeassistant")
+    partials: bool = setting(False, doc="also publish partial turns (rate-limited)")
+    partial_interval_seconds: float = setting(1.0, minimum=0.1, maximum=60, unit=" s")
+    level_interval_seconds: float = setting(
+        10.0, minimum=1, maximum=3600, unit=" s", doc="microphone level at most this often"
+    )
+    outbox_messages: int = setting(
+        1000, minimum=10, maximum=100_000, doc="waiting while the broker is away (oldest dropped)"
+    )
+    auth_retry_seconds: float = setting(
+        60.0, minimum=5, maximum=86400, unit=" s", doc="retry after the broker refused the login"
+    )
+
+
+@dataclasses.dataclass
 class LoggingConfig:
     """Log output."""
 
@@ -434,12 +467,14 @@ class Config:
     history: HistoryConfig = section(HistoryConfig)
     upload: UploadConfig = section(UploadConfig)
     web: WebConfig = section(WebConfig)
+    mqtt: MqttConfig = section(MqttConfig)
     logging: LoggingConfig = section(LoggingConfig)
 
     # Filled by the loader, not by YAML.
     source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})
     api_key: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
     broker_credential: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
+    mqtt_password: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
     # What the loader would have the user fix without refusing the file (logged by the daemon).
     warnings: list[ConfigProblem] = dataclasses.field(
         default_factory=list, metadata={"internal": True}
@@ -637,6 +672,15 @@ class _Loader:
                     "secrets are never given inline: put the key in a "
                     "file (auth.api_key_file, mode 0600), a systemd credential, or "
                     f"${API_KEY_ENV} for a developer's shell",
+                )
+                continue
+            if prefix == "mqtt." and key in _INLINE_SECRET_KEYS:
+                self.problem(
+                    key_node,
+                    path,
+                    "secrets are never given inline: put the password in a file "
+                    "(mqtt.password_file, mode 0600) or the systemd credential "
+                    "named by mqtt.password_credential",
                 )
                 continue
             if key not in fields:
@@ -996,6 +1040,18 @@ def _resolve_secrets(config: Config, loader: _Loader, root: yaml.Node | None) ->
             env=None,
             required=True,
             what="the token-broker credential",
+        )
+    mqtt = config.mqtt
+    if mqtt.enabled or mqtt.password_file is not None:  # disabled: to remove discovery
+        config.mqtt_password = _read_secret(
+            loader,
+            root,
+            "mqtt.password_file",
+            mqtt.password_file,
+            mqtt.password_credential,
+            env=None,
+            required=False,
+            what="the MQTT password",
         )
     config.api_key = _read_secret(
         loader,

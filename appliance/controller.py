@@ -13,6 +13,7 @@ import dataclasses
 import enum
 
 from appliance.config import MODES, ButtonConfig
+from appliance.modes import Mode
 
 
 class Phase(enum.Enum):
@@ -114,6 +115,22 @@ class Controller:
     def request_switch_mode(self) -> list[Action]:
         return self._switch_mode()
 
+    def request_mode(self, mode: str) -> list[Action]:
+        """Move to ``mode`` by the switch rule: at once when idle, else after the running
+        session, which is stopped. Nothing when it is already the mode (or pending)."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        if (self._pending_mode or self.mode) == mode:
+            return []
+        return self._switch_to(MODES[MODES.index(mode)])
+
+    def request_interrupt(self) -> list[Action]:
+        """Cut the agent's reply short, as a press does while it speaks; else nothing."""
+        if self.phase is Phase.ACTIVE and self.mode == "agent" and self.agent_speaking:
+            self.agent_speaking = False
+            return [Interrupt()]
+        return []
+
     # -- rules -------------------------------------------------------------
 
     def _holds_to_talk(self) -> bool:
@@ -156,6 +173,9 @@ class Controller:
 
     def _switch_mode(self) -> list[Action]:
         following = MODES[(MODES.index(self._pending_mode or self.mode) + 1) % len(MODES)]
+        return self._switch_to(following)
+
+    def _switch_to(self, following: Mode) -> list[Action]:
         if self.phase is Phase.IDLE:
             self.mode = following
             return [Earcon("mode"), ModeChanged(following)]

@@ -258,12 +258,28 @@ class Daemon:
         """Controls from the local page (token-checked there): the same paths as the button."""
         controller = self.controller
         parts = self.components
-        if action == "start_session":
-            self._carry_out(controller.request_start(time.monotonic()))
-        elif action == "stop_session":
-            self._carry_out(controller.request_stop())
-        elif action == "switch_mode":
-            self._carry_out(controller.request_switch_mode())
+        refusals = {
+            "start_session": "a session is already running",
+            "stop_session": "no session is running",
+            "interrupt": "the agent is not speaking",
+        }
+        if action in refusals or action in ("switch_mode", "set_mode"):
+            if action == "start_session":
+                actions = controller.request_start(time.monotonic())
+            elif action == "stop_session":
+                actions = controller.request_stop()
+            elif action == "interrupt":
+                actions = controller.request_interrupt()
+            elif action == "set_mode":
+                mode = args.get("mode", "")
+                if mode not in MODE_LABELS:
+                    return {"ok": False, "error": f"unknown mode {mode[:40]!r}"}
+                actions = controller.request_mode(mode)
+            else:
+                actions = controller.request_switch_mode()
+            if not actions and action in refusals:
+                return {"ok": False, "error": refusals[action]}
+            self._carry_out(actions)
         elif action == "retry_spool":
             if parts.spool is None:
                 return {"ok": False, "error": "no spool"}

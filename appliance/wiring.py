@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from appliance.cloud.tokens import TokenKind
     from appliance.config import Config
     from appliance.connection.tokens import TokenCoordinator
+    from appliance.mqtt.bridge import ControlFn as MqttControlFn
+    from appliance.mqtt.bridge import MqttBridge
     from appliance.protocol.retry import RetryLimits
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
@@ -252,6 +254,59 @@ async def open_web(
     _on_close(stack, web.stop)
     log.info("web page on http://%s:%s/", config.web.host, web.port)
     return web
+
+
+async def open_mqtt(
+    config: Config,
+    events: EventBus,
+    control: MqttControlFn,
+    microphone: Microphone,
+    stack: contextlib.AsyncExitStack,
+) -> MqttBridge | None:
+    """The MQTT component, if enabled, driving ``control``; disabled, it removes what an
+    earlier run published to Home Assistant (in the background, never delaying start-up)."""
+    from appliance.mqtt.discovery import DISCOVERY_MARKER
+    from appliance.mqtt.identity import device_id
+
+    settings = config.mqtt
+    if not settings.enabled and not (config.state_path / DISCOVERY_MARKER).exists():
+        return None
+    try:
+        from appliance.mqtt import bridge
+    except ImportError as exc:  # aiomqtt is the mqtt extra
+        extra = "pip install 'appliance[mqtt]'"
+        raise RuntimeError(f"mqtt needs the mqtt extra ({extra}): {exc}") from exc
+    ident = await asyncio.to_thread(device_id, config.state_path)
+    if not settings.enabled:
+        removal = bridge.remove_discovery(
+            settings, device_id=ident, state_dir=config.state_path, password=config.mqtt_password
+        )
+        _in_background(stack, _logged(removal, "removing MQTT discovery"), "mqtt-removal")
+        return None
+    from appliance import __version__
+    from appliance.mqtt.level import publish_levels
+
+    mqtt = bridge.MqttBridge(
+        settings,
+        events,
+        device_id=ident,
+        state_dir=config.state_path,
+        version=__version__,
+        retry=retry_limits(config),
+        password=config.mqtt_password,
+        control=control,
+    )
+    _in_background(stack, mqtt.run(), "mqtt")
+    levels = publish_levels(microphone, events, settings.level_interval_seconds)
+    _in_background(stack, levels, "mqtt-level")
+    return mqtt
+
+
+async def _logged(work: Coroutine[Any, Any, object], what: str) -> None:
+    try:
+        await work
+    except Exception as exc:
+        log.warning("%s failed (tried again at the next start): %s", what, exc)
 
 
 def retry_limits(config: Config) -> RetryLimits:

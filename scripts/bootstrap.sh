@@ -4,7 +4,7 @@
 # and the package itself in editable mode.
 #
 #   scripts/bootstrap.sh          the daemon's runtime
-#   scripts/bootstrap.sh --dev    plus the dev and bench extras: the emulator (the demo),
+#   scripts/bootstrap.sh --dev    plus the dev, bench and mqtt extras: the emulator (the demo),
 #                                 pytest, and the benchmark's comparison (the assemblyai SDK)
 #   scripts/bootstrap.sh --test   plus the Debian tools only the tests use (Chromium,
 #                                 systemd-analyze, shellcheck, sox, espeak-ng, and
@@ -29,6 +29,8 @@ if [ "$test_tools" = 1 ]; then
   packages+=(sox espeak-ng shellcheck systemd chromium chromium-driver)
   # PipeWire 0.3.65 as on the Raspberry Pi OS desktop; these install beside pulseaudio.
   packages+=(pipewire pipewire-bin pipewire-pulse wireplumber)
+  # A real MQTT broker for the MQTT tests (tests/mqtt), and its command-line clients.
+  packages+=(mosquitto mosquitto-clients openssl)
 fi
 sudo_cmd=()
 [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
@@ -66,7 +68,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 extras=""
-[ "$dev" = 1 ] && extras="[dev,bench]"
+[ "$dev" = 1 ] && extras="[dev,bench,mqtt]"
 stamp=".venv/.installed${extras}"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
