@@ -606,6 +606,8 @@ class LiveTranscription:
             return []  # from a connection we already gave up on
         m = self.machine
         if event.kind == "opened":
+            # Audio flows from here: the LED, the page and integrations say so.
+            self.events.publish(ev.StateChanged(state="listening", mode="live"))
             return m.opened(now)
         if event.kind == "failed":
             return m.connect_failed(now, event.data)
