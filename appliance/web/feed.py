@@ -40,7 +40,9 @@ DEFAULT_HISTORY_TURNS = 50
 DEFAULT_HISTORY_ERRORS = 10
 
 #: What a page may ask for in ``?kinds=``: prefixes of event kinds (``turn.`` is both turns).
-FEED_KINDS = ("state", "session", "turn.", "agent.", "spool", "upload.", "error", "level")
+FEED_KINDS = (
+    "state", "session", "turn.", "agent.", "spool", "upload.", "recording.", "error", "level",
+)  # fmt: skip
 #: Events after which the status view is out of date.
 STATUS_KINDS: Kinds = (StateChanged, SessionPhase, SpoolStatus, UploadProgress, ErrorReported)
 #: Per-word timings and confidences are for machines; the page shows the text.
