@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="demo only this mode (default: every mode in turn)",
     )
     p.add_argument("--digits", default="1 2 3 4 5", help="what the sample audio 'says'")
+    p.add_argument(
+        "--broker",
+        action="store_true",
+        help="give the key only to a local token broker (broker extra); the device "
+        "holds just its credential",
+    )
 
     command(
         "emulator",
@@ -151,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", help="audio file (WAV)")
     p.add_argument("--json", action="store_true", help="print the transcript JSON")
+
+    p = command(
+        "broker",
+        "The fleet's token broker (broker extra): holds the AssemblyAI key and hands each "
+        "enrolled device single-use tokens. Without an action it serves; add-device, "
+        "revoke and list manage the devices' credentials.",
+        _broker,
+        config=False,
+    )
+    from appliance.broker.cli import add_arguments
+
+    add_arguments(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     return parser
 
 
@@ -257,6 +276,12 @@ def _transcribe(args: argparse.Namespace) -> int:
     from appliance.spool.cli import transcribe_command
 
     return transcribe_command(config, args)
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from appliance.broker.cli import broker_command
+
+    return broker_command(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

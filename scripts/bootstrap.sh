@@ -68,7 +68,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 extras=""
-[ "$dev" = 1 ] && extras="[dev,bench,mqtt]"
+[ "$dev" = 1 ] && extras="[dev,bench,mqtt,broker]"
 stamp=".venv/.installed${extras}"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
