@@ -199,18 +199,22 @@ async def build(
 
     # Tokens: one coordinator per streamed product, sharing one long-lived HTTP client
     # (a client per token costs CPU and a new connection); it is closed after them.
-    from appliance.cloud.tokens import SharedHttpClient, token_source_for
+    from appliance.cloud.tokens import CheckIn, SharedHttpClient, token_source_for
     from appliance.connection.tokens import TokenCoordinator
 
     token_http = SharedHttpClient()
     _on_close(stack, token_http.aclose)
+    checkin = CheckIn()  # what a token broker hears of this device: version, backlog, errors
+    events.add_callback(checkin.observe)
     tokens: dict[str, TokenCoordinator] = {}
     products: tuple[tuple[str, TokenKind, float], ...] = (
         ("live", "streaming", config.live.max_session_seconds),
         ("agent", "agent", config.agent.max_conversation_seconds),
     )
     for mode, kind, longest in products:
-        source = token_source_for(config, kind, max_session_seconds=longest, client=token_http)
+        source = token_source_for(
+            config, kind, max_session_seconds=longest, client=token_http, checkin=checkin
+        )
         tokens[mode] = TokenCoordinator(
             source,
             retry=retry_limits(config),
@@ -335,7 +339,8 @@ async def open_spool(
         return None, str(exc), None
     _on_close(stack, spool.close)
     uploader = None
-    if config.upload.enabled and config.api_key is not None:
+    # Without the key, a token broker's pre-recorded proxy uploads (RestClient.from_config).
+    if config.upload.enabled and (config.api_key or config.broker_credential) is not None:
         from appliance.cloud.rest import RestClient
         from appliance.late import LateTranscripts
         from appliance.spool.uploader import Uploader

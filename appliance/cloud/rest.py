@@ -181,10 +181,20 @@ class RestClient:
 
     @classmethod
     def from_config(cls, config: Any) -> RestClient:
-        if config.api_key is None:
-            raise Permanent("no API key configured for pre-recorded transcription")
+        """With the key: AssemblyAI. Without it, behind a token broker: the broker's
+        pre-recorded proxy (``endpoints.rest_url`` if set, else the broker's origin),
+        with the device credential where the key would go."""
         timeouts = RestTimeouts(write=config.upload.write_timeout_seconds)
-        return cls(config.urls.rest_url, config.api_key, timeouts=timeouts)
+        if config.api_key is not None:
+            return cls(config.urls.rest_url, config.api_key, timeouts=timeouts)
+        broker = config.auth.token_broker
+        if broker.url and config.broker_credential is not None:
+            base = config.endpoints.rest_url
+            if not base:
+                parts = urlsplit(broker.url)
+                base = f"{parts.scheme}://{parts.netloc}"
+            return cls(base, config.broker_credential, timeouts=timeouts)
+        raise Permanent("no API key configured for pre-recorded transcription")
 
     async def aclose(self) -> None:
         await self._client.aclose()

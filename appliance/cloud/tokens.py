@@ -13,7 +13,9 @@ Two sources, one interface:
   ``Authorization: Bearer <key>``; the two factories below set that.
 * :class:`BrokerTokens`: the device holds only its own credential and asks the
   owner's token broker (``Authorization: Bearer <credential>``, answer
-  ``{"token": ...}``), so a fleet never stores the AssemblyAI key.
+  ``{"token": ...}``), so a fleet never stores the AssemblyAI key. Each request
+  also carries the device's :class:`CheckIn` (version, spool backlog, last
+  error) as ``X-Appliance-*`` headers, so the owner sees the fleet's state.
 
 Both make their requests through one long-lived HTTP client
 (:class:`SharedHttpClient`, made on first use): the daemon gives every source
@@ -42,9 +44,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from appliance import __version__
 from appliance.cloud import tls
 from appliance.protocol.retry import parse_retry_after
-from appliance.secrets import Secret, register_token
+from appliance.secrets import Secret, redact, register_token
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ EXPIRES_IN_RANGE = (1, 600)
 MAX_SESSION_RANGE = (60, 10800)
 #: How many issued-token fingerprints are remembered to detect a repeated token.
 _SEEN_LIMIT = 4096
+#: Longest last-error text a check-in sends (the broker keeps at most 200 characters).
+CHECKIN_ERROR_CHARS = 200
 
 
 class TokenError(Exception):
@@ -140,6 +145,39 @@ class SharedHttpClient:
             await client.aclose()
 
 
+class CheckIn:
+    """What the device tells its broker with every token request.
+
+    ``observe`` is an event-bus callback: it keeps the spool's backlog and the
+    last error reported (redacted, one line of ASCII, cut to
+    ``CHECKIN_ERROR_CHARS``) for the next request's headers.
+    """
+
+    def __init__(self, version: str = __version__) -> None:
+        self.version = version
+        self.spool_backlog: int | None = None
+        self.last_error: str | None = None
+
+    def observe(self, published: object) -> None:
+        event = getattr(published, "event", published)
+        kind = getattr(event, "kind", None)
+        if kind == "spool":
+            waiting = getattr(event, "waiting", None)
+            self.spool_backlog = waiting if isinstance(waiting, int) else None
+        elif kind == "error":
+            message = str(getattr(event, "message", ""))
+            line = " ".join(redact(message).split())
+            self.last_error = line.encode("ascii", "replace").decode()[:CHECKIN_ERROR_CHARS]
+
+    def headers(self) -> dict[str, str]:
+        out = {"X-Appliance-Version": self.version}
+        if self.spool_backlog is not None:
+            out["X-Appliance-Spool-Backlog"] = str(self.spool_backlog)
+        if self.last_error:
+            out["X-Appliance-Last-Error"] = self.last_error
+        return out
+
+
 class _HttpTokenSource:
     """Shared GET-a-token logic: classification, uniqueness, registration."""
 
@@ -172,13 +210,19 @@ class _HttpTokenSource:
         if self._owns_client and isinstance(self._client, SharedHttpClient):
             await self._client.aclose()
 
+    def _extra_headers(self) -> dict[str, str]:
+        return {}
+
     async def fetch(self) -> Secret:
         where = _safe_url(self.url)
         holder = self._client
         client = holder.client_for(self.url) if isinstance(holder, SharedHttpClient) else holder
         try:
             response = await client.get(
-                self.url, params=self._params, headers=self._headers, timeout=self._timeout
+                self.url,
+                params=self._params,
+                headers={**self._headers, **self._extra_headers()},
+                timeout=self._timeout,
             )
         except httpx.TimeoutException as exc:
             raise TokenTransientError(
@@ -283,7 +327,9 @@ class BrokerTokens(_HttpTokenSource):
         lifetime_seconds: float = DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS,
         client: httpx.AsyncClient | SharedHttpClient | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        checkin: CheckIn | None = None,
     ) -> None:
+        self.checkin = checkin if checkin is not None else CheckIn()
         super().__init__(
             url,
             {"Authorization": f"Bearer {credential.reveal()}"},
@@ -295,6 +341,9 @@ class BrokerTokens(_HttpTokenSource):
             redeemable_seconds=float(EXPIRES_IN_RANGE[1]),
         )
 
+    def _extra_headers(self) -> dict[str, str]:
+        return self.checkin.headers()
+
 
 def token_source_for(
     config: object,
@@ -302,11 +351,13 @@ def token_source_for(
     *,
     max_session_seconds: float | None = None,
     client: SharedHttpClient | httpx.AsyncClient | None = None,
+    checkin: CheckIn | None = None,
 ) -> TokenSource:
     """The token source a config asks for: the owner's broker if set, else local minting.
 
     ``config`` is an :class:`appliance.config.Config`. Pass one ``client`` to
-    every source so they share one HTTP client (closed by whoever made it).
+    every source so they share one HTTP client (closed by whoever made it), and
+    one ``checkin`` fed by the event bus (without it a broker hears the version only).
     """
     from appliance.config import Config  # local import keeps this module light
 
@@ -315,7 +366,9 @@ def token_source_for(
     if broker.url:
         if config.broker_credential is None:
             raise TokenAuthError("the token-broker credential is not set", 0)
-        return BrokerTokens(broker.url, config.broker_credential, kind=kind, client=client)
+        return BrokerTokens(
+            broker.url, config.broker_credential, kind=kind, client=client, checkin=checkin
+        )
     if config.api_key is None:
         raise TokenAuthError("the AssemblyAI API key is not set", 0)
     urls = config.urls
