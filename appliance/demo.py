@@ -13,6 +13,11 @@ simulated button presses:
 Everything the daemon does here it does on a device: only the microphone is a
 paced WAV file, the speaker a WAV file and the cloud the emulator. It exits 0
 when every mode returned exactly the digits that were spoken.
+
+With ``--broker`` (the broker extra) the key is given only to a token broker
+(:mod:`appliance.broker`) started in front of the emulator: the device is
+enrolled, holds only its credential file, and takes every token from the
+broker, and its recordings go through the broker's pre-recorded proxy.
 """
 
 from __future__ import annotations
@@ -99,18 +104,37 @@ def run_demo(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     modes = [args.mode] if args.mode else ["live", "record", "agent"]
     logging.getLogger("appliance").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
-    return asyncio.run(_demo(digits, modes, args.config))
+    return asyncio.run(_demo(digits, modes, args.config, broker=getattr(args, "broker", False)))
 
 
-async def _demo(digits: str, modes: list[str], config_path: str | None) -> int:
+async def _demo(
+    digits: str,
+    modes: list[str],
+    config_path: str | None,
+    *,
+    broker: bool = False,
+    work_dir: Path | None = None,
+) -> int:
+    """``work_dir`` (tests) keeps the device's and the broker's files; else a temporary one."""
     from appliance.emulator import DEMO_API_KEY, EmulatorThread
 
     results: list[ModeResult] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp,
-        EmulatorThread(time_scale=0.1) as emulator,
-    ):
+    with contextlib.ExitStack() as stack:
+        tmp = work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="appliance-demo-"))
+        emulator = stack.enter_context(EmulatorThread(time_scale=0.1))
         work = Path(tmp)
+        credential_file: Path | None = None
+        broker_base: str | None = None
+        if broker:
+            from appliance.broker.local import local_broker
+
+            running = stack.enter_context(
+                local_broker(emulator.http_url, DEMO_API_KEY, work / "owner")
+            )
+            credential_file = running.credential_files["device-1"]
+            broker_base = running.thread.base_url
+            print(f"appliance demo: token broker on {running.url} holds the key; "
+                  "the device holds only its credential\n")
         # Live and record hear one turn per digit; the agent hears one question.
         mics = {}
         for name, spoken in (("turns", " ".join(digits)), ("question", digits)):
@@ -130,6 +154,8 @@ async def _demo(digits: str, modes: list[str], config_path: str | None) -> int:
         for mode in modes:
             mic = mics["question" if mode == "agent" else "turns"]
             config = _demo_config(config_path, emulator.http_url, DEMO_API_KEY, work, mode, mic)
+            if credential_file is not None and broker_base is not None:
+                _use_broker(config, broker_base, credential_file)
             print(f"--- {mode}: press, speak, stop")
             result = await _run_mode(config, mode, digits)
             results.append(result)
@@ -157,6 +183,17 @@ def _demo_config(
     config.upload.poll_seconds = 0.2
     config.api_key = register_secret(Secret(key, source="demo"))
     return config
+
+
+def _use_broker(config: Config, broker_base: str, credential_file: Path) -> None:
+    """The device side of a fleet: no key, a credential file, tokens from the broker."""
+    config.api_key = None
+    config.auth.token_broker.url = f"{broker_base}/token"
+    config.auth.token_broker.credential_file = credential_file
+    config.broker_credential = register_secret(
+        Secret(credential_file.read_text().strip(), source=str(credential_file))
+    )
+    config.endpoints.rest_url = broker_base  # recordings through the broker's proxy
 
 
 async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
