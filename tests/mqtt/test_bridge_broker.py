@@ -205,3 +205,37 @@ async def test_a_full_outbox_drops_the_oldest_and_counts_them(
             await asyncio.sleep(0.2)
     assert [t["turn_order"] for t in w.json_on(f"{BASE}/event/turn")] == list(range(15, 25))
     assert bridge.dropped == 15
+
+
+async def test_a_start_with_mqtt_disabled_clears_the_discovery_published_before(
+    broker: Broker, tmp_path: Path
+):
+    from appliance import wiring
+    from appliance.config import Config
+
+    events = ev.EventBus()
+    async with running(make_bridge(broker, events, tmp_path)):
+        pass
+    config = Config()
+    config.state_dir = tmp_path
+    (tmp_path / "device-id").write_text("dev1\n")
+    config.mqtt = settings_for(broker, enabled=False)
+    config.mqtt_password = Secret(DEVICE_PASSWORD)
+    async with contextlib.AsyncExitStack() as stack:
+        assert await wiring.open_mqtt(config, events, _no_control, _NoMicrophone(), stack) is None
+        deadline = time.monotonic() + 10
+        while (tmp_path / DISCOVERY_MARKER).exists():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    async with watching(broker, "homeassistant/#") as w:
+        await asyncio.sleep(0.5)
+    assert w.messages == []
+
+
+async def _no_control(action: str, args: dict[str, str]) -> dict[str, Any]:
+    raise AssertionError("no command was sent")
+
+
+class _NoMicrophone:
+    def level_dbfs(self, window_seconds: float = 0.5) -> Any:
+        raise AssertionError("a disabled MQTT reads no level")
