@@ -82,6 +82,9 @@ def speaker(pulse_server):
 @pytest.fixture
 def listener(pulse_server, tmp_path):
     lis = Listener(pulse_server, tmp_path / "heard.raw")
+    # Listening from the first sample: a new monitor stream can take a moment to
+    # deliver, and a one-digit greeting played before then is not heard whole.
+    assert wait_sync(lambda: lis.path.exists() and lis.path.stat().st_size > 0, 5.0)
     yield lis
     lis.stop()
 
