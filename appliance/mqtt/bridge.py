@@ -231,6 +231,13 @@ class MqttBridge:
                     log.log(logging.DEBUG if self.last_problem else logging.WARNING, "%s", problem)
                 self.last_problem = problem
                 await asyncio.sleep(delay)
+            except Exception as exc:  # a bug or a bad file (the CA): never the daemon's end
+                self.connected.clear()
+                self.failures += 1
+                delay = self._backoff.next_delay()
+                self.last_problem = f"MQTT failed ({exc!r}); retrying in {delay:.1f} s"
+                log.exception("%s", self.last_problem)
+                await asyncio.sleep(delay)
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         qos = self.settings.qos
@@ -285,7 +292,10 @@ class MqttBridge:
             )
             for m in messages:
                 await client.publish(m.topic, m.payload, qos=1, retain=True, timeout=timeout)
-            write_marker(self._marker, [m.topic for m in messages])
+            try:
+                write_marker(self._marker, [m.topic for m in messages])
+            except OSError as exc:  # removal when disabled then needs the broker's own tools
+                log.warning("cannot remember the discovery published (%s): %s", self._marker, exc)
         elif self._marker.exists():
             await remove_published(client, self._marker, timeout)
 
@@ -331,7 +341,11 @@ class MqttBridge:
                 if self.control is None:
                     answer = {"ok": False, "error": "controls are not available"}
                 else:
-                    answer = await self.control(outcome.action, outcome.args)
+                    try:
+                        answer = await self.control(outcome.action, outcome.args)
+                    except Exception as exc:
+                        log.exception("MQTT command %s failed", name)
+                        answer = {"ok": False, "error": f"failed: {exc}"}
             result = commands.result_payload(outcome, answer)
             log.info("MQTT command %s: %s", name[:40], "done" if result["ok"] else result)
             body = json.dumps(result, separators=(",", ":"))

@@ -239,3 +239,21 @@ async def _no_control(action: str, args: dict[str, str]) -> dict[str, Any]:
 class _NoMicrophone:
     def level_dbfs(self, window_seconds: float = 0.5) -> Any:
         raise AssertionError("a disabled MQTT reads no level")
+
+
+async def test_a_control_that_fails_is_answered_and_the_bridge_goes_on(
+    broker: Broker, tmp_path: Path
+):
+    async def control(action: str, args: dict[str, str]) -> dict[str, Any]:
+        if action == "start_session":
+            raise RuntimeError("boom")
+        return {"ok": True}
+
+    bridge = make_bridge(broker, ev.EventBus(), tmp_path, control=control)
+    async with watching(broker, f"{BASE}/result") as w, running(bridge):
+        await publish(broker, f"{BASE}/cmd/start", "")
+        await publish(broker, f"{BASE}/cmd/stop", "")
+        await w.wait_for(lambda: len(w.messages) >= 2)
+    failed, stopped = w.json_on(f"{BASE}/result")
+    assert failed == {"command": "start", "ok": False, "reason": "failed: boom"}
+    assert stopped["ok"] is True and bridge.connects == 1
