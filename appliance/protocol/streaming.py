@@ -305,6 +305,20 @@ class _Intervals:
         return sum(max(0, min(b, end) - max(a, start)) for a, b in self.items)
 
 
+@dataclass
+class _Connection:
+    """What one connection has seen and done; each ``opened`` starts a new one."""
+
+    resume: int = 0  # the stream index this connection's audio time zero stands for
+    begin_time: float = 0.0
+    server_session: str = ""
+    fresh_audio: bool = False  # it sent audio never sent before
+    terminate_sent: bool = False
+    termination_seen: bool = False
+    pending_final: dict[str, Any] | None = None  # an unformatted final awaiting its format
+    last_frame: tuple[int, int] = (0, 0)  # samples and padding of the last frame sent
+
+
 class StreamingSession:
     """One press-to-stop live transcription, across any number of connections."""
 
@@ -325,7 +339,6 @@ class StreamingSession:
         self.limits = limits or StreamingLimits()
         lim = self.limits
         self.policy = policy or ReconnectPolicy(lim.reconnect, rng or random.Random())
-        self._fresh_on_connection = False  # this connection sent audio never sent before
         self.phase = Phase.IDLE
         self.account = SessionAccount()
         self._chunk = ms_to_samples(lim.chunk_ms)
@@ -340,24 +353,17 @@ class StreamingSession:
         self._held_back = 0  # captured past available, still in the runner's resampler
         self._end: int | None = None  # set by stop(): the session's last sample + 1
         self._confirmed = 0  # [0, confirmed) is streamed (confirmed) or spooled
-        self._resume = 0  # where the current connection started sending
         self._sent = 0  # [resume, sent) sent on the current connection
         self._sent_max = 0  # furthest sample ever sent (to count resends)
+        self._conn = _Connection()  # the current (or last) connection's own state
         self._lost = _Intervals()
         self._attempt = 0
         self._retry_at = 0.0
         self._disconnected_since: float | None = None
         self._spooling = False  # this outage has sent audio to the spool (said once)
         self._phase_deadline = math.inf  # the current phase's bound on waiting for the server
-        self._begin_time = 0.0
         self._stop_reason = ""
-        self._terminate_sent = False
-        self._termination_seen = False
-        self._server_session = ""
         self._turn_order = 0  # session-wide order of the next final turn
-        self._pending_final: dict[str, Any] | None = None  # unformatted final awaiting format
-        self._last_frame_samples = 0
-        self._last_frame_pad = 0
         self.format_turns = format_turns
         self.quiet_point = quiet_point
         self.token_fingerprints: set[str] = set()
@@ -412,12 +418,8 @@ class StreamingSession:
         self.phase = Phase.AWAITING_BEGIN
         self._phase_deadline = now + self.limits.begin_timeout_seconds
         self.account.connections += 1
-        self._terminate_sent = False
-        self._termination_seen = False
-        self._pending_final = None
-        self._server_session = ""
+        self._conn = _Connection()
         self._pacer.end()
-        self._fresh_on_connection = False
         return []
 
     def connect_failed(self, now: float, failure: Failure) -> list[Action]:
@@ -481,12 +483,23 @@ class StreamingSession:
         if not self.connected:
             return []
         actions = self._flush_pending_final()
-        was_terminating = self._terminate_sent
-        lived = now - self._begin_time if self.phase is not Phase.AWAITING_BEGIN else 0.0
-        confirmed_by_termination = self._termination_seen
+        was_terminating = self._conn.terminate_sent
+        lived = now - self._conn.begin_time if self.phase is not Phase.AWAITING_BEGIN else 0.0
+        confirmed_by_termination = self._conn.termination_seen
         self._mark_disconnected(now)
         code = CLOSE_ABNORMAL if code is None else code
         why = f"closed {code}" + (f" ({excerpt(reason, MAX_CLOSE_REASON_CHARS)})" if reason else "")
+        rejected = code in (CLOSE_INVALID_MESSAGE, CLOSE_INVALID_AUDIO)
+        if rejected:
+            samples, pad = self._conn.last_frame
+            actions.append(
+                Notice(
+                    logging.ERROR,
+                    f"server rejected what we sent ({why}); last frame "
+                    f"{samples} samples + {pad} padding ({(samples + pad) * 2} bytes, "
+                    f"{(samples + pad) * 1000 / STREAM_RATE:.1f} ms) -- this is a bug",
+                )
+            )
         if confirmed_by_termination or was_terminating:  # Terminate is only sent when stopping
             # A finished connection. Stopping: finish; rolling over: connect again.
             if self._end is not None:
@@ -511,18 +524,9 @@ class StreamingSession:
                 ]
             # Expired straight away: something is off (token cap too short); no hot loop.
             return actions + self._after_disconnect(now, self.policy.backoff.next_delay(), why)
-        if code in (CLOSE_INVALID_MESSAGE, CLOSE_INVALID_AUDIO):
-            notice = Notice(
-                logging.ERROR,
-                f"server rejected what we sent ({why}); last frame "
-                f"{self._last_frame_samples} samples + {self._last_frame_pad} padding "
-                f"({(self._last_frame_samples + self._last_frame_pad) * 2} bytes, "
-                f"{(self._last_frame_samples + self._last_frame_pad) * 1000 / STREAM_RATE:.1f} ms)"
-                " -- this is a bug",
-            )
-            delay = self.policy.backoff.next_delay()
-            return [*actions, notice, *self._after_disconnect(now, delay, why)]
-        wait = self.policy.after_drop(now, self._fresh_on_connection)
+        if rejected:  # a bug on our side: retrying at once would only repeat it
+            return actions + self._after_disconnect(now, self.policy.backoff.next_delay(), why)
+        wait = self.policy.after_drop(now, self._conn.fresh_audio)
         return actions + self._after_disconnect(now, wait.seconds, why)
 
     def audio(self, now: float, available: int, held_back: int = 0) -> list[Action]:
@@ -681,12 +685,12 @@ class StreamingSession:
         if self.phase is not Phase.AWAITING_BEGIN:
             return []
         sid = msg.get("id")
-        self._server_session = sid if isinstance(sid, str) else ""
-        if self._server_session:
-            self.account.server_session_ids.append(self._server_session)
+        self._conn.server_session = sid if isinstance(sid, str) else ""
+        if self._conn.server_session:
+            self.account.server_session_ids.append(self._conn.server_session)
         self.phase = Phase.STREAMING
         self._phase_deadline = math.inf
-        self._begin_time = now
+        self._conn.begin_time = now
         self._disconnected_since = None
         self._spooling = False
         self.policy.began(now)
@@ -694,14 +698,14 @@ class StreamingSession:
         # What cannot be streamed within the lag bound goes to the spool now; the rest
         # (at most one frame ahead of this connection's clock) is streamed from here.
         actions = self._spool_backlog(self._window)
-        self._resume = self._sent = self._confirmed
+        self._conn.resume = self._sent = self._confirmed
         return actions + self._pump(now)
 
     def _turn_words(self, msg: dict[str, Any]) -> tuple[Word, ...]:
         words = msg.get("words")
         if not isinstance(words, list):
             return ()
-        base_ms = self._resume * 1000 / STREAM_RATE
+        base_ms = self._conn.resume * 1000 / STREAM_RATE
         out = []
         for w in words:
             if not isinstance(w, dict):
@@ -728,7 +732,7 @@ class StreamingSession:
             words=self._turn_words(msg),
             final=final,
             formatted=bool(msg.get("turn_is_formatted", False)),
-            server_session_id=self._server_session,
+            server_session_id=self._conn.server_session,
             speaker=speaker if isinstance(speaker, str) else None,
         )
 
@@ -747,11 +751,11 @@ class StreamingSession:
         if self.format_turns and not formatted:
             # The formatted copy follows; confirm the audio now, emit when it comes.
             actions += self._flush_pending_final()
-            self._pending_final = msg
+            self._conn.pending_final = msg
             self._confirm_from_turn(msg)
             return actions
-        pending = self._pending_final
-        self._pending_final = None
+        pending = self._conn.pending_final
+        self._conn.pending_final = None
         if pending is not None and pending.get("turn_order") != msg.get("turn_order"):
             actions += self._emit_final(pending)
         self._confirm_from_turn(msg)
@@ -764,7 +768,7 @@ class StreamingSession:
         return [EmitTurn(turn)]
 
     def _flush_pending_final(self) -> list[Action]:
-        pending, self._pending_final = self._pending_final, None
+        pending, self._conn.pending_final = self._conn.pending_final, None
         return self._emit_final(pending) if pending is not None else []
 
     def _confirm_from_turn(self, msg: dict[str, Any]) -> None:
@@ -779,29 +783,29 @@ class StreamingSession:
                         continue
         if not ends:
             return
-        point = self._resume + ms_to_samples(max(ends) + self.limits.resume_guard_ms)
+        point = self._conn.resume + ms_to_samples(max(ends) + self.limits.resume_guard_ms)
         self._advance_confirmed(min(point, self._sent))
 
     def _confirm_before(self, ms: float) -> None:
         """The server placed a message at ``ms`` of this connection's audio: what lies
         before it (less the guard) was processed.  Never past what was sent."""
-        point = self._resume + ms_to_samples(ms - self.limits.resume_guard_ms)
+        point = self._conn.resume + ms_to_samples(ms - self.limits.resume_guard_ms)
         self._advance_confirmed(min(point, self._sent))
 
     def _on_termination(self, now: float, msg: dict[str, Any]) -> list[Action]:
         actions = self._flush_pending_final()
-        self._termination_seen = True
+        self._conn.termination_seen = True
         got = msg.get("audio_duration_seconds")
         point = self._sent
         if _is_number(got):
             # Whole seconds: the server has at least `got` and less than `got + 1` seconds.
-            server_max = self._resume + ms_to_samples((float(got) + 1.0) * 1000)
+            server_max = self._conn.resume + ms_to_samples((float(got) + 1.0) * 1000)
             if server_max < self._sent:
+                sent_s = (self._sent - self._conn.resume) / STREAM_RATE
                 actions.append(
                     Notice(
                         logging.WARNING,
-                        f"server reports {got} s of audio but "
-                        f"{(self._sent - self._resume) / STREAM_RATE:.2f} s were sent; rest kept",
+                        f"server reports {got} s of audio but {sent_s:.2f} s were sent; rest kept",
                     )
                 )
                 point = server_max
@@ -907,17 +911,17 @@ class StreamingSession:
                 self.account.resent_samples += min(self._sent, self._sent_max) - start
             if self._sent > self._sent_max:
                 self._sent_max = self._sent
-                self._fresh_on_connection = True
+                self._conn.fresh_audio = True
             if catching_up:
                 self.account.caught_up_samples += size
-            self._last_frame_samples, self._last_frame_pad = size, pad
+            self._conn.last_frame = (size, pad)
             actions.append(SendAudio(start, self._sent, pad))
         actions += self._spool_before_overwrite()
         end = self._end
         # Stopping: the backlog drains within the live window (the pacer bounds it), then
         # Terminate.
-        if end is not None and self._sent >= end and not self._terminate_sent:
-            self._terminate_sent = True
+        if end is not None and self._sent >= end and not self._conn.terminate_sent:
+            self._conn.terminate_sent = True
             self.phase = Phase.TERMINATING
             self._phase_deadline = now + lim.termination_timeout_seconds
             actions.append(SendJson({"type": "Terminate"}))

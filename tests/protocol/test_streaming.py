@@ -1244,3 +1244,17 @@ def test_a_draining_backlog_leaves_no_tail_shorter_than_a_legal_frame():
     sizes = [f.end - f.start + f.pad for f in of(actions, SendAudio)]
     assert sizes == [STREAM_RATE + 400 - 50 * MS, 50 * MS]  # not 1 s and then 25 ms
     assert sum(f.end - f.start for f in of(actions, SendAudio)) == STREAM_RATE + 400
+
+
+def test_a_lead_just_short_of_one_chunk_is_refused():
+    with pytest.raises(ValueError, match="one chunk"):
+        StreamingLimits(chunk_ms=100, max_lead_seconds=0.09995)
+
+
+def test_a_rejected_padded_frame_is_reported_with_its_padding():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    s.stop(0.01, 20 * MS)  # one 20 ms frame padded to 50 ms
+    (bug,) = [n for n in of(s.closed(0.1, 3007), Notice) if "this is a bug" in n.message]
+    assert "last frame 320 samples + 480 padding (1600 bytes, 50.0 ms)" in bug.message
