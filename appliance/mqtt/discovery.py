@@ -103,7 +103,8 @@ def discovery_messages(
         payload = {
             **fields,
             "unique_id": f"appliance_{device_id}_{object_id}",
-            "object_id": f"appliance_{device_id}_{object_id}",
+            # Home Assistant 2025.10 replaced object_id with this (object_id ends in 2026.4).
+            "default_entity_id": f"{component}.appliance_{device_id}_{object_id}",
             "availability_topic": topics.availability,
             "payload_available": "online",
             "payload_not_available": "offline",

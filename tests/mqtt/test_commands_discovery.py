@@ -79,6 +79,8 @@ def test_discovery_has_what_home_assistant_requires_under_one_device() -> None:
         assert REQUIRED[component] <= set(payload), topic
         assert payload["device"]["identifiers"] == ["appliance_d"]
         assert payload["availability_topic"] == "appliance/d/availability"
+        assert payload["default_entity_id"].startswith(f"{component}.appliance_d_")
+        assert "object_id" not in payload  # deprecated by HA 2025.10, gone in 2026.4
     assert len({p["unique_id"] for p in payloads.values()}) == len(payloads)
     assert components == set(REQUIRED)
     names = {p["name"] for p in payloads.values()}
