@@ -294,3 +294,19 @@ def test_the_device_sends_recordings_to_the_broker_when_it_has_no_key(tmp_path: 
     assert client.base_url == "https://broker.example.org:8443"
     config.endpoints.rest_url = "https://uploads.example.org"
     assert RestClient.from_config(config).base_url == "https://uploads.example.org"
+
+
+async def test_the_app_itself_refuses_headers_past_its_limit(tmp_path: Path) -> None:
+    """Behind a server with a looser header cap than uvicorn's, the app still says 431."""
+    from appliance.broker.server import build_app, upstream_urls
+    from appliance.broker.store import FileStore
+
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_header_bytes=300)
+    app = build_app(FileStore(tmp_path / "d.json"), Secret("k" * 32),
+                    upstream_urls(base_url="http://127.0.0.1:9"), limits=limits)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://broker") as client:
+        small = await client.get("/healthz")
+        big = await client.get("/token", params={"kind": "agent"}, headers={"X-Pad": "a" * 400})
+    assert small.status_code == 200
+    assert big.status_code == 431
