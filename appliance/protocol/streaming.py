@@ -820,8 +820,7 @@ class StreamingSession:
         self.account.streamed_samples += point - self._confirmed - lost
         self.account.lost_samples += lost
         self._confirmed = point
-        if self._sent < point:
-            self._sent = point
+        self._sent = max(self._sent, point)
 
     def _spool_to(self, end: int) -> list[Action]:
         if end <= self._confirmed:
@@ -848,7 +847,7 @@ class StreamingSession:
         high = self._available - self._lead
         low = max(self._confirmed, self._available - self._window)
         end = high
-        if self.quiet_point is not None and low < high:
+        if self.quiet_point is not None:  # (low < high: the backlog exceeds the window)
             # End the range in a pause so live streaming resumes between words.
             end = max(low, min(high, self.quiet_point(low, high)))
         return self._spool_to(end)
@@ -907,8 +906,7 @@ class StreamingSession:
                 break  # (the fit above makes this unreachable; the pacer has the last word)
             start = self._sent
             self._sent += size
-            if start < self._sent_max:
-                self.account.resent_samples += min(self._sent, self._sent_max) - start
+            self.account.resent_samples += max(0, min(self._sent, self._sent_max) - start)
             if self._sent > self._sent_max:
                 self._sent_max = self._sent
                 self._conn.fresh_audio = True

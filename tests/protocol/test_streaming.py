@@ -257,6 +257,7 @@ def test_missing_termination_spools_the_unconfirmed_rest():
     assert of(s.tick(4.1), Close)
     actions = s.closed(4.2, 1000)
     assert of(actions, Spool) == [Spool(500 * MS, 2 * STREAM_RATE)]
+    assert not [n for n in of(actions, Notice) if "while stopping" in n.message]  # an end
     acc = finished(s, actions)
     assert acc.streamed_samples == 500 * MS and acc.spooled_samples == 1500 * MS
     assert acc.balanced
@@ -1211,13 +1212,17 @@ def test_a_spooled_backlog_ends_at_the_quiet_point_inside_its_range():
 
 
 def test_unconfirmed_audio_is_spooled_exactly_when_a_batch_nears_the_history_edge():
-    s = make(history_samples=10 * STREAM_RATE, history_margin_samples=2 * STREAM_RATE)
+    s = make(
+        history_samples=10 * STREAM_RATE, history_margin_samples=2 * STREAM_RATE, resume_guard_ms=0
+    )
     s.audio(0.0, 0)
     streaming(s)
-    assert not of(run_realtime(s, 0.0, 8.9), Spool)
-    edge = 9 * STREAM_RATE  # 8 s of safe history + 1 s batch
-    assert not of(s.audio(8.95, edge - 1), Spool)
-    assert of(s.audio(8.96, edge), Spool) == [Spool(0, STREAM_RATE)]
+    run_realtime(s, 0.0, 1.0)
+    s.message(1.0, turn(0, [("one", 100, 500)]))  # confirms the first half second
+    assert not of(run_realtime(s, 1.0, 9.4), Spool)
+    edge = 9 * STREAM_RATE + STREAM_RATE // 2  # 8 s of safe history + 1 s batch past it
+    assert not of(s.audio(9.45, edge - 1), Spool)
+    assert of(s.audio(9.46, edge), Spool) == [Spool(STREAM_RATE // 2, 3 * STREAM_RATE // 2)]
 
 
 def test_a_speech_started_without_a_numeric_timestamp_confirms_nothing():
@@ -1228,6 +1233,7 @@ def test_a_speech_started_without_a_numeric_timestamp_confirms_nothing():
     s.message(1.0, json.dumps({"type": "SpeechStarted", "timestamp": True}))
     s.message(1.0, json.dumps({"type": "Turn", "end_of_turn": False, "words": ["x"]}))
     s.message(1.0, json.dumps({"type": "Turn", "end_of_turn": False, "words": []}))
+    assert s.garbled_messages == 0
     assert s.confirmed == 0
 
 
@@ -1258,3 +1264,87 @@ def test_a_rejected_padded_frame_is_reported_with_its_padding():
     s.stop(0.01, 20 * MS)  # one 20 ms frame padded to 50 ms
     (bug,) = [n for n in of(s.closed(0.1, 3007), Notice) if "this is a bug" in n.message]
     assert "last frame 320 samples + 480 padding (1600 bytes, 50.0 ms)" in bug.message
+
+
+def test_a_short_termination_after_a_reconnect_counts_this_connection_only():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 2.0)
+    s.message(2.0, turn(0, [("one", 100, 1000)]))  # confirms [0, 1 s)
+    s.closed(2.0, None)
+    reconnect(s, 2.0)
+    run_realtime(s, 2.3, 4.0)
+    s.stop(4.0, 4 * STREAM_RATE)
+    sent_here = (s.sent - STREAM_RATE) / STREAM_RATE  # this connection began at 1 s
+    actions = s.message(4.1, json.dumps({"type": "Termination", "audio_duration_seconds": 1}))
+    (notice,) = of(actions, Notice)
+    assert f"but {sent_here:.2f} s were sent" in notice.message
+
+
+def test_the_offline_notice_counts_from_the_first_connect_not_the_clock_zero():
+    s = make()
+    s.start(10.0)
+    s.connect_failed(10.0, REFUSED)
+    t, said = 10.0, []
+    while t < 16.0 and not said:
+        t = round(t + 0.1, 6)
+        actions = s.audio(t, int((t - 10.0) * STREAM_RATE))
+        if s.phase is Phase.CONNECTING:
+            actions += s.connect_failed(t, REFUSED)
+        said = [n.message for n in of(actions, Notice) if "offline for" in n.message]
+    assert said == [f"offline for {t - 10.0:.1f} s: keeping the audio for later transcription"]
+
+
+def test_a_connection_that_only_resends_is_not_news():
+    s = make(resume_guard_ms=0)
+    s.audio(0.0, 0)
+    streaming(s)
+    run_realtime(s, 0.0, 6.0)
+    s.message(6.0, turn(0, [("one", 100, 4000)]))  # confirms [0, 4 s)
+    s.closed(6.0, 3008)  # healthy: rolled over at once, no reconnect rule used
+    s.opened(6.0)
+    s.message(6.0, begin("s2"))
+    s.tick(7.0)  # resends [4 s, 6 s) within the pacer: no audio past what was sent before
+    assert s.sent == 6 * STREAM_RATE
+    s.closed(7.5, None)
+    assert s.policy.backoff.attempt == 1  # a backoff step, not the quick reconnect
+
+
+def test_a_pacer_limited_drain_never_leaves_a_short_tail():
+    s = make()
+    s.start(0.0)
+    s.opened(0.0)
+    end = STREAM_RATE + 2000  # the lead's worth, then 125 ms the pacer releases slowly
+    s.audio(0.0, end)
+    actions = s.stop(0.0, end) + s.message(0.0, begin())
+    t = 0.0
+    while not of(actions, SendJson) and t < 5:
+        t = round(t + 0.01, 6)
+        actions += s.tick(t)
+    assert [f.end - f.start for f in of(actions, SendAudio)] == [STREAM_RATE, 2000]
+
+
+def test_a_one_sample_session_is_sent_padded_and_terminated():
+    s = make()
+    s.audio(0.0, 0)
+    streaming(s)
+    actions = s.stop(0.01, 1)
+    assert of(actions, SendAudio) == [SendAudio(0, 1, 50 * MS - 1)]
+    assert of(actions, SendJson) == [SendJson({"type": "Terminate"})]
+
+
+def test_a_backlog_of_exactly_two_chunks_is_caught_up():
+    s = make()
+    s.audio(0.0, 2 * 100 * MS)
+    streaming(s)
+    assert s.account.caught_up_samples == 2 * 100 * MS
+
+
+def test_a_tail_rule_at_the_largest_frame_sends_it_whole():
+    s = make(backlog_frame_ms=990)
+    s.start(0.0)
+    s.opened(0.0)
+    s.audio(0.0, STREAM_RATE)
+    actions = s.stop(0.0, STREAM_RATE) + s.message(0.0, begin())
+    assert [f.end - f.start for f in of(actions, SendAudio)] == [STREAM_RATE]
