@@ -21,7 +21,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -39,8 +39,8 @@ from appliance.secrets import Secret, redact, register_token
 audit_log = logging.getLogger("appliance.broker.audit")
 log = logging.getLogger("appliance.broker")
 
-Scope = Mapping[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 

@@ -13,7 +13,7 @@ Answers are passed back as they came (status, ``Retry-After``, body).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import httpx
@@ -21,7 +21,7 @@ import httpx
 from appliance.broker.limits import Limits
 from appliance.secrets import Secret
 
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
