@@ -4,8 +4,9 @@
 # and the package itself in editable mode.
 #
 #   scripts/bootstrap.sh          the daemon's runtime
-#   scripts/bootstrap.sh --dev    plus the dev, bench and mqtt extras: the emulator (the demo),
-#                                 pytest, and the benchmark's comparison (the assemblyai SDK)
+#   scripts/bootstrap.sh --dev    plus the dev, bench, mqtt and broker extras: the emulator
+#                                 (the demo), pytest, the benchmark's comparison (the assemblyai
+#                                 SDK) and the token broker's server (uvicorn)
 #   scripts/bootstrap.sh --test   plus the Debian tools only the tests use (Chromium,
 #                                 systemd-analyze, shellcheck, sox, espeak-ng, and
 #                                 PipeWire for its test stacks)
