@@ -355,7 +355,7 @@ class AgentConnection:
             await self.error("invalid_audio", "audio must be base64 of 24 kHz PCM16 mono samples")
             return
         samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
-        assert self.ready_at is not None
+        assert self.ready_at is not None and self.session is not None
         self.received_samples += samples.size
         received_s = self.received_samples / AGENT_RATE
         elapsed = time.monotonic() - self.ready_at

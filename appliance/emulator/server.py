@@ -49,6 +49,7 @@ class EmulatorApp:
         self.live: dict[Connection, Any] = {}  # connection -> session object
         self.http_url = ""
         self.ws_url = ""
+        self._tmp: tempfile.TemporaryDirectory[str] | None
         if config.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="aai-emulator-")
             self.data_dir = Path(self._tmp.name)
@@ -297,8 +298,8 @@ class Emulator:
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         server = site._server  # the asyncio server, for the bound port
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
         self.app.http_url = self.http_url
         self.app.ws_url = self.ws_url
 
