@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 # Before anything imports numpy: the daemon does no linear algebra, and each
 # OpenBLAS worker thread (one per core) is a thread and a buffer for nothing.
@@ -19,6 +20,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from appliance import __version__
 from appliance.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 log = logging.getLogger("appliance")
 
@@ -43,10 +47,14 @@ The configuration is read from --config FILE, then $APPLIANCE_CONFIG, then
 """
 
 
+class _Default(TypedDict, total=False):
+    default: str
+
+
 def _add_config(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
     # Nested subcommands accept the options too ("spool list --config F"); SUPPRESS keeps
     # them from overwriting a value given before the nested command.
-    default = {"default": argparse.SUPPRESS} if nested else {}
+    default: _Default = {"default": argparse.SUPPRESS} if nested else {}
     parser.add_argument(
         "-c", "--config", metavar="FILE", help="configuration file (YAML)", **default
     )
@@ -200,7 +208,7 @@ class _ConfigFailure(Exception):
     pass
 
 
-def load(args: argparse.Namespace, *, resolve_secrets: bool = True):
+def load(args: argparse.Namespace, *, resolve_secrets: bool = True) -> Config:
     """Load the configuration named by the arguments; exit code 3 with every problem if broken."""
     from appliance.config import ConfigError, find_config_path, load_config
     from appliance.logs import setup_logging

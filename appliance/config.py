@@ -526,7 +526,7 @@ class ConfigError(Exception):
 # Loading
 
 
-def find_config_path(cli_path: str | os.PathLike | None) -> Path | None:
+def find_config_path(cli_path: str | os.PathLike[str] | None) -> Path | None:
     """The file to load: --config, then $APPLIANCE_CONFIG, then /etc; None = defaults."""
     if cli_path:
         return Path(cli_path)
@@ -539,7 +539,7 @@ def find_config_path(cli_path: str | os.PathLike | None) -> Path | None:
 
 
 def load_config(
-    path: str | os.PathLike | None,
+    path: str | os.PathLike[str] | None,
     *,
     resolve_secrets: bool = True,
     limits: LoadLimits = LOAD_LIMITS,
@@ -714,7 +714,7 @@ class _Loader:
         try:
             return dataclasses.replace(base, **values) if base is not None else cls(**values)
         except TypeError:  # pragma: no cover - defensive, problems already recorded
-            return cls.__new__(cls)
+            return object.__new__(cls)
 
     def key_text(self, node: yaml.Node, prefix: str) -> Any:
         """A mapping key as written, or _INVALID (a list as a key, ``<<``, a foreign tag)."""
@@ -743,7 +743,7 @@ class _Loader:
                 return None
             hint = inner[0] if len(inner) == 1 else hint
             origin, args = get_origin(hint), get_args(hint)
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             default = _default_of(field) if field is not None else None
             if default is not None and is_null(node):
                 return default  # a section whose settings are all commented out
@@ -875,6 +875,7 @@ class _Loader:
                 result[key] = value
                 valid = valid and value is not _INVALID
             return result if valid else _INVALID
+        assert isinstance(node, yaml.ScalarNode)  # the composer makes only these three kinds
         try:
             value = scalar_value(node)
         except Refused as exc:
@@ -1130,7 +1131,7 @@ _INVALID = object()
 _INLINE_SECRET_KEYS = ("api_key", "key", "token", "credential", "password")
 
 
-def _default_of(field: dataclasses.Field) -> Any:
+def _default_of(field: dataclasses.Field[Any]) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return None if field.default is dataclasses.MISSING else field.default
@@ -1139,7 +1140,7 @@ def _default_of(field: dataclasses.Field) -> Any:
 def _kind(node: yaml.Node) -> str:
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
+    if not isinstance(node, yaml.ScalarNode):
         return "a list"
     try:
         return _describe(scalar_value(node))

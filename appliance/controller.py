@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from appliance.config import MODES, ButtonConfig
-from appliance.modes import Mode
+from appliance.config import ButtonConfig
+from appliance.modes import MODES, Mode
 
 
 class Phase(enum.Enum):
@@ -75,7 +75,7 @@ class Controller:
         self.mode = mode
         self.phase = Phase.IDLE
         self.agent_speaking = False
-        self._pending_mode: str | None = None
+        self._pending_mode: Mode | None = None
 
     # -- inputs ------------------------------------------------------------
 

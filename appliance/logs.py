@@ -80,8 +80,8 @@ def running_under_journal() -> bool:
 def setup_logging(level: str = "INFO", *, journal: bool | None = None) -> None:
     """Configure the root logger once: journald under systemd, else the terminal."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     use_journal = running_under_journal() if journal is None else journal
     handler: logging.Handler
     if use_journal:

@@ -76,8 +76,9 @@ def section(cls: type) -> Any:
     return dataclasses.field(default_factory=cls, metadata={_META: Limits(doc=cls.__doc__ or "")})
 
 
-def limits_of(field: dataclasses.Field) -> Limits:
-    return field.metadata.get(_META, Limits())
+def limits_of(field: dataclasses.Field[Any]) -> Limits:
+    limits = field.metadata.get(_META)
+    return limits if isinstance(limits, Limits) else Limits()
 
 
 def render_example(cls: type, title: str) -> str:

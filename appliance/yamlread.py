@@ -16,12 +16,13 @@ and the composition on top is the same Python either way.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
-from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
+from yaml.events import AliasEvent, Event, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
@@ -36,7 +37,7 @@ NULL, BOOL, INT, FLOAT, STR, TIMESTAMP = (
 )
 MAP, SEQ, MERGE = _CORE + "map", _CORE + "seq", _CORE + "merge"
 _SCALAR_TAGS = frozenset((NULL, BOOL, INT, FLOAT, STR, TIMESTAMP))
-_COLLECTION_TAGS = {MappingNode: MAP, SequenceNode: SEQ}
+_COLLECTION_TAGS: dict[type[Node], str] = {MappingNode: MAP, SequenceNode: SEQ}
 #: How much of a value or tag an error message quotes.
 SHOWN_CHARS = 60
 
@@ -54,6 +55,9 @@ class Refused(Exception):
 class _Bounded(Composer):
     """PyYAML's composer with a nesting depth and a node count checked as it goes."""
 
+    # Provided by the parser it is mixed with (PyYAML's Parser or libyaml's CParser).
+    peek_event: Callable[[], Event | None]
+
     def __init__(self, max_depth: int, max_nodes: int) -> None:
         Composer.__init__(self)
         self._max_depth = max_depth
@@ -61,14 +65,17 @@ class _Bounded(Composer):
         self._depth = 0
         self._nodes = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()
+        assert event is not None  # the composer asks for a node only where one starts
         if isinstance(event, AliasEvent):
             # A shallow copy where the alias is written: it shares the anchored node's
             # children, so it costs nothing, but it knows its own line and what it is.
-            use = copy.copy(super().compose_node(parent, index))
+            anchored = super().compose_node(parent, index)
+            assert anchored is not None  # an alias names a node already composed
+            use = copy.copy(anchored)
             use.start_mark, use.end_mark = event.start_mark, event.end_mark
-            use.alias = event.anchor
+            vars(use)["alias"] = event.anchor  # read by alias_of; Node declares no such field
             return use
         self._nodes += 1
         if self._nodes > self._max_nodes:
@@ -98,7 +105,12 @@ class _PythonEvents(Reader, Scanner, Parser, _Bounded, Resolver):
         Resolver.__init__(self)
 
 
-_EVENT_SOURCES: dict[bool, type] = {False: _PythonEvents}
+class _Loader(Protocol):
+    def get_single_node(self) -> Node | None: ...
+    def dispose(self) -> None: ...
+
+
+_EVENT_SOURCES: dict[bool, Callable[[str, int, int], _Loader]] = {False: _PythonEvents}
 
 if HAVE_LIBYAML:
     from yaml._yaml import CParser

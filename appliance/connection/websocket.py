@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Literal
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -41,7 +42,7 @@ async def open_session_socket(
     *,
     tls_for: str,
     limits: WebSocketLimits = DEFAULT_WEBSOCKET_LIMITS,
-    proxy: str | bool | None = True,
+    proxy: str | Literal[True] | None = True,
 ) -> ClientConnection:
     """Open ``url`` (its token in the query); raises what :func:`failure_from` names."""
     context: ssl.SSLContext | None = tls.context_for(tls_for)  # one shared context

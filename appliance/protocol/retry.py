@@ -125,7 +125,8 @@ class Backoff:
         n = self.attempt if attempt is None else attempt
         # Never narrower than [floor, 2 * floor]: a range that collapsed onto the floor
         # would give every retry the same delay.
-        return max(2 * lim.floor_seconds, min(lim.cap_seconds, lim.base_seconds * 2 ** min(n, 32)))
+        grown = lim.base_seconds * 2.0 ** min(n, 32)
+        return max(2 * lim.floor_seconds, min(lim.cap_seconds, grown))
 
     def next_delay(self, retry_after: float | None = None) -> float:
         """The delay before the next attempt; each call counts one more failure."""

@@ -15,13 +15,20 @@ import random
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from appliance.cloud import rest
 from appliance.exitcodes import ExitCode
 from appliance.spool.ids import InvalidId
 from appliance.spool.spool import Spool, SpoolError
+from appliance.spool.store import RecordingRow
+
+if TYPE_CHECKING:
+    from appliance.config import Config
+
+T = TypeVar("T")
 
 TRANSCRIBE_ATTEMPTS = 6
 TRANSCRIBE_BACKOFF_CAP = 30.0
@@ -29,10 +36,11 @@ NOTE_WIDTH = 60
 
 
 def _size(n: int) -> str:
+    value = float(n)
     for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
     return str(n)
 
 
@@ -46,7 +54,7 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-def format_table(rows: list[Any], now: float | None = None) -> str:
+def format_table(rows: list[RecordingRow], now: float | None = None) -> str:
     """The readable table of ``appliance spool list``."""
     now = time.time() if now is None else now
     header = ("ID", "ORIGIN", "STATE", "SIZE", "LENGTH", "AGE", "TRIES", "NOTE")
@@ -76,7 +84,7 @@ def format_table(rows: list[Any], now: float | None = None) -> str:
     )
 
 
-def spool_command(config: Any, args: argparse.Namespace, out: TextIO | None = None) -> int:
+def spool_command(config: Config, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one spool action; an unusable spool is a one-line message and exit 1."""
     out = out or sys.stdout
     try:
@@ -160,7 +168,9 @@ class _Bar:
             self.stream.flush()
 
 
-async def _with_retries(what: str, make, bar: _Bar, *, idempotent: bool = True):  # type: ignore[no-untyped-def]
+async def _with_retries(
+    what: str, make: Callable[[], Awaitable[T]], bar: _Bar, *, idempotent: bool = True
+) -> T:
     """Retry 429/5xx/unreachable; a non-idempotent call is not retried once it may have
     reached the server without an answer (a timeout after sending)."""
     rng = random.Random()
@@ -179,11 +189,11 @@ async def _with_retries(what: str, make, bar: _Bar, *, idempotent: bool = True):
     raise rest.Transient(f"{what}: gave up")
 
 
-async def transcribe_file(config: Any, path: Path, progress: _Bar) -> dict[str, Any]:
+async def transcribe_file(config: Config, path: Path, progress: _Bar) -> dict[str, Any]:
     """Upload ``path`` (streamed), submit, wait; return the transcript JSON."""
     size = path.stat().st_size
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         with open(path, "rb") as f:
             while block := await asyncio.to_thread(f.read, 64 * 1024):
                 yield block
@@ -204,7 +214,7 @@ async def transcribe_file(config: Any, path: Path, progress: _Bar) -> dict[str, 
         )
 
 
-def transcribe_command(config: Any, args: argparse.Namespace) -> int:
+def transcribe_command(config: Config, args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         print(f"no such file: {path}", file=sys.stderr)

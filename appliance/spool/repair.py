@@ -154,9 +154,13 @@ def _meta(data: dict[str, Any] | None) -> dict[str, Any]:
     if _is_int(data.get("session_offset")) and data["session_offset"] >= 0:
         out["session_offset"] = data["session_offset"]
     started = data.get("started_at")
-    number = isinstance(started, int | float) and not isinstance(started, bool)
-    if number and math.isfinite(started) and started > 0:  # type: ignore[arg-type]
-        out["started_at"] = float(started)  # type: ignore[arg-type]
+    if (
+        isinstance(started, int | float)
+        and not isinstance(started, bool)
+        and math.isfinite(started)
+        and started > 0
+    ):
+        out["started_at"] = float(started)
     return out
 
 

@@ -507,12 +507,11 @@ class Spool:
         import asyncio
 
         it = self.upload_chunks_sync(recording_id, rate)
-        sentinel = object()
         while True:
-            block = await asyncio.to_thread(next, it, sentinel)
-            if block is sentinel:
+            block = await asyncio.to_thread(next, it, None)
+            if block is None:
                 return
-            yield block  # type: ignore[misc]
+            yield block
 
     def get(self, recording_id: str) -> st.RecordingRow | None:
         return self.store.get(check_recording_id(recording_id))

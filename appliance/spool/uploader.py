@@ -170,10 +170,10 @@ class Uploader:
                 self._start_housekeeping()
                 timeout = IDLE_RESCAN_SECONDS if next_at is None else max(0.0, next_at - now)
                 self._wake.clear()
-                waiters = [asyncio.ensure_future(self._wake.wait())]
-                waiters += list(self._tasks.values())
+                woken = asyncio.ensure_future(self._wake.wait())
+                waiters = [woken, *self._tasks.values()]
                 await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                waiters[0].cancel()
+                woken.cancel()
         finally:
             for task in self._tasks.values():
                 task.cancel()
@@ -493,7 +493,9 @@ class Uploader:
         spool.store.transition(row.id, st.SUBMITTED, st.COMPLETED, completed_at=time.time())
         log.info("transcript of %s stored (%d characters)", row.id, len(data.get("text") or ""))
 
-    def _store_transcript(self, recording_id: str, data: dict, srt: str, vtt: str) -> None:
+    def _store_transcript(
+        self, recording_id: str, data: dict[str, Any], srt: str, vtt: str
+    ) -> None:
         spool = self.spool
         write_durably(spool.artifact_path(recording_id, "json"), json.dumps(data, indent=1))
         write_durably(spool.artifact_path(recording_id, "srt"), srt)

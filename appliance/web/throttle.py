@@ -58,7 +58,7 @@ class TokenThrottle:
         if misses is None or now - misses.last > self.forget_after:
             misses = _Misses(0, now, now)
         misses.count += 1
-        delay = min(self.max_delay, self.base_delay * 2 ** min(misses.count - 1, 62))
+        delay = min(self.max_delay, self.base_delay * 2.0 ** min(misses.count - 1, 62))
         misses.until = now + delay
         misses.last = now
         self._clients[client] = misses  # most recent last, so the oldest goes first
