@@ -1,13 +1,17 @@
 """Live transcription: one button press to stop, streamed to Universal Streaming v3.
 
-A thin asyncio layer over :class:`appliance.protocol.streaming.StreamingSession`
-(the protocol logic, delivery rule and account live there). This module owns
+:class:`LiveTranscriber` is the embeddable form (the README's example): an
+audio source in, final turns out. :class:`LiveTranscription` is the session
+runner under it and under the daemon: a thin asyncio layer over
+:class:`appliance.protocol.streaming.StreamingSession` (the protocol logic,
+delivery rule and account live there). This module owns
 the I/O: it moves audio from the capture ring (native rate) through the
 streaming resampler into a 16 kHz *mirror* ring addressed by session sample
-index, fetches a fresh token for every connection, runs the WebSocket,
-writes turns to the log, a JSONL file and the event bus, and hands audio that
-could not be delivered to the spool (origin ``live-gap``, tagged with the
-session id and the sample offset where it starts).
+index, fetches a fresh token for every connection, runs the WebSocket, logs
+turns and hands them to its subscribers (the JSONL :class:`TranscriptWriter`,
+the event bus, :meth:`LiveTranscriber.turns`; each optional), and hands audio
+that could not be delivered to the spool, if it has one (origin ``live-gap``,
+tagged with the session id and the sample offset where it starts).
 
 Spool work (SQLite commits, fsync) runs on one worker thread per session, in
 order, never on the event loop. Audio the spool cannot take (full, or no spool
@@ -31,10 +35,11 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -49,6 +54,7 @@ from appliance.cloud.tokens import (
     TokenError,
     TokenSource,
 )
+from appliance.config import Config, EndpointsConfig, LiveConfig, ReconnectConfig
 from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
 from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
@@ -90,7 +96,17 @@ MAX_PUMP_SECONDS = 1.0
 #: Audio waiting for the spool's worker thread beyond this is worth one warning (a slow disk).
 SPOOL_BACKLOG_WARN_SECONDS = 30.0
 
-__all__ = ["LiveTranscription", "SessionAccount", "limits_from_config", "live_query"]
+__all__ = [
+    "LiveOptions",
+    "LiveTranscriber",
+    "LiveTranscription",
+    "SessionAccount",
+    "TranscriptWriter",
+    "Turn",
+    "TurnSubscriber",
+    "limits_from_config",
+    "live_query",
+]
 
 
 class RecordingSink(Protocol):
@@ -134,9 +150,10 @@ def live_query(live: Any) -> dict[str, str]:
     return q
 
 
-def limits_from_config(config: Any, history_seconds: float) -> StreamingLimits:
-    """Session limits from the appliance config and the capture ring's history."""
-    live, rc = config.live, config.reconnect
+def limits_from_config(
+    live: LiveConfig, rc: ReconnectConfig, history_seconds: float
+) -> StreamingLimits:
+    """Session limits from the ``live`` and ``reconnect`` settings and the audio ring's history."""
     return StreamingLimits(
         chunk_ms=live.chunk_ms,
         backoff_base_seconds=rc.base_seconds,
@@ -147,6 +164,71 @@ def limits_from_config(config: Any, history_seconds: float) -> StreamingLimits:
         # Keep unconfirmed audio while at least a quarter of the history is left.
         history_margin_samples=min(2 * STT_RATE, int(history_seconds * STT_RATE) // 4),
     )
+
+
+def _default_streaming_url() -> str:
+    return EndpointsConfig().resolved().streaming_url
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What a live transcription is told: where the service is, and the ``live``/``reconnect``
+    settings (the same sections as the daemon's config, with the same defaults)."""
+
+    #: The Universal Streaming v3 WebSocket URL (``EndpointsConfig(...).resolved().streaming_url``).
+    url: str = field(default_factory=_default_streaming_url)
+    live: LiveConfig = field(default_factory=LiveConfig)
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+
+    @classmethod
+    def from_config(cls, config: Config) -> LiveOptions:
+        return cls(url=config.urls.streaming_url, live=config.live, reconnect=config.reconnect)
+
+    def limits(self, history_seconds: float) -> StreamingLimits:
+        return limits_from_config(self.live, self.reconnect, history_seconds)
+
+
+#: Told every turn, partial and final, on the event loop, as it arrives.
+TurnSubscriber = Callable[["LiveTranscription", Turn], None]
+
+
+class TranscriptWriter:
+    """A turn subscriber: each final turn as one JSON line in
+    ``<state_dir>/transcripts/<session id>.jsonl`` (where ``late.py`` joins spooled gaps)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+
+    def path(self, session_id: str) -> Path:
+        return session_transcript_path(self.state_dir, session_id)
+
+    def __call__(self, session: LiveTranscription, turn: Turn) -> None:
+        if not turn.final:
+            return
+        record: dict[str, Any] = {
+            "session_id": session.session_id,
+            "turn_order": turn.order,
+            "text": turn.text,
+            "words": _words(turn),
+            "time": time.time(),
+            "session_start_time": session.start_wall,
+            "server_session_id": turn.server_session_id,
+            "formatted": turn.formatted,
+        }
+        if turn.speaker:
+            record["speaker"] = turn.speaker
+        path = self.path(session.session_id)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _words(turn: Turn) -> list[dict[str, Any]]:
+    return [
+        {"text": w.text, "start_ms": w.start_ms, "end_ms": w.end_ms, "confidence": w.confidence}
+        for w in turn.words
+    ]
 
 
 @dataclass
@@ -363,30 +445,36 @@ def _describe(exc: BaseException) -> str:
 
 
 class LiveTranscription:
-    """Runs one live transcription session from a capture index until stopped."""
+    """Runs one live transcription session from a capture index until stopped.
+
+    Its collaborators are optional: without a ``spool`` audio that could not be
+    streamed is counted lost; without ``events`` nothing is published; turns go
+    to each of ``subscribers`` (a :class:`TranscriptWriter` keeps the JSONL).
+    """
 
     def __init__(
         self,
-        config: Any,
+        options: LiveOptions,
         ring: RingBuffer,
         tokens: TokenSource,
-        spool: SpoolLike | None,
-        events: ev.EventBus,
-        state_dir: Path,
         *,
+        spool: SpoolLike | None = None,
+        events: ev.EventBus | None = None,
+        subscribers: Sequence[TurnSubscriber] = (),
         limits: StreamingLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config
+        self.options = options
         self.ring = ring
         self.tokens = tokens
         self.spool = spool
-        self.events = events
-        self.state_dir = Path(state_dir)
-        self.limits = limits or limits_from_config(config, ring.history_seconds)
+        self.events = events if events is not None else ev.EventBus()  # nobody listens
+        self.subscribers = list(subscribers)
+        self.limits = limits or options.limits(ring.history_seconds)
         self.clock = clock
         self.session_id = uuid.uuid4().hex[:16]
-        self.transcript_path = session_transcript_path(self.state_dir, self.session_id)
+        #: Wall-clock time of the session's first sample (set when it runs).
+        self.start_wall = time.time()
         self.spool_recordings: list[str] = []
         self.turns: list[Turn] = []
         self.unkept_samples = 0  # handed to the spool but not kept (full, absent): lost
@@ -397,6 +485,37 @@ class LiveTranscription:
         self._wake: asyncio.Event | None = None
         self._sleep_timer: asyncio.TimerHandle | None = None
         self.wakeups = 0  # loop iterations (one per chunk in steady state)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        ring: RingBuffer,
+        tokens: TokenSource,
+        spool: SpoolLike | None,
+        events: ev.EventBus,
+        state_dir: Path,
+        *,
+        limits: StreamingLimits | None = None,
+    ) -> LiveTranscription:
+        """The daemon's session: spool, event bus and the JSONL under ``state_dir``."""
+        return cls(
+            LiveOptions.from_config(config),
+            ring,
+            tokens,
+            spool=spool,
+            events=events,
+            subscribers=[TranscriptWriter(state_dir)],
+            limits=limits,
+        )
+
+    @property
+    def transcript_path(self) -> Path | None:
+        """The session's JSONL file, if a :class:`TranscriptWriter` keeps one."""
+        for subscriber in self.subscribers:
+            if isinstance(subscriber, TranscriptWriter):
+                return subscriber.path(self.session_id)
+        return None
 
     # -------------------------------------------------------------- control
 
@@ -423,7 +542,7 @@ class LiveTranscription:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._wake_from_writer = wake_loop(self._loop, self._wake.set)
-        live = self.config.live
+        live = self.options.live
         self.machine = machine = StreamingSession(
             self.limits, format_turns=live.format_turns, quiet_point=self._quiet_point
         )
@@ -432,16 +551,15 @@ class LiveTranscription:
         self._conn_id = 0
         self._ws: ClientConnection | None = None
         self._conn_task: asyncio.Task[None] | None = None
-        self._start_wall = (
+        self.start_wall = (
             time.time() - max(0, self.ring.write_index - start_index) / self.ring.rate
         )
         self._keeper = (
-            _SpoolKeeper(self.spool, self.session_id, self._start_wall, self._on_kept)
+            _SpoolKeeper(self.spool, self.session_id, self.start_wall, self._on_kept)
             if self.spool is not None
             else None
         )
         self._last_speech = self.clock()
-        self.transcript_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         started = ev.SessionPhase(phase="started", mode="live", session_id=self.session_id)
         self.events.publish(started)
         self.events.publish(ev.StateChanged(state="connecting", mode="live"))
@@ -501,7 +619,7 @@ class LiveTranscription:
             return self._stop_reason
         if self.ring.write_index - start_index >= max_samples:
             return "maximum session length"
-        timeout = self.config.live.silence_timeout_seconds
+        timeout = self.options.live.silence_timeout_seconds
         if timeout is not None and now - self._last_speech >= timeout:
             return "silence timeout"
         return None
@@ -528,7 +646,7 @@ class LiveTranscription:
             due = min(due, timer)
         cancel_audio = None
         if not stopped:
-            timeout = self.config.live.silence_timeout_seconds
+            timeout = self.options.live.silence_timeout_seconds
             if timeout is not None:
                 due = min(due, self._last_speech + timeout)
             wanted = self.machine.audio_wanted()
@@ -672,39 +790,21 @@ class LiveTranscription:
 
     def _emit_turn(self, turn: Turn) -> None:
         self._last_speech = self.clock()
-        words = [
-            {"text": w.text, "start_ms": w.start_ms, "end_ms": w.end_ms, "confidence": w.confidence}
-            for w in turn.words
-        ]
         kind = ev.TurnFinal if turn.final else ev.TurnPartial
         self.events.publish(
             kind(
                 session_id=self.session_id,
                 turn_order=turn.order,
                 text=turn.text,
-                words=tuple(words),
+                words=tuple(_words(turn)),
                 speaker=turn.speaker,
             )
         )
-        if not turn.final:
-            return
-        self.turns.append(turn)
-        log.info("turn %d: %s", turn.order, turn.text)
-        record = {
-            "session_id": self.session_id,
-            "turn_order": turn.order,
-            "text": turn.text,
-            "words": words,
-            "time": time.time(),
-            "session_start_time": self._start_wall,
-            "server_session_id": turn.server_session_id,
-            "formatted": turn.formatted,
-        }
-        if turn.speaker:
-            record["speaker"] = turn.speaker
-        fd = os.open(self.transcript_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with open(fd, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if turn.final:
+            self.turns.append(turn)
+            log.info("turn %d: %s", turn.order, turn.text)
+        for subscriber in self.subscribers:
+            subscriber(self, turn)
 
     def _spool(self, action: Spool) -> None:
         """Hand ``[start, end)`` to the spool's worker thread; never blocks the loop."""
@@ -788,10 +888,10 @@ class LiveTranscription:
             fingerprint = hashlib.sha256(token.reveal().encode()).hexdigest()
             if not self.machine.note_token(fingerprint):
                 raise TokenError("the token source handed out a token seen before")
-            query = live_query(self.config.live)
+            query = live_query(self.options.live)
             query["token"] = token.reveal()
-            url = f"{self.config.urls.streaming_url}?{urlencode(query)}"
-            ws = await open_session_socket(url, tls_for=self.config.urls.streaming_url)
+            url = f"{self.options.url}?{urlencode(query)}"
+            ws = await open_session_socket(url, tls_for=self.options.url)
         except CONNECT_ERRORS as exc:
             failure = failure_from(exc)
             note_connect_failure(self.tokens, exc, failure.retry_after)
@@ -823,6 +923,102 @@ class LiveTranscription:
         self._abandon_connection()
         if self._keeper is not None:
             await self._keeper.close()
+
+
+class AudioSource(Protocol):
+    """Anything that captures into a ring: ``AudioCapture`` (a microphone), ``FileSource``."""
+
+    @property
+    def ring(self) -> RingBuffer: ...
+
+
+class LiveTranscriber:
+    """Live transcription of an audio source, for embedding; final turns as they come.
+
+    ::
+
+        async with LiveTranscriber(options, tokens, audio) as t:
+            async for turn in t.turns():
+                print(turn.text)
+
+    ``audio`` is a :class:`RingBuffer` or a source with one (``AudioCapture``,
+    ``FileSource``); streaming starts from ``start_index`` (default: the
+    ring's newest sample when the block is entered). ``turns()`` ends once the
+    session has ended: after :meth:`stop` (from any thread) or a limit in
+    ``options.live`` (``max_session_seconds``, ``silence_timeout_seconds``).
+    Leaving the block stops the session and waits for its account.
+    ``spool``, ``events`` and ``subscribers`` are optional, as in
+    :class:`LiveTranscription`; ``partials=True`` also yields partial turns.
+    """
+
+    def __init__(
+        self,
+        options: LiveOptions,
+        tokens: TokenSource,
+        audio: RingBuffer | AudioSource,
+        *,
+        start_index: int | None = None,
+        partials: bool = False,
+        spool: SpoolLike | None = None,
+        events: ev.EventBus | None = None,
+        subscribers: Sequence[TurnSubscriber] = (),
+    ) -> None:
+        self.options = options
+        self.tokens = tokens
+        self.audio = audio
+        self.start_index = start_index
+        self.partials = partials
+        self._collaborators = (spool, events, list(subscribers))
+        self._queue: asyncio.Queue[Turn | None] = asyncio.Queue()
+        self._task: asyncio.Task[SessionAccount] | None = None
+        self.session: LiveTranscription | None = None
+        #: Where every sample went, once the session has ended.
+        self.account: SessionAccount | None = None
+
+    async def __aenter__(self) -> LiveTranscriber:
+        ring = self.audio if isinstance(self.audio, RingBuffer) else self.audio.ring
+        spool, events, subscribers = self._collaborators
+        self.session = session = LiveTranscription(
+            self.options,
+            ring,
+            self.tokens,
+            spool=spool,
+            events=events,
+            subscribers=[*subscribers, self._on_turn],
+        )
+        start = ring.write_index if self.start_index is None else self.start_index
+        self._task = task = asyncio.get_running_loop().create_task(
+            session.run(start), name=f"live-{session.session_id}"
+        )
+        task.add_done_callback(lambda _: self._queue.put_nowait(None))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._task is not None:
+            self.account = await self._task
+
+    def stop(self) -> None:
+        """End the session cleanly (safe from any thread); ``turns()`` then runs out."""
+        if self.session is not None:
+            self.session.request_stop()
+
+    async def turns(self) -> AsyncIterator[Turn]:
+        """Each final turn (and partial, with ``partials=True``) until the session has ended."""
+        while (turn := await self._queue.get()) is not None:
+            yield turn
+        self._queue.put_nowait(None)  # a second iteration ends too
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            self._task.result()  # the session's failure, if it failed
+
+    def _on_turn(self, session: LiveTranscription, turn: Turn) -> None:
+        if turn.final or self.partials:
+            self._queue.put_nowait(turn)
 
 
 def _send_cannot_stall(ws: Any, size: int) -> bool:

@@ -374,7 +374,7 @@ def session_factories(
     def live(on_notice: NoticeCallback) -> Session:
         from appliance.live import LiveTranscription
 
-        return LiveTranscription(config, ring, tokens["live"], spool, events, state_dir)
+        return LiveTranscription.from_config(config, ring, tokens["live"], spool, events, state_dir)
 
     def agent(on_notice: NoticeCallback) -> Session:
         from appliance.agent import VoiceAgentConversation

@@ -107,7 +107,7 @@ def variants(
         ),
         "live": Variant(
             "live",
-            "ours: live transcription (AudioCapture + LiveTranscription)",
+            "ours: live transcription (AudioCapture + LiveTranscriber)",
             workload("live", "--prefetch", "--block-ms", str(OUR_BLOCK_MS)),
             trace_kind="ring",
             floor="floor",
@@ -838,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="PATCHES",
-        help="also measure ours with proposed changes, e.g. nodeflate,tick=0.1 (repeatable)",
+        help="also measure ours with proposed changes, e.g. quality=VHQ (repeatable)",
     )
     parser.add_argument(
         "--variants", help="comma-separated CPU variants to run (default: all but the driver)"

@@ -15,8 +15,8 @@ Shared protocol with the harness (scripts/bench/runner.py):
 does nothing.  ``sdk`` is the pipeline a developer would write with the
 official ``assemblyai`` SDK: PyAudio blocking reads of 100 ms, ``audioop``
 resampling to 16 kHz, ``StreamingClient.stream``, and a plain reconnect on
-error.  ``live`` is ours: :class:`AudioCapture` into the ring and
-:class:`LiveTranscription`, wired the way the daemon wires them.
+error.  ``live`` is ours through the public API: :class:`AudioCapture` into
+the ring and :class:`appliance.LiveTranscriber` (no spool, no files).
 """
 
 from __future__ import annotations
@@ -283,59 +283,60 @@ def run_sdk(args: argparse.Namespace) -> None:
 def apply_patches(spec: str) -> None:
     """Try a proposed change to ours without editing its module (``--patch a,b=c``).
 
-    ``nodeflate``: WebSocket without permessage-deflate (audio does not compress);
-    ``tick=S``: the live runner's idle tick; ``quality=Q``: the soxr quality.
+    ``quality=Q``: the soxr quality of the resampler.
     """
-    import functools
-
     import appliance.audio.resample as resample
-    import appliance.live as live
 
     for item in filter(None, spec.split(",")):
         name, _, value = item.partition("=")
-        if name == "nodeflate":
-            live.ws_connect = functools.partial(live.ws_connect, compression=None)
-        elif name == "tick":
-            live.TICK_SECONDS = float(value)
-        elif name == "quality":
+        if name == "quality":
             resample.DEFAULT_QUALITY = value
             resample.Resampler.__init__.__defaults__ = (value,)
         else:
             raise SystemExit(f"unknown patch {name!r}")
 
 
-def run_live(args: argparse.Namespace) -> None:
-    """Ours, wired like the daemon: capture -> ring -> LiveTranscription on a press."""
-    import logging
-    import tempfile
+def trace_blocks(ring, callbacks: list[tuple[int, float]]) -> None:
+    """Note (write index, time) as each block lands in ``ring``, through its public waiters.
 
-    from appliance import events as ev
-    from appliance.audio.capture import AudioCapture
-    from appliance.cloud.tokens import MintedTokens
-    from appliance.config import Config
+    Each note registers the next one on the writer's thread: one list append
+    and one registration per block, the cost the trace always had.
+    """
+
+    def landed() -> None:
+        index = ring.write_index
+        callbacks.append((index, time.monotonic()))
+        ring.call_when_written(index + 1, landed)
+
+    ring.call_when_written(ring.write_index + 1, landed)
+
+
+def run_live(args: argparse.Namespace) -> None:
+    """Ours through the public API: capture -> ring -> LiveTranscriber, one session per press."""
+    import logging
+
+    from appliance import (
+        AudioCapture,
+        EndpointsConfig,
+        LiveOptions,
+        LiveTranscriber,
+        MintedTokens,
+        Secret,
+    )
+    from appliance.config import AudioConfig
     from appliance.connection.tokens import TokenCoordinator
-    from appliance.live import LiveTranscription
-    from appliance.secrets import Secret
 
     logging.basicConfig(level=logging.WARNING)
     apply_patches(args.patch)
-    config = Config()
-    config.endpoints.base_url = args.http_url
-    config.state_dir = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    config.api_key = Secret(args.api_key, "bench")
+    urls = EndpointsConfig(base_url=args.http_url).resolved()
+    options = LiveOptions(url=urls.streaming_url)
+    preroll_seconds = AudioConfig().preroll_seconds
     capture = AudioCapture(rate=args.rate, block_ms=args.block_ms)
-    callbacks: list[tuple[int, float]] = []  # (ring write index after, callback time)
-    if args.trace:
-        # Record when each block reached the ring: the start of capture -> send latency.
-        untraced = capture._callback
-
-        def traced(in_data, frame_count, time_info, status):
-            result = untraced(in_data, frame_count, time_info, status)
-            callbacks.append((capture.ring.write_index, capture.last_callback_time))
-            return result
-
-        capture._callback = traced
     capture.start()
+    callbacks: list[tuple[int, float]] = []  # (ring write index after, block time)
+    if args.trace:
+        # When each block reached the ring: the start of capture -> send latency.
+        trace_blocks(capture.ring, callbacks)
     while capture.blocks == 0:
         time.sleep(0.005)
     notify("READY=1")
@@ -355,38 +356,30 @@ def run_live(args: argparse.Namespace) -> None:
             target=lambda: (buttons.done.wait(), loop.call_soon_threadsafe(done.set)),
             daemon=True,
         ).start()
-        minted = MintedTokens.streaming(config.urls.streaming_token_url, config.api_key)
+        minted = MintedTokens.streaming(urls.streaming_token_url, Secret(args.api_key, "bench"))
         tokens = TokenCoordinator(minted) if args.prefetch else minted
         if args.prefetch:
             tokens.start()
-        bus = ev.EventBus()
-        session: LiveTranscription | None = None
-        task: asyncio.Task | None = None
-        while not done.is_set():
+
+        async def next_press() -> float | None:
+            """The next press's time, or None at the end of input."""
             getter = asyncio.ensure_future(presses.get())
             waiter = asyncio.ensure_future(done.wait())
             await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             if not getter.done():
                 getter.cancel()
-                break
-            t_press = getter.result()
-            if session is None:
-                start = ring.preroll_index(t_press, config.audio.preroll_seconds)
-                session = LiveTranscription(config, ring, tokens, None, bus, config.state_path)
-                trace["sessions"].append(
-                    {"start_index": start, "t0": ring.time_at(0), "press": t_press}
-                )
-                task = asyncio.create_task(session.run(start))
-            else:
-                session.request_stop()
-                await task
-                session = task = None
-        if session is not None:
-            session.request_stop()
-            await task
-        if args.prefetch:
-            await tokens.aclose()
+                return None
+            return getter.result()
+
+        while (t_press := await next_press()) is not None:
+            start = ring.preroll_index(t_press, preroll_seconds)
+            session = {"start_index": start, "t0": ring.time_at(0), "press": t_press}
+            trace["sessions"].append(session)
+            async with LiveTranscriber(options, tokens, ring, start_index=start):
+                if await next_press() is None:
+                    break
+        await tokens.aclose()  # the coordinator closes the minter it wraps
 
     asyncio.run(main())
     capture.stop()

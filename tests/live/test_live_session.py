@@ -56,7 +56,7 @@ async def test_press_speak_stop_yields_the_digits_exactly(emulator, spool, tmp_p
     bus = ev.EventBus()
     seen = collect(bus, ev.Event)
     spool.events = bus
-    live = LiveTranscription(
+    live = LiveTranscription.from_config(
         config, ring, streaming_tokens(emulator, config), spool, bus, config.state_path
     )
     feeder = Feeder(ring, audio)
@@ -133,7 +133,7 @@ async def test_twenty_faults_lose_and_duplicate_nothing(emulator, spool, tmp_pat
     config.reconnect = ReconnectConfig(base_seconds=0.2, max_seconds=1.0, auth_retry_seconds=1.0)
     bus = ev.EventBus()
     spool.events = bus
-    live = LiveTranscription(
+    live = LiveTranscription.from_config(
         config, ring, streaming_tokens(emulator, config), spool, bus, config.state_path
     )
     feeder = Feeder(ring, audio)

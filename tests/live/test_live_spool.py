@@ -65,12 +65,12 @@ async def run_with_outage(emulator, tmp_path, spool, during=None) -> Outcome:
     ring = RingBuffer(CAPTURE_RATE, 10.0)
     config = make_config(emulator, tmp_path)
     config.reconnect = ReconnectConfig(base_seconds=0.2, max_seconds=0.5, auth_retry_seconds=1.0)
-    limits = limits_from_config(config, ring.history_seconds)
+    limits = limits_from_config(config.live, config.reconnect, ring.history_seconds)
     bus = ev.EventBus()
     seen = collect(bus, ev.Event)
     if spool is not None:
         spool.events = bus
-    live = LiveTranscription(
+    live = LiveTranscription.from_config(
         config,
         ring,
         streaming_tokens(emulator, config),

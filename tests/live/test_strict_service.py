@@ -89,7 +89,7 @@ async def test_every_digit_once_and_no_rule_broken_through_every_fault(emulator,
     source = streaming_tokens(emulator, config)
     # The emulator's clock for tokens runs TEST_TIME_SCALE times faster: say so.
     tokens = TokenCoordinator(source, lifetime_seconds=source.lifetime_seconds * TEST_TIME_SCALE)
-    live = LiveTranscription(config, ring, tokens, spool, bus, config.state_path)
+    live = LiveTranscription.from_config(config, ring, tokens, spool, bus, config.state_path)
     feeder = Feeder(ring, audio)
     emulator.clear_violations()
     applied = []

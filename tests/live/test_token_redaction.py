@@ -31,7 +31,9 @@ async def test_a_used_token_leaves_redaction_and_an_unused_one_stays(emulator, s
     tokens = Recording(streaming_tokens(emulator, config))
     unused = (await tokens.fetch()).reveal()  # minted, never connected with
     ring = RingBuffer(CAPTURE_RATE, 10.0)
-    live = LiveTranscription(config, ring, tokens, spool, ev.EventBus(), config.state_path)
+    live = LiveTranscription.from_config(
+        config, ring, tokens, spool, ev.EventBus(), config.state_path
+    )
     feeder = Feeder(ring, dtmf.generate("1", CAPTURE_RATE, lead_ms=200, trail_ms=800))
     feeder.start()
     try:

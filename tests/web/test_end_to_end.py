@@ -93,7 +93,7 @@ async def test_spoken_digits_appear_as_partials_then_a_final_line(emulator, brow
         tokens = MintedTokens.streaming(
             config.urls.streaming_token_url, Secret(emulator.api_key), expires_in_seconds=60
         )
-        live = LiveTranscription(config, ring, tokens, spool, bus, config.state_path)
+        live = LiveTranscription.from_config(config, ring, tokens, spool, bus, config.state_path)
         feeder = Feeder(ring, dtmf.generate(DIGITS, CAPTURE_RATE, lead_ms=300, trail_ms=1500))
         feeder.start()
         session = asyncio.create_task(live.run(0))
