@@ -7,7 +7,8 @@ simulated button presses:
 
 - live: press, the digits are spoken, press; turns appear as they arrive;
 - record: the same, then the recording is uploaded and transcribed;
-- agent: press, the greeting plays, the digits are the question, the agent's
+- agent: press, the greeting plays, then the digits are the question (half
+  duplex silences what is said over the greeting, as on a device), the agent's
   reply is "heard" in the speaker file, a long press ends the conversation.
 
 Everything the daemon does here it does on a device: only the microphone is a
@@ -55,6 +56,12 @@ log = logging.getLogger("appliance.demo")
 MIC_RATE = 48000  # what a USB microphone typically runs at
 LEAD_SECONDS = 2.0  # silence before the digits: the press comes inside it
 PRESS_BEFORE_SPEECH = 0.3  # the press lands just before speech; the pre-roll covers it
+# Agent mode: the press starts the start earcon (0.12 s) and the greeting ('0': 0.32 s),
+# and half duplex silences what the microphone captures while they sound (plus
+# audio.echo_tail_ms), so the question is asked once they have sounded out, as a user
+# does (measured at the FileSink: sounding until 0.45 s after the press; the rest is room
+# for the connection).
+AGENT_PRESS_BEFORE_SPEECH = 1.0
 TRAIL_SECONDS = 2.0  # silence after the digits, so the last turn can end
 UPLOAD_TIMEOUT = 60.0
 AGENT_TIMEOUT = 30.0
@@ -208,7 +215,8 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
         feed = events.subscribe()
         printer = asyncio.create_task(_print_events(feed, result))
         speech_starts = daemon.ring.time_at(0) + LEAD_SECONDS  # the file's first sample
-        await _sleep_until(speech_starts - PRESS_BEFORE_SPEECH)
+        lead = AGENT_PRESS_BEFORE_SPEECH if mode == "agent" else PRESS_BEFORE_SPEECH
+        await _sleep_until(speech_starts - lead)
         daemon.press("short")
         speech_ends = speech_starts + _spoken_seconds(digits)
         if mode == "agent":
