@@ -56,6 +56,14 @@ from appliance.protocol.failures import Failure
 from appliance.protocol.pacer import Pacer, PacingLimits
 from appliance.protocol.policy import ReconnectLimits
 from appliance.protocol.retry import retry_limits
+from appliance.protocol.vocabulary import (
+    Close,
+    Connect,
+    Finish,
+    Notice,
+    ReconnectAfter,
+    SendJson,
+)
 from appliance.secrets import Secret, redact, retire_secret
 from appliance.tools import ToolRunner
 
@@ -216,7 +224,7 @@ class VoiceAgentConversation:
         self._chunk_samples = max(1, ring.rate * agent.chunk_ms // 1000)
         self._resampler = Resampler(ring.rate, AGENT_RATE)
         self._ready_at = 0.0  # when the current connection's session.ready arrived
-        self._connect_due: proto.Connect | None = None  # the protocol asked for a connection
+        self._connect_due: Connect | None = None  # the protocol asked for a connection
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
@@ -421,7 +429,7 @@ class VoiceAgentConversation:
                 continue
             try:
                 for action in actions:
-                    if isinstance(action, proto.SendJson):
+                    if isinstance(action, SendJson):
                         await ws.send(json.dumps(action.message))
             except websockets.exceptions.ConnectionClosed:
                 self._resampler.reset()  # this chunk goes again on the next connection
@@ -441,7 +449,7 @@ class VoiceAgentConversation:
         if actions:
             self._replan.set()  # the protocol moved: its next deadline may have too
         for action in actions:
-            if isinstance(action, proto.SendJson):
+            if isinstance(action, SendJson):
                 if self._outbox is not None:
                     self._outbox.put_nowait(action.message)
             elif isinstance(action, proto.Play):
@@ -469,16 +477,16 @@ class VoiceAgentConversation:
                 log.log(level, "voice agent error %s: %s", action.code, action.message)
                 if not action.fatal:  # a fatal one is published once, with Finished
                     self.events.publish(ev.ErrorReported(message=action.message, where="agent"))
-            elif isinstance(action, proto.Notice):
+            elif isinstance(action, Notice):
                 log.log(action.level, "%s", action.message)
-            elif isinstance(action, proto.Close):
+            elif isinstance(action, Close):
                 self._close_socket(action)
-            elif isinstance(action, proto.Connect):
+            elif isinstance(action, Connect):
                 self._connect_due = action
                 self._wake.set()
-            elif isinstance(action, proto.ReconnectAfter):
+            elif isinstance(action, ReconnectAfter):
                 self._publish_state("error" if action.auth_failure else "offline")
-            elif isinstance(action, proto.Finish):
+            elif isinstance(action, Finish):
                 self._on_finished(action)
                 self._wake.set()
 
@@ -575,14 +583,14 @@ class VoiceAgentConversation:
             }
         )
 
-    def _on_finished(self, action: proto.Finish) -> None:
+    def _on_finished(self, action: Finish) -> None:
         self.account.stop_reason = action.reason
         if action.error:
             self.account.error = action.error
             self.events.publish(ev.ErrorReported(message=action.error, where="agent"))
         self._ready.clear()
 
-    def _close_socket(self, action: proto.Close) -> None:
+    def _close_socket(self, action: Close) -> None:
         ws = self._ws
         if ws is not None:
             task = asyncio.create_task(ws.close(action.code, action.reason[:100]))

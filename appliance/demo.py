@@ -235,6 +235,7 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
                 words_to_digits(line) for line in result.detail if line.startswith("final:")
             )
         else:
+            assert config.audio.output_file is not None  # the demo's config sets it
             heard = dtmf.decode_digits(*dtmf.read_wav(config.audio.output_file))
             print(f"    speaker played DTMF {heard!r} (greeting '0', then the reply)")
             result.got = _replied_digits(result)

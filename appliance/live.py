@@ -1021,7 +1021,7 @@ class LiveTranscriber:
             self._queue.put_nowait(turn)
 
 
-def _send_cannot_stall(ws: Any, size: int) -> bool:
+def _send_cannot_stall(ws: ClientConnection, size: int) -> bool:
     """True when sending ``size`` bytes on ``ws`` completes without waiting.
 
     The WebSocket waits only while its transport's buffer is above the

@@ -61,6 +61,8 @@ def open_source(
     if audio.source == "file":
         from appliance.audio.sources import FileSource
 
+        if audio.input_file is None:  # a loaded config never has this; a built one may
+            raise ValueError("audio.source 'file' needs audio.input_file")
         source = FileSource(
             audio.input_file,
             history_seconds=audio.history_seconds,

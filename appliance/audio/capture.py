@@ -15,6 +15,7 @@ monotonic; the missing wall-clock time is recorded as a discontinuity.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,8 +140,15 @@ class AudioCapture(SupervisedStream, RingSource):
         self.history_seconds = history_seconds
         self.preferred_rates = preferred_rates
 
-    def _callback(self, in_data, frame_count, time_info, status):
+    def _callback(
+        self,
+        in_data: bytes | None,
+        frame_count: int,
+        time_info: Mapping[str, float],
+        status: int,
+    ) -> tuple[bytes | None, int]:
         # Hot path: no logging, no locks, no allocation beyond a view.
+        assert in_data is not None  # an input stream's callback always gets its block
         now = time.monotonic()
         if status & pyaudio.paInputOverflow:
             self.overflows += 1

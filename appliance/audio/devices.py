@@ -10,7 +10,7 @@ rates are probed with ``is_format_supported``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
@@ -46,7 +46,9 @@ class DeviceInfo:
         return self.max_input_channels if kind == "input" else self.max_output_channels
 
 
-def _info(pa: pyaudio.PyAudio, raw: dict, rates: Sequence[int] | None) -> DeviceInfo:
+def _info(
+    pa: pyaudio.PyAudio, raw: Mapping[str, str | int | float], rates: Sequence[int] | None
+) -> DeviceInfo:
     index = int(raw["index"])
     host_api = str(pa.get_host_api_info_by_index(int(raw["hostApi"]))["name"])
     in_ch, out_ch = int(raw["maxInputChannels"]), int(raw["maxOutputChannels"])

@@ -20,6 +20,7 @@ import collections
 import enum
 import threading
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import pyaudio
@@ -285,7 +286,13 @@ class AudioPlayback(SupervisedStream):
             return np.zeros(0, dtype=np.int16)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _callback(self, in_data, frame_count, time_info, status):
+    def _callback(
+        self,
+        in_data: bytes | None,
+        frame_count: int,
+        time_info: Mapping[str, float] | None,  # None from FileSink's pacer
+        status: int,
+    ) -> tuple[bytes, int]:
         # Hot path: one short lock (never across I/O), small numpy ops, no logging.
         self.last_callback_time = time.monotonic()
         self.blocks += 1
@@ -301,9 +308,10 @@ class AudioPlayback(SupervisedStream):
         out = np.zeros(frame_count, dtype=np.float32)
         fade_n = max(1, int(self.rate * self.fade_ms / 1000))
         with self._lock:
-            any_tail = self._fade_out is not None
-            if any_tail:
-                tail, self._fade_out = self._fade_out, None
+            tail = self._fade_out
+            any_tail = tail is not None
+            if tail is not None:
+                self._fade_out = None
                 out[: len(tail)] = tail[:frame_count]
             state = self.playback_state
             if state == PlaybackState.BUFFERING and (
@@ -339,7 +347,7 @@ class AudioPlayback(SupervisedStream):
         np.clip(out, -32768, 32767, out=out)
         return (out.astype(np.int16).tobytes(), pyaudio.paContinue)
 
-    def _note_own_sound(self, frame_count: int, time_info: dict | None) -> None:
+    def _note_own_sound(self, frame_count: int, time_info: Mapping[str, float] | None) -> None:
         """This block holds a keep_out sound: note when it leaves the speaker."""
         own = self.own_sound
         if own is None:

@@ -90,4 +90,7 @@ def resample_once(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarra
     """One-shot resampling of a whole int16 buffer (files, earcons)."""
     if in_rate == out_rate:
         return np.asarray(samples, dtype=np.int16)
-    return soxr.resample(np.asarray(samples, dtype=np.int16), in_rate, out_rate, DEFAULT_QUALITY)
+    out: np.ndarray = soxr.resample(
+        np.asarray(samples, dtype=np.int16), in_rate, out_rate, DEFAULT_QUALITY
+    )
+    return out

@@ -16,8 +16,9 @@ import collections
 import threading
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -43,7 +44,7 @@ READ_SECONDS = 0.5
 class _Pacer:
     """Calls ``tick()`` every ``period`` seconds on monotonic time, from its own thread."""
 
-    def __init__(self, name: str, period: float, tick) -> None:
+    def __init__(self, name: str, period: float, tick: Callable[[float], None]) -> None:
         self._period = period
         self._tick = tick
         self._stop = threading.Event()
@@ -81,7 +82,9 @@ class _LoopPacer:
     may finish: the owner's tick guards against that).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float, tick) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, period: float, tick: Callable[[float], None]
+    ) -> None:
         self._loop = loop
         self._period = period
         self._tick = tick
@@ -97,7 +100,7 @@ class _LoopPacer:
         self._stopped = True
         self._on_loop(self._cancel)
 
-    def _on_loop(self, func) -> None:
+    def _on_loop(self, func: Callable[[], None]) -> None:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -140,7 +143,10 @@ def _skip_stall(next_time: float, period: float) -> float:
 
 
 def _make_pacer(
-    name: str, period: float, tick, loop: asyncio.AbstractEventLoop | None
+    name: str,
+    period: float,
+    tick: Callable[[float], None],
+    loop: asyncio.AbstractEventLoop | None,
 ) -> _Pacer | _LoopPacer:
     return _Pacer(name, period, tick) if loop is None else _LoopPacer(loop, period, tick)
 
@@ -305,7 +311,7 @@ class FileSource(RingSource):
                 self._program.close()
         self._set_state(StreamState.STOPPED)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.start()
         return self
 

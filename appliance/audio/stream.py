@@ -28,6 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Self
 
 import pyaudio
 
@@ -167,7 +168,7 @@ class SupervisedStream(StreamStatus):
         self._close()
         self._set_state(StreamState.STOPPED)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.start()
         return self
 

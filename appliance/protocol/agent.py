@@ -36,6 +36,7 @@ import enum
 import json
 import logging
 import random
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from appliance.protocol.failures import ConnectFailure, Failure
@@ -692,7 +693,9 @@ class AgentProtocol:
         reason = self._end_reason if self.phase is Phase.ENDING else "ended_by_server"
         return [*self._finish(reason), Close(reason="session ended")]
 
-    _handlers: ClassVar[dict[str, Any]] = {
+    _handlers: ClassVar[
+        dict[str, Callable[[AgentProtocol, dict[str, Any], float], list[Action]]]
+    ] = {
         "session.ready": _on_session_ready,
         "session.updated": _on_session_updated,
         "input.speech.started": _on_speech,

@@ -52,7 +52,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from appliance.protocol.failures import ConnectFailure, Failure
 from appliance.protocol.messages import (
@@ -778,8 +778,8 @@ class StreamingSession:
             for w in words:
                 if isinstance(w, dict):
                     try:
-                        ends.append(float(w.get("end")))  # type: ignore[arg-type]
-                    except (TypeError, ValueError):
+                        ends.append(float(w["end"]))
+                    except (KeyError, TypeError, ValueError):
                         continue
         if not ends:
             return
@@ -972,7 +972,7 @@ class StreamingSession:
         return actions
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
