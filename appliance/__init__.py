@@ -18,6 +18,7 @@ _EXPORTS = {
     "LiveOptions": "appliance.live",
     "TranscriptWriter": "appliance.live",
     "Turn": "appliance.protocol.streaming",
+    "Account": "appliance.protocol.account",
     "SessionAccount": "appliance.protocol.streaming",
     "LiveConfig": "appliance.config",
     "ReconnectConfig": "appliance.config",
@@ -31,6 +32,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Account",
     "AudioCapture",
     "EndpointsConfig",
     "EventBus",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from appliance.config import EndpointsConfig, LiveConfig, ReconnectConfig
     from appliance.events import EventBus
     from appliance.live import LiveOptions, LiveTranscriber, TranscriptWriter
+    from appliance.protocol.account import Account
     from appliance.protocol.streaming import SessionAccount, Turn
     from appliance.secrets import Secret
 

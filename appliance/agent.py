@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -52,6 +52,7 @@ from appliance.connection.websocket import (
 )
 from appliance.logs import log_context
 from appliance.protocol import agent as proto
+from appliance.protocol.account import Account, AccountMode
 from appliance.protocol.failures import Failure
 from appliance.protocol.pacer import Pacer, PacingLimits
 from appliance.protocol.policy import ReconnectLimits
@@ -72,6 +73,20 @@ log = logging.getLogger(__name__)
 __all__ = ["ConversationAccount", "ConversationLimits", "PlaybackSink", "VoiceAgentConversation"]
 
 NOTICE_NEW_CONVERSATION = "new_conversation"
+
+
+class SkippedAudioSpool(Protocol):
+    """The part of ``appliance.spool.Spool`` the conversation uses (``open_recording``)."""
+
+    def open_recording(
+        self,
+        origin: str,
+        rate: int,
+        session_id: str | None = None,
+        started_at: float | None = None,
+        *,
+        session_offset: int | None = None,
+    ) -> Any: ...
 
 
 class PlaybackSink(Protocol):
@@ -115,24 +130,22 @@ class ConversationLimits:
     audio_wait_seconds: float = 0.25
 
 
-@dataclasses.dataclass
-class ConversationAccount:
+@dataclasses.dataclass(kw_only=True)
+class ConversationAccount(Account):
     """What happened in one conversation (ring samples are at the capture rate).
 
-    ``captured == sent + skipped + lost``: every capture sample from
-    ``start_index`` to ``end_index`` was sent (``muted`` of them as silence: in
-    half duplex, or the device's own sounds), skipped on purpose (audio of a
-    lost session's context, listed in ``skipped_ranges`` so the caller may
-    keep it), or lost (overwritten in the ring before it could be sent).
+    ``captured == sent + spooled + skipped + lost``: every capture sample from
+    ``start_index`` to ``end_index`` was sent (the account's ``delivered``;
+    ``muted`` of them as silence: in half duplex, or the device's own sounds),
+    spooled or skipped (audio of a lost session's context, listed in
+    ``skipped_ranges``: kept in the spool, origin ``agent``, when there is
+    one), or lost (overwritten in the ring before it could be sent or kept).
     """
 
-    start_index: int
+    mode: AccountMode = "agent"
+    start_index: int = 0
     end_index: int = 0
-    rate: int = 0
-    sent_samples: int = 0
     muted_samples: int = 0
-    skipped_samples: int = 0
-    lost_samples: int = 0
     skipped_ranges: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     session_ids: list[str] = dataclasses.field(default_factory=list)
     connections: int = 0
@@ -145,27 +158,27 @@ class ConversationAccount:
     garbled_messages: int = 0
     #: Reply audio dropped because the playback buffer was full (a reply over its length).
     dropped_reply_seconds: float = 0.0
-    stop_reason: str = ""
     error: str | None = None
     transcript_path: str | None = None
 
-    @property
-    def captured_samples(self) -> int:
-        return self.end_index - self.start_index
+    delivered_as: ClassVar[str] = "sent"
+    delivered_key: ClassVar[str | None] = "sent_samples"
 
     @property
-    def balanced(self) -> bool:
-        return self.captured_samples == self.sent_samples + self.skipped_samples + self.lost_samples
+    def sent_samples(self) -> int:
+        """Sent to the agent (muted parts as silence): the agent's delivered audio."""
+        return self.delivered_samples
 
-    @property
-    def spooled_samples(self) -> int:
-        """0: a conversation spools nothing (its skipped ranges are only listed)."""
-        return 0
+    @sent_samples.setter
+    def sent_samples(self, value: int) -> None:
+        self.delivered_samples = value
 
-    def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["captured_samples"] = self.captured_samples
-        return data
+    def details(self) -> str:
+        return (
+            f"{self.user_turns} user turn(s), {self.agent_replies} repl(ies), "
+            f"{self.connections} connection(s), {self.resumes} resumed, "
+            f"{self.new_conversations} new conversation(s)"
+        )
 
 
 class VoiceAgentConversation:
@@ -184,8 +197,14 @@ class VoiceAgentConversation:
         tools: ToolRunner | None = None,
         limits: ConversationLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spool: SkippedAudioSpool | None = None,
     ) -> None:
         self.config = config
+        #: Where skipped audio (the user's words while a lost conversation could not hear them)
+        #: is kept, origin ``agent``; without one it is only counted as skipped.
+        self.spool = spool
+        self._keeping: set[asyncio.Task[None]] = set()
+        self._started_wall = 0.0  # wall-clock time of the conversation's first sample
         self.ring = ring
         self.playback = playback
         self.tokens = tokens
@@ -220,7 +239,7 @@ class VoiceAgentConversation:
                 slow_retry_seconds=rc.auth_retry_seconds,
             ),
         )
-        self.account = ConversationAccount(start_index=0, rate=ring.rate)
+        self.account = ConversationAccount(rate=ring.rate)
         self._chunk_samples = max(1, ring.rate * agent.chunk_ms // 1000)
         self._resampler = Resampler(ring.rate, AGENT_RATE)
         self._ready_at = 0.0  # when the current connection's session.ready arrived
@@ -264,6 +283,8 @@ class VoiceAgentConversation:
         self._loop_thread = threading.get_ident()
         self._position = start_index
         self.account = ConversationAccount(start_index=start_index, rate=self.ring.rate)
+        behind = max(0, self.ring.write_index - start_index)
+        self._started_wall = time.time() - behind / self.ring.rate
         self._open_transcript()
         self.events.publish(ev.SessionPhase(phase="started", mode="agent"))
         with log_context(MODE="agent"):
@@ -280,13 +301,10 @@ class VoiceAgentConversation:
                     )
                 )
         account = self.account
-        log.info(
-            "conversation ended (%s): %d user turns, %d replies, %d connections, %d resumed",
-            account.stop_reason,
-            account.user_turns,
-            account.agent_replies,
-            account.connections,
-            account.resumes,
+        log.log(
+            logging.ERROR if account.lost_samples else logging.INFO,
+            "conversation ended: %s",
+            account.summary(),
         )
         return account
 
@@ -545,6 +563,7 @@ class VoiceAgentConversation:
         if now_index > self._position:
             self.account.skipped_ranges.append((self._position, now_index))
             self.account.skipped_samples += now_index - self._position
+            self._keep_skipped(self._position, now_index)
             self._position = now_index
         self._resampler.reset()
         log.warning(
@@ -675,17 +694,70 @@ class VoiceAgentConversation:
         except OSError as exc:
             log.error("conversation file write failed: %s", exc)
 
+    def _keep_skipped(self, start: int, end: int) -> None:
+        """Spool ring ``[start, end)``: read now, written on a worker thread (origin ``agent``)."""
+        if self.spool is None:
+            return
+        result = self.ring.read(start, end - start)
+        samples = result.samples.copy()
+        offset = result.start - self.account.start_index
+        started_at = self._started_wall + offset / self.ring.rate
+        task = asyncio.get_running_loop().create_task(
+            self._spool_skipped(samples, result.lost, offset, started_at), name="agent-spool"
+        )
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+
+    async def _spool_skipped(
+        self, samples: np.ndarray, lost: int, offset: int, started_at: float
+    ) -> None:
+        spool, rate = self.spool, self.ring.rate
+        assert spool is not None
+        session_id = self.protocol.session_id or None
+
+        def write() -> tuple[str | None, int, str | None]:
+            try:
+                writer = spool.open_recording(
+                    "agent", rate, session_id, started_at, session_offset=offset
+                )
+            except Exception as exc:  # SpoolFull above all: the audio stays counted skipped
+                return None, 0, f"{type(exc).__name__}: {exc}"
+            try:
+                writer.write(samples)
+                return str(writer.id), len(samples), None
+            except Exception as exc:
+                written = int(getattr(writer, "samples_written", 0))
+                with contextlib.suppress(Exception):
+                    writer.note_lost(len(samples) - written)
+                kept_in = str(writer.id) if written else None
+                return kept_in, written, f"{type(exc).__name__}: {exc}"
+            finally:
+                with contextlib.suppress(Exception):  # what was written is durable
+                    writer.close()
+
+        recording, kept, failure = await asyncio.to_thread(write)
+        self.account.spooled_from_skipped(kept, lost)
+        if recording is not None:
+            self.account.spool_recordings.append(recording)
+        if failure is not None:
+            log.error("audio the agent could not hear was not kept (%s)", failure)
+        else:
+            log.info("%.1f s the agent could not hear kept in the spool", kept / rate)
+
     async def _teardown(self) -> None:
         for task in list(self._tool_tasks):
             task.cancel()
         for task in list(self._tool_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._keeping:  # spool writes finish even when the conversation is cancelled
+            await asyncio.wait(set(self._keeping))
         if not self._playback_idle():  # the conversation is over: nothing more may be heard
             self.playback.flush()
         stats = self.protocol.stats
         account = self.account
         account.end_index = self._position
+        account.captured_samples = account.end_index - account.start_index
         account.session_ids = list(self.protocol.session_ids)
         account.connections = stats.connections
         account.resumes = stats.resumes

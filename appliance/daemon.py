@@ -240,10 +240,13 @@ class Daemon:
 
     def status_snapshot(self) -> dict[str, Any]:
         """What the status page shows beyond the latest events."""
-        from appliance.web.snapshot import spool_section, spool_unavailable
+        from appliance.web.snapshot import account_section, spool_section, spool_unavailable
 
         parts = self.components
         out: dict[str, Any] = {"mode": self.controller.mode, "phase": self.controller.phase.value}
+        last = next((a for a in reversed(self.accounts) if a is not None), None)
+        if last is not None:
+            out["last_session"] = account_section(last)
         out["overflows"] = parts.microphone.overflows
         out["level_dbfs"] = round(parts.microphone.level_dbfs().rms_dbfs, 1)
         if parts.spool is not None:

@@ -27,7 +27,7 @@ from appliance.modes import MODE_LABELS, Mode
 DEFAULT_QUEUE_LENGTH = 256
 
 #: Bumped when a kind or field is removed or changes meaning (adding one is compatible).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Where the schema is written down for people.
 SCHEMA_DOC = "docs/events.md"
 

@@ -593,6 +593,7 @@ class LiveTranscription:
                 account = await self._execute(actions)
         finally:
             await self._teardown()
+        account.spool_recordings = list(self.spool_recordings)
         log.log(
             logging.ERROR if account.lost_samples else logging.INFO,
             "live session %s ended: %s",
@@ -608,7 +609,7 @@ class LiveTranscription:
                 phase="ended",
                 mode="live",
                 session_id=self.session_id,
-                account=account_dict(account),
+                account=account.as_dict(),
             )
         )
         self.events.publish(ev.StateChanged(state="idle", mode="live"))
@@ -1033,24 +1034,3 @@ def _send_cannot_stall(ws: ClientConnection, size: int) -> bool:
     low, _high = transport.get_write_buffer_limits()
     return transport.get_write_buffer_size() + size + 14 <= low
 
-
-def account_dict(account: SessionAccount) -> dict[str, Any]:
-    """The account in seconds, for logs, events and the status page."""
-    s = account.seconds
-    return {
-        "captured_seconds": s(account.captured_samples),
-        "streamed_seconds": s(account.streamed_samples),
-        "spooled_seconds": s(account.spooled_samples),
-        "lost_seconds": s(account.lost_samples),
-        "caught_up_seconds": s(account.caught_up_samples),
-        "resent_seconds": s(account.resent_samples),
-        "captured_samples": account.captured_samples,
-        "streamed_samples": account.streamed_samples,
-        "spooled_samples": account.spooled_samples,
-        "lost_samples": account.lost_samples,
-        "connections": account.connections,
-        "reconnects": account.reconnects,
-        "turns": account.turns,
-        "stop_reason": account.stop_reason,
-        "server_session_ids": list(account.server_session_ids),
-    }

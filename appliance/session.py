@@ -10,17 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from appliance.protocol.account import Account
+
+__all__ = ["Account", "NoticeCallback", "Session", "SessionFactory"]
+
 #: How a session asks for an earcon-worthy notice ("error", "new_conversation", ...).
 NoticeCallback = Callable[[str], None]
-
-
-class Account(Protocol):
-    """The part of a finished session's account the daemon acts on."""
-
-    @property
-    def spooled_samples(self) -> int:
-        """Audio meant for live delivery that went to the spool instead (0 if none)."""
-        ...
 
 
 class Session(Protocol):

@@ -86,6 +86,10 @@ async def test_press_speak_press_yields_the_digits_and_a_balanced_account(tmp_pa
     (account,) = app.daemon.accounts
     assert account.balanced and account.spooled_samples == 0
     assert [e.phase for e in sessions] == ["started", "ended"]
+    assert sessions[-1].account == account.as_dict()  # the event feed says what the daemon read
+    last = app.daemon.status_snapshot()["last_session"]  # and the status page shows it
+    assert last["mode"] == "live" and last["lost_seconds"] == 0 == last["spooled_seconds"]
+    assert last["captured_seconds"] == last["delivered_seconds"] > 0
     transcripts = list((config.state_path / "transcripts").glob("*.jsonl"))
     assert len(transcripts) == 1 and "four" in transcripts[0].read_text().lower()
     assert emulator.state.token_reuse_attempts == 0

@@ -7,6 +7,8 @@ the standard library and itself (an import-linter contract checks it).
 * :mod:`~appliance.protocol.streaming`: a live transcription session
   (Universal Streaming v3);
 * :mod:`~appliance.protocol.agent`: a voice agent conversation;
+* :mod:`~appliance.protocol.account`: the one account every mode's session
+  ends with (captured = delivered + spooled + skipped + lost);
 * the rules of the connection layer both share:
   :mod:`~appliance.protocol.pacer` (never ahead of real time),
   :mod:`~appliance.protocol.retry` (backoff and ``Retry-After``),

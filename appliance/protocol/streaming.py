@@ -52,8 +52,9 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, ClassVar, TypeGuard
 
+from appliance.protocol.account import Account, AccountMode
 from appliance.protocol.failures import ConnectFailure, Failure
 from appliance.protocol.messages import (
     MAX_KIND_CHARS,
@@ -216,55 +217,43 @@ Action = (
 # The account
 
 
-@dataclass
-class SessionAccount:
-    """Where every sample of a session went (16 kHz stream samples).
+@dataclass(kw_only=True)
+class SessionAccount(Account):
+    """Where every sample of a live session went (16 kHz stream samples).
 
-    ``captured == streamed + spooled + lost``, to the sample. ``caught_up`` is
-    the part of what was sent that left from a backlog (pre-roll, after a
-    reconnect); it includes resent audio, so it is not part of the sum.
+    ``captured == streamed + spooled + lost`` (streamed is the account's
+    ``delivered``; a live session skips nothing). ``caught_up`` is the part of
+    what was sent that left from a backlog (pre-roll, after a reconnect); it
+    includes resent audio, so it is not part of the sum.
     """
 
-    captured_samples: int = 0
-    streamed_samples: int = 0
-    spooled_samples: int = 0
-    lost_samples: int = 0
+    mode: AccountMode = "live"
+    rate: int = STREAM_RATE
     caught_up_samples: int = 0
     resent_samples: int = 0
     connections: int = 0
     reconnects: int = 0
     server_session_ids: list[str] = field(default_factory=list)
     turns: int = 0
-    stop_reason: str = ""
-    rate: int = STREAM_RATE
 
-    def seconds(self, samples: int) -> float:
-        return samples / self.rate
-
-    def spool_failed(self, samples: int) -> None:
-        """``samples`` handed to the spool were not kept (spool full or absent): they are lost.
-
-        The session counts a range as spooled when it hands it over; the runner learns
-        later (the write happens off the event loop) whether the spool took it.
-        """
-        samples = max(0, min(samples, self.spooled_samples))
-        self.spooled_samples -= samples
-        self.lost_samples += samples
+    delivered_as: ClassVar[str] = "streamed"
+    delivered_key: ClassVar[str | None] = "streamed_samples"
 
     @property
-    def balanced(self) -> bool:
-        return self.captured_samples == (
-            self.streamed_samples + self.spooled_samples + self.lost_samples
-        )
+    def streamed_samples(self) -> int:
+        """Streamed and confirmed by the service: live's delivered audio."""
+        return self.delivered_samples
 
-    def summary(self) -> str:
+    @streamed_samples.setter
+    def streamed_samples(self, value: int) -> None:
+        self.delivered_samples = value
+
+    def details(self) -> str:
         s = self.seconds
         return (
-            f"captured {s(self.captured_samples):.3f} s = streamed "
-            f"{s(self.streamed_samples):.3f} s + spooled {s(self.spooled_samples):.3f} s + lost "
-            f"{s(self.lost_samples):.3f} s; caught up {s(self.caught_up_samples):.3f} s, "
+            f"caught up {s(self.caught_up_samples):.3f} s, "
             f"resent {s(self.resent_samples):.3f} s; {self.connections} connection(s), "
-            f"{self.reconnects} reconnect(s), {self.turns} turn(s); stop: {self.stop_reason}"
+            f"{self.reconnects} reconnect(s), {self.turns} turn(s)"
         )
 
 

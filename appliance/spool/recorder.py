@@ -15,12 +15,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
 from appliance import events as ev
 from appliance.audio.ring import RingBuffer
 from appliance.logs import log_context
+from appliance.protocol.account import Account, AccountMode
 from appliance.spool.spool import RecordingWriter, Spool, SpoolFull
 
 log = logging.getLogger("appliance.spool.recorder")
@@ -33,27 +35,33 @@ DEFAULT_CHUNK_SECONDS = 0.25
 WAIT_SECONDS = 0.2
 
 
-@dataclasses.dataclass
-class RecordingAccount:
-    """What a recording run did, sample by sample (at the capture rate)."""
+@dataclasses.dataclass(kw_only=True)
+class RecordingAccount(Account):
+    """What a recording run did, sample by sample (at the capture rate).
 
+    ``captured == written + lost``: written into the recording is its
+    ``delivered`` (nothing of a recording missed a live delivery, so nothing
+    is ``spooled``); ``lost`` counts what the ring overwrote before it was read
+    and, of that, ``refused_samples``: read, but the spool was full.
+    """
+
+    mode: AccountMode = "record"
     recording_id: str
-    rate: int
     start_index: int
     end_index: int = 0
-    samples_written: int = 0
-    lost_samples: int = 0  # overwritten in the ring before we read them
-    refused_samples: int = 0  # read, but the spool was full
+    refused_samples: int = 0
     started_at: float = 0.0
 
-    @property
-    def seconds(self) -> float:
-        return self.samples_written / self.rate
+    delivered_as: ClassVar[str] = "written"
+    delivered_key: ClassVar[str | None] = "samples_written"
 
     @property
-    def spooled_samples(self) -> int:
-        """0: a recording's audio belongs in the spool, none of it missed a live delivery."""
-        return 0
+    def samples_written(self) -> int:
+        """Written into the recording: a recording's delivered audio."""
+        return self.delivered_samples
+
+    def details(self) -> str:
+        return f"recording {self.recording_id}, {self.refused_samples} refused (spool full)"
 
 
 class Recording:
@@ -101,7 +109,9 @@ class Recording:
             started_at,
         )
         self.writer = writer
-        account = RecordingAccount(writer.id, ring.rate, start_index, start_index)
+        account = RecordingAccount(
+            recording_id=writer.id, rate=ring.rate, start_index=start_index, end_index=start_index
+        )
         account.started_at = started_at
         self.account = account
         reader = ring.reader(start_index)
@@ -133,23 +143,24 @@ class Recording:
                     if len(result.samples):
                         await self._write(writer, result.samples.copy(), account)
                     account.end_index = reader.position
+                    account.captured_samples = account.end_index - start_index
             finally:
                 account.end_index = reader.position
+                account.captured_samples = account.end_index - start_index
                 await asyncio.to_thread(writer.close)
                 self._publish(
                     ev.SessionPhase(
                         phase="ended",
                         mode="record",
                         session_id=writer.id,
-                        account=dataclasses.asdict(account),
+                        account=account.as_dict(),
                     )
                 )
-        log.info(
-            "recording %s done: %.1f s written, %d lost, %d refused (spool full)",
+        log.log(
+            logging.ERROR if account.lost_samples else logging.INFO,
+            "recording %s done: %s",
             writer.id,
-            account.seconds,
-            account.lost_samples,
-            account.refused_samples,
+            account.summary(),
         )
         return account
 
@@ -164,9 +175,10 @@ class Recording:
             await asyncio.to_thread(writer.write, samples)
         except SpoolFull:
             account.refused_samples += len(samples)
+            account.lost_samples += len(samples)
             writer.note_lost(len(samples))
             return
-        account.samples_written += len(samples)
+        account.delivered_samples += len(samples)
 
 
 class Refusal:

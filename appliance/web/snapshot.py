@@ -14,6 +14,7 @@ from typing import Any
 
 from appliance.events import EventBus, MicLevel, SessionPhase, StateChanged
 from appliance.modes import MODES
+from appliance.protocol.account import Account
 
 DEFAULT_SPOOL_ROWS = 20
 #: Recordings the page lists: everything not yet transcribed (done ones are history).
@@ -66,6 +67,20 @@ def spool_section(spool: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]
             }
             for r in rows[:limit]
         ],
+    }
+
+
+def account_section(account: Account) -> dict[str, Any]:
+    """The last session's account as the page shows it: where its audio went, in seconds."""
+    s = account.seconds
+    return {
+        "mode": account.mode,
+        "captured_seconds": round(s(account.captured_samples), 1),
+        "delivered_seconds": round(s(account.delivered_samples), 1),
+        "spooled_seconds": round(s(account.spooled_samples), 1),
+        "skipped_seconds": round(s(account.skipped_samples), 1),
+        "lost_seconds": round(s(account.lost_samples), 1),
+        "stop_reason": account.stop_reason,
     }
 
 

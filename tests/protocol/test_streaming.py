@@ -884,7 +884,7 @@ def test_limits_accept_their_boundaries():
 
 
 def test_the_account_speaks_seconds():
-    acc = SessionAccount(captured_samples=STREAM_RATE, streamed_samples=STREAM_RATE)
+    acc = SessionAccount(captured_samples=STREAM_RATE, delivered_samples=STREAM_RATE)
     assert acc.seconds(STREAM_RATE // 2) == 0.5
     assert acc.summary().startswith("captured 1.000 s = streamed 1.000 s + spooled 0.000 s")
 
