@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from appliance.controller import Controller, Gesture
 from appliance.events import EventBus
 from appliance.session import SessionFactory
 
 if TYPE_CHECKING:
-    from appliance.audio.capture import Level
+    from appliance.audio.capture import Microphone
     from appliance.audio.playback import AudioPlayback
     from appliance.audio.ring import RingBuffer
     from appliance.config import Config
@@ -25,18 +25,6 @@ if TYPE_CHECKING:
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
     from appliance.spool.uploader import Uploader
-
-
-class Microphone(Protocol):
-    """The capture side every source offers (PortAudio capture or a paced WAV)."""
-
-    ring: RingBuffer
-    overflows: int
-    device_label: str
-
-    def level_dbfs(self, window_seconds: float = ...) -> Level: ...
-
-    def stop(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)

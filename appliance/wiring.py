@@ -17,13 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from appliance.components import Components, Microphone
+from appliance.components import Components
 from appliance.controller import Controller, Gesture, Phase
 from appliance.events import ErrorReported, EventBus, SpoolStatus, StateChanged, idle
 from appliance.session import NoticeCallback, Session, SessionFactory
 
 if TYPE_CHECKING:
-    from appliance.audio.capture import AudioCapture
+    from appliance.audio.capture import AudioCapture, Microphone
     from appliance.audio.playback import AudioPlayback
     from appliance.audio.ring import RingBuffer
     from appliance.audio.sources import FileSource

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pyaudio
@@ -65,6 +66,18 @@ def measure_level(samples: np.ndarray) -> Level:
         return max(SILENCE_DBFS, 20.0 * float(np.log10(v / 32768.0))) if v > 0 else SILENCE_DBFS
 
     return Level(db(rms), db(peak))
+
+
+class Microphone(Protocol):
+    """The capture side every source offers (PortAudio capture or a paced WAV)."""
+
+    ring: RingBuffer
+    overflows: int
+    device_label: str
+
+    def level_dbfs(self, window_seconds: float = ...) -> Level: ...
+
+    def stop(self) -> None: ...
 
 
 class RingSource(StreamStatus):

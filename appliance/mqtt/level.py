@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import TYPE_CHECKING
 
-from appliance.components import Microphone
 from appliance.events import EventBus, MicLevel
+
+if TYPE_CHECKING:
+    from appliance.audio.capture import Microphone
 
 #: Silence (and a stopped microphone) is reported as this rather than -inf (not JSON).
 FLOOR_DBFS = -120.0
