@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Protocol
 
 from appliance.events import Event, EventBus, SpoolStatus, StateChanged
 from appliance.modes import MODE_LABELS
@@ -35,7 +35,7 @@ DEFAULT_FIRST_CAPTURE_GRACE_SECONDS = 10.0
 #: The STATUS= line is at most this long (systemctl status shows one line).
 MAX_STATUS_LENGTH = 200
 
-Notify = Callable[[str], Any]
+Notify = Callable[[str], object]
 Liveness = Callable[[], float]
 
 
@@ -215,22 +215,29 @@ def watchdog_interval(environ: Mapping[str, str] | None = None, pid: int | None 
     return usec / 2_000_000
 
 
-def capture_liveness(source: Any) -> Liveness:
+class CaptureLiveness(Protocol):
+    """What the watchdog reads of the capture (every audio source has both)."""
+
+    #: time.monotonic() of the last block; 0.0 before the first.
+    last_callback_time: float
+
+    @property
+    def reopening(self) -> bool: ...
+
+
+def capture_liveness(source: CaptureLiveness) -> Liveness:
     """A liveness callable for an ``appliance.audio.capture`` source.
 
-    It returns ``source.last_callback_time``, except while the source says the
-    device is LOST and its supervisor is retrying: an unplugged microphone is a
-    known condition (STATUS says "microphone missing"), not a hang, and a
-    restart loop would not bring it back.
+    It returns ``source.last_callback_time``, except while the device is lost
+    and being reopened: an unplugged microphone is a known condition (STATUS
+    says "microphone missing"), not a hang, and a restart loop would not bring
+    it back.
     """
 
     def last_alive() -> float:
-        state = getattr(getattr(source, "state", None), "value", None)
-        if state == "lost":
-            supervisor = getattr(source, "_supervisor", None)
-            if supervisor is not None and supervisor.is_alive():
-                return time.monotonic()
-        return float(getattr(source, "last_callback_time", 0.0) or 0.0)
+        if source.reopening:
+            return time.monotonic()
+        return source.last_callback_time
 
     return last_alive
 

@@ -74,6 +74,11 @@ class Microphone(Protocol):
     ring: RingBuffer
     overflows: int
     device_label: str
+    #: time.monotonic() of the last block; 0.0 before the first.
+    last_callback_time: float
+
+    @property
+    def reopening(self) -> bool: ...
 
     def level_dbfs(self, window_seconds: float = ...) -> Level: ...
 

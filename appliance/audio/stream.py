@@ -92,6 +92,11 @@ class StreamStatus:
             except Exception:
                 log.exception("audio state callback failed")
 
+    @property
+    def reopening(self) -> bool:
+        """Whether the device is lost and being reopened: a known state, not a hang."""
+        return False
+
     def seconds_since_last_block(self, now: float | None = None) -> float:
         """Liveness: how long ago the last block was handled (inf before the first)."""
         if not self.last_callback_time:
@@ -127,6 +132,11 @@ class SupervisedStream(StreamStatus):
         self.rescan_after = DEFAULT_RESCAN_AFTER
         self.reinitialised = 0  # closed and reopened so that PortAudio could rescan
         self._lost_since: float | None = None
+
+    @property
+    def reopening(self) -> bool:
+        supervisor = self._supervisor
+        return self.state is StreamState.LOST and supervisor is not None and supervisor.is_alive()
 
     # Subclass hooks ----------------------------------------------------
 

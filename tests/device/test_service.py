@@ -119,10 +119,11 @@ def test_watchdog_interval_is_half_of_watchdog_usec_and_respects_pid() -> None:
 
 
 class FakeCapture:
-    """Stands in for the capture's liveness attribute (a monotonic timestamp)."""
+    """Stands in for the capture's liveness: a monotonic timestamp, and whether it reopens."""
 
     def __init__(self) -> None:
         self.last_callback_time = time.monotonic()
+        self.reopening = False
 
     def beat(self) -> None:
         self.last_callback_time = time.monotonic()
@@ -199,6 +200,17 @@ async def test_blocked_event_loop_sends_no_pings(notify_socket: NotifySocket) ->
     time.sleep(0.3)  # the loop is blocked on purpose
     assert notify_socket.recv_all() == []
     await watchdog.stop()
+
+
+def test_a_microphone_being_reopened_is_not_a_hang() -> None:
+    now = [time.monotonic()]  # the liveness of a reopening source is the real clock's
+    capture = FakeCapture()
+    capture.last_callback_time = now[0] - 10.0  # unplugged ten seconds ago
+    watchdog = Watchdog(ServiceNotifier(lambda m: None), capture_liveness(capture),
+                        interval=1.0, stale_after=2.0, clock=lambda: now[0])  # fmt: skip
+    assert not watchdog.healthy()[0]
+    capture.reopening = True  # lost, and its supervisor is trying to open it again
+    assert watchdog.healthy()[0]
 
 
 def test_before_the_first_callback_a_grace_period_applies() -> None:
