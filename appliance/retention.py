@@ -26,7 +26,10 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.config import Config, HistoryConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class RetentionLimits:
     keep_recent_seconds: float = DEFAULT_KEEP_RECENT_SECONDS
 
     @classmethod
-    def from_config(cls, history: Any) -> RetentionLimits:
+    def from_config(cls, history: HistoryConfig) -> RetentionLimits:
         """From a :class:`appliance.config.HistoryConfig`."""
         days = history.retention_days
         return cls(
@@ -113,7 +116,7 @@ class HistoryRetention:
         self.passes = 0
 
     @classmethod
-    def from_config(cls, config: Any) -> HistoryRetention:
+    def from_config(cls, config: Config) -> HistoryRetention:
         """From an :class:`appliance.config.Config` (its ``history`` section and state dir)."""
         return cls(
             config.state_path,

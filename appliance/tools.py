@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -62,7 +63,7 @@ class ToolRunner:
     def definitions(self) -> list[dict[str, Any]]:
         return [definition(tool) for tool in self.tools.values()]
 
-    async def run(self, name: str, arguments: dict[str, Any]) -> Any:
+    async def run(self, name: str, arguments: dict[str, Any]) -> object:
         """Run tool ``name``; the result, or ``{"error": ...}`` (never raises, except cancel)."""
         tool = self.tools.get(name)
         self.runs += 1
@@ -89,7 +90,7 @@ class ToolRunner:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def _run_http(self, tool: ToolConfig, arguments: dict[str, Any]) -> Any:
+    async def _run_http(self, tool: ToolConfig, arguments: dict[str, Any]) -> object:
         assert tool.url is not None
         timeout = httpx.Timeout(tool.timeout_seconds)
         request: dict[str, Any] = {"timeout": timeout}
@@ -121,7 +122,7 @@ class ToolRunner:
 
     # --------------------------------------------------------------- command
 
-    async def _run_command(self, tool: ToolConfig, arguments: dict[str, Any]) -> Any:
+    async def _run_command(self, tool: ToolConfig, arguments: dict[str, Any]) -> object:
         env = {k: v for k, v in os.environ.items() if k not in WITHHELD_ENV}
         proc = await asyncio.create_subprocess_exec(
             *tool.command,
@@ -159,8 +160,8 @@ class ToolRunner:
         return result
 
 
-def _as_result(body: bytes, truncated: bool, cap: int) -> Any:
-    """Tool output as a result: its JSON if it is JSON, else the text; cut output is marked."""
+def _as_result(body: bytes, truncated: bool, cap: int) -> object:
+    """A JSON value: the output's JSON if it is JSON, else the text; cut output is marked."""
     text = body.decode("utf-8", "replace")
     if truncated:
         return {"output": text, "truncated": True, "note": f"output cut at {cap} bytes"}
@@ -173,7 +174,7 @@ def _as_result(body: bytes, truncated: bool, cap: int) -> Any:
         return {"output": stripped}
 
 
-async def _read_capped(chunks: Any, cap: int) -> tuple[bytes, bool]:
+async def _read_capped(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, bool]:
     """Read at most ``cap`` bytes; True when there was more."""
     buf = bytearray()
     async for chunk in chunks:
@@ -185,7 +186,7 @@ async def _read_capped(chunks: Any, cap: int) -> tuple[bytes, bool]:
     return bytes(buf), False
 
 
-async def _iter_stream(stream: asyncio.StreamReader) -> Any:
+async def _iter_stream(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
     while chunk := await stream.read(_READ_CHUNK):
         yield chunk
 

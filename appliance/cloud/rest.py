@@ -19,7 +19,7 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,6 +32,9 @@ from appliance.protocol.retry import (
     parse_retry_after,
 )
 from appliance.secrets import Secret
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
@@ -180,7 +183,7 @@ class RestClient:
         self.gate = FailureGate(retry)
 
     @classmethod
-    def from_config(cls, config: Any) -> RestClient:
+    def from_config(cls, config: Config) -> RestClient:
         """With the key: AssemblyAI. Without it, behind a token broker: the broker's
         pre-recorded proxy (``endpoints.rest_url`` if set, else the broker's origin),
         with the device credential where the key would go."""

@@ -37,11 +37,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from appliance import events as ev
+from appliance.config import SpoolConfig
 from appliance.spool import repair
 from appliance.spool import store as st
 from appliance.spool.ids import (
@@ -62,6 +63,9 @@ from appliance.spool.wavseg import (
     segment_data_bytes,
     wav_header,
 )
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 log = logging.getLogger("appliance.spool")
 
@@ -130,20 +134,20 @@ def make_private_dirs(path: Path) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class SpoolParams:
-    """Where the spool lives and its limits (see ``SpoolConfig`` for the meanings)."""
+    """Where the spool lives and its limits (``SpoolConfig`` has their meanings and defaults)."""
 
     directory: Path
-    quota_bytes: int = 2_000_000_000
-    min_free_bytes: int = 200_000_000
-    segment_seconds: float = 60.0
-    sync_interval_seconds: float = 1.0
-    retention_days: float = 7.0
+    quota_bytes: int = SpoolConfig.quota_bytes
+    min_free_bytes: int = SpoolConfig.min_free_bytes
+    segment_seconds: float = SpoolConfig.segment_seconds
+    sync_interval_seconds: float = SpoolConfig.sync_interval_seconds
+    retention_days: float = SpoolConfig.retention_days
     # A recording whose audio is gone keeps its row and transcript files this long after
     # its completion (``history.retention_days``); None keeps them.
     history_days: float | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> SpoolParams:
+    def from_config(cls, config: Config) -> SpoolParams:
         sc = config.spool
         return cls(
             directory=Path(config.spool_path),
@@ -168,7 +172,11 @@ class Spool:
     """
 
     def __init__(
-        self, config_or_params: Any, events: ev.EventBus | None = None, *, owner: bool = True
+        self,
+        config_or_params: Config | SpoolParams,
+        events: ev.EventBus | None = None,
+        *,
+        owner: bool = True,
     ) -> None:
         params = (
             config_or_params

@@ -47,7 +47,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import events as ev
 from appliance.cloud import rest
@@ -57,6 +57,9 @@ from appliance.spool import store as st
 from appliance.spool.ids import InvalidId, check_transcript_id
 from appliance.spool.spool import Spool
 from appliance.spool.wavseg import fsync_dir
+
+if TYPE_CHECKING:
+    from appliance.config import UploadConfig
 
 log = logging.getLogger("appliance.spool.uploader")
 
@@ -108,7 +111,7 @@ class Uploader:
         self,
         spool: Spool,
         client: rest.RestClient,
-        upload_config: Any,
+        upload_config: UploadConfig,
         events: ev.EventBus | None = None,
         *,
         retry_base: float = DEFAULT_RETRY_BASE_SECONDS,
