@@ -29,7 +29,7 @@ intervals are a tuple replaced whole, so readers take no lock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Protocol
 
 # How long the device's own sound may still reach the microphone after the output
 # latency says it left the speaker: the acoustic path (1 ms per 34 cm) and the room's
@@ -106,7 +106,15 @@ class OwnSound:
                 yield lo, hi
 
 
-def link_own_sound(ring: Any, playback: Any, tail: float = DEFAULT_ECHO_TAIL_SECONDS) -> OwnSound:
+class _Linked(Protocol):
+    """A ring buffer or a playback stream: each holds the shared record."""
+
+    own_sound: OwnSound | None
+
+
+def link_own_sound(
+    ring: _Linked, playback: _Linked, tail: float = DEFAULT_ECHO_TAIL_SECONDS
+) -> OwnSound:
     """Make ``ring``'s reads silence what ``playback`` notes of its own sounds."""
     own = OwnSound(tail)
     playback.own_sound = own

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -61,6 +61,13 @@ def render_earcon(name: str, rate: int = DEFAULT_RATE, volume: float = 0.3) -> b
     return (wave * 32767).astype("<i2").tobytes()
 
 
+class EarconSink(Protocol):
+    """Where earcons go: int16 mono bytes (a speaker with ``write_own_sound`` notes them as
+    its own, so the microphone's reads silence them)."""
+
+    def write(self, pcm16: bytes, /) -> object: ...
+
+
 class EarconPlayer:
     """Plays the configured earcons into the playback stream (``write(bytes)``).
 
@@ -69,7 +76,9 @@ class EarconPlayer:
     :meth:`play`. Disabled earcons return None and write nothing.
     """
 
-    def __init__(self, config: EarconsConfig, playback: Any, rate: int = DEFAULT_RATE) -> None:
+    def __init__(
+        self, config: EarconsConfig, playback: EarconSink | None, rate: int = DEFAULT_RATE
+    ) -> None:
         self.config = config
         self.playback = playback
         self.rate = rate
@@ -88,12 +97,13 @@ class EarconPlayer:
             self._cache[name] = data
         return data
 
-    def play(self, name: str) -> Any:
+    def play(self, name: str) -> object:
         """Write earcon ``name`` to the playback stream if it is enabled."""
         if not self.enabled(name):
             return None
         # The speaker notes when its own sounds play, so the microphone's reads silence them.
-        write: Callable[[bytes], Any] = getattr(
+        assert self.playback is not None  # enabled() says so
+        write: Callable[[bytes], object] = getattr(
             self.playback, "write_own_sound", self.playback.write
         )
         try:

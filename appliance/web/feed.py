@@ -60,7 +60,7 @@ STATUS_DUE = _StatusDue()
 Outgoing = Published[Event] | _StatusDue
 
 
-def encode(kind: str, data: Any, time: float | None = None, seq: int | None = None) -> str:
+def encode(kind: str, data: object, time: float | None = None, seq: int | None = None) -> str:
     """One feed message: ``{"kind", "v", "data", "time", "seq"}`` as JSON."""
     message: dict[str, Any] = {"kind": kind, "v": SCHEMA_VERSION, "data": data}
     if time is not None:
