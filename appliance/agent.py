@@ -41,7 +41,7 @@ from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import RingBuffer
 from appliance.cloud.agent_session import session_config
 from appliance.cloud.tokens import TokenSource
-from appliance.config import Config
+from appliance.config import Config, agent_limits
 from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import (
     CONNECT_ERRORS,
@@ -114,8 +114,6 @@ class ConversationLimits:
     #: next deadline, at most ``max_tick_seconds``.
     tick_seconds: float = 0.02
     max_tick_seconds: float = 1.0
-    #: How long to wait for ``session.ended`` after ``session.end``.
-    end_timeout_seconds: float = 5.0
     #: Bounds on the WebSocket (reply audio chunks are a few kB; its keepalive
     #: declares a silent server dead).
     websocket: WebSocketLimits = DEFAULT_WEBSOCKET_LIMITS
@@ -123,8 +121,6 @@ class ConversationLimits:
     #: frame): a backlog (pre-roll, audio captured while reconnecting) is paced like
     #: live audio, so the service's real-time check never fires.
     max_lead_seconds: float = 1.0
-    #: Stop reconnecting after the service was unreachable this long.
-    give_up_seconds: float = 60.0
     #: Longest wait for microphone audio before the pump looks at the session again
     #: (the capture ring's writer wakes it as soon as a chunk is in).
     audio_wait_seconds: float = 0.25
@@ -229,11 +225,7 @@ class VoiceAgentConversation:
         self.protocol = proto.AgentProtocol(
             session_config(agent, self.tools.definitions()),
             echo="full_duplex" if self._mute_by_capture else agent.echo,
-            resume_window_seconds=agent.resume_window_seconds,
-            idle_timeout_seconds=agent.idle_timeout_seconds,
-            max_conversation_seconds=agent.max_conversation_seconds,
-            end_timeout_seconds=self.limits.end_timeout_seconds,
-            give_up_seconds=self.limits.give_up_seconds,
+            limits=agent_limits(agent),
             reconnect=ReconnectLimits(
                 retry=retry_limits(rc.base_seconds, rc.max_seconds),
                 slow_retry_seconds=rc.auth_retry_seconds,

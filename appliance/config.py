@@ -35,6 +35,9 @@ import yaml
 
 from appliance.audio.own_sound import DEFAULT_ECHO_TAIL_SECONDS
 from appliance.modes import MODES
+from appliance.protocol.agent import DEFAULT_AGENT_LIMITS, AgentLimits, Echo
+from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS
+from appliance.protocol.streaming import STREAM_RATE, StreamingLimits
 from appliance.secrets import Secret, loose_permissions, register_secret
 from appliance.settings import limits_of, section, setting
 from appliance.yamlread import (
@@ -279,10 +282,18 @@ class EarconsConfig:
 class ReconnectConfig:
     """Backoff for every reconnect: full jitter, never hammering the API."""
 
-    base_seconds: float = setting(0.5, minimum=0.05, maximum=60, unit=" s")
-    max_seconds: float = setting(30.0, minimum=1, maximum=3600, unit=" s")
+    base_seconds: float = setting(
+        DEFAULT_RECONNECT_LIMITS.retry.base_seconds, minimum=0.05, maximum=60, unit=" s"
+    )
+    max_seconds: float = setting(
+        DEFAULT_RECONNECT_LIMITS.retry.cap_seconds, minimum=1, maximum=3600, unit=" s"
+    )
     auth_retry_seconds: float = setting(
-        300.0, minimum=10, maximum=86400, unit=" s", doc="slow retry after repeated auth failures"
+        DEFAULT_RECONNECT_LIMITS.slow_retry_seconds,
+        minimum=10,
+        maximum=86400,
+        unit=" s",
+        doc="slow retry after repeated auth failures",
     )
 
 
@@ -291,8 +302,9 @@ class LiveConfig:
     """Live transcription over Universal Streaming v3."""
 
     speech_model: str = setting("u3-rt-pro", doc="streaming speech model")
-    sample_rate: int = setting(16000, choices=(8000, 16000, 22050, 24000, 44100, 48000))
-    chunk_ms: int = setting(100, minimum=50, maximum=1000, unit=" ms", doc="audio per frame")
+    chunk_ms: int = setting(
+        StreamingLimits.chunk_ms, minimum=50, maximum=1000, unit=" ms", doc="audio per frame"
+    )
     format_turns: bool = setting(True)
     keyterms_prompt: list[str] = setting([], doc="up to 100 terms, each up to 50 characters")
     prompt: str | None = setting(None)
@@ -306,7 +318,9 @@ class LiveConfig:
         None, minimum=1, maximum=3600, unit=" s", doc="stop after this long without a word"
     )
     token_expires_seconds: int = setting(600, minimum=1, maximum=600, unit=" s")
-    termination_timeout_seconds: float = setting(5.0, minimum=0.5, maximum=60, unit=" s")
+    termination_timeout_seconds: float = setting(
+        StreamingLimits.termination_timeout_seconds, minimum=0.5, maximum=60, unit=" s"
+    )
 
 
 @dataclasses.dataclass
@@ -344,13 +358,47 @@ class AgentConfig:
     volume: int | None = setting(None, minimum=0, maximum=100, doc="agent output volume")
     keyterms: list[str] = setting([])
     turn_detection: TurnDetectionConfig = section(TurnDetectionConfig)
-    echo: str = setting("half_duplex", choices=("half_duplex", "full_duplex"))
+    echo: Echo = setting("half_duplex", choices=get_args(Echo))
     chunk_ms: int = setting(50, minimum=20, maximum=500, unit=" ms")
     tools: list[ToolConfig] = setting([])
-    max_conversation_seconds: float = setting(1800.0, minimum=10, maximum=10800, unit=" s")
-    idle_timeout_seconds: float = setting(60.0, minimum=5, maximum=3600, unit=" s")
-    resume_window_seconds: float = setting(30.0, minimum=0, maximum=30, unit=" s")
+    max_conversation_seconds: float = setting(
+        DEFAULT_AGENT_LIMITS.max_conversation_seconds, minimum=10, maximum=10800, unit=" s"
+    )
+    idle_timeout_seconds: float = setting(
+        DEFAULT_AGENT_LIMITS.idle_timeout_seconds, minimum=5, maximum=3600, unit=" s"
+    )
+    resume_window_seconds: float = setting(
+        DEFAULT_AGENT_LIMITS.resume_window_seconds, minimum=0, maximum=30, unit=" s"
+    )
     token_expires_seconds: int = setting(600, minimum=1, maximum=600, unit=" s")
+
+
+def streaming_limits(
+    live: LiveConfig, rc: ReconnectConfig, history_seconds: float
+) -> StreamingLimits:
+    """A live session's limits from the ``live`` and ``reconnect`` settings and the audio
+    ring's history (the streaming core's own defaults for everything else)."""
+    history = int(history_seconds * STREAM_RATE)
+    return StreamingLimits(
+        chunk_ms=live.chunk_ms,
+        backoff_base_seconds=rc.base_seconds,
+        backoff_max_seconds=rc.max_seconds,
+        auth_retry_seconds=rc.auth_retry_seconds,
+        termination_timeout_seconds=live.termination_timeout_seconds,
+        history_samples=history,
+        # Keep unconfirmed audio while at least a quarter of the history is left.
+        history_margin_samples=min(2 * STREAM_RATE, history // 4),
+    )
+
+
+def agent_limits(agent: AgentConfig) -> AgentLimits:
+    """A conversation's limits from the ``agent`` settings (the core's defaults for the rest)."""
+    return dataclasses.replace(
+        DEFAULT_AGENT_LIMITS,
+        resume_window_seconds=agent.resume_window_seconds,
+        idle_timeout_seconds=agent.idle_timeout_seconds,
+        max_conversation_seconds=agent.max_conversation_seconds,
+    )
 
 
 @dataclasses.dataclass
@@ -743,6 +791,8 @@ class _Loader:
                 return None
             hint = inner[0] if len(inner) == 1 else hint
             origin, args = get_origin(hint), get_args(hint)
+        if origin is typing.Literal:  # its values are the setting's choices
+            hint = type(args[0])
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             default = _default_of(field) if field is not None else None
             if default is not None and is_null(node):

@@ -54,7 +54,13 @@ from appliance.cloud.tokens import (
     TokenError,
     TokenSource,
 )
-from appliance.config import Config, EndpointsConfig, LiveConfig, ReconnectConfig
+from appliance.config import (
+    Config,
+    EndpointsConfig,
+    LiveConfig,
+    ReconnectConfig,
+    streaming_limits,
+)
 from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
 from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
@@ -104,7 +110,6 @@ __all__ = [
     "TranscriptWriter",
     "Turn",
     "TurnSubscriber",
-    "limits_from_config",
     "live_query",
 ]
 
@@ -150,22 +155,6 @@ def live_query(live: Any) -> dict[str, str]:
     return q
 
 
-def limits_from_config(
-    live: LiveConfig, rc: ReconnectConfig, history_seconds: float
-) -> StreamingLimits:
-    """Session limits from the ``live`` and ``reconnect`` settings and the audio ring's history."""
-    return StreamingLimits(
-        chunk_ms=live.chunk_ms,
-        backoff_base_seconds=rc.base_seconds,
-        backoff_max_seconds=rc.max_seconds,
-        auth_retry_seconds=rc.auth_retry_seconds,
-        termination_timeout_seconds=live.termination_timeout_seconds,
-        history_samples=int(history_seconds * STT_RATE),
-        # Keep unconfirmed audio while at least a quarter of the history is left.
-        history_margin_samples=min(2 * STT_RATE, int(history_seconds * STT_RATE) // 4),
-    )
-
-
 def _default_streaming_url() -> str:
     return EndpointsConfig().resolved().streaming_url
 
@@ -185,7 +174,7 @@ class LiveOptions:
         return cls(url=config.urls.streaming_url, live=config.live, reconnect=config.reconnect)
 
     def limits(self, history_seconds: float) -> StreamingLimits:
-        return limits_from_config(self.live, self.reconnect, history_seconds)
+        return streaming_limits(self.live, self.reconnect, history_seconds)
 
 
 #: Told every turn, partial and final, on the event loop, as it arrives.

@@ -36,6 +36,7 @@ from appliance.cloud.tokens import (
     TokenSource,
     TokenTransientError,
 )
+from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS
 from appliance.protocol.retry import DEFAULT_RETRY_LIMITS, Backoff, FailureGate, RetryLimits
 from appliance.secrets import Secret
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_REFRESH_MARGIN_SECONDS = 30.0
 DEFAULT_REFRESH_MARGIN_FRACTION = 0.25
 #: After the credential was refused, the keeper asks again only this rarely.
-DEFAULT_AUTH_RETRY_SECONDS = 300.0
+DEFAULT_AUTH_RETRY_SECONDS = DEFAULT_RECONNECT_LIMITS.slow_retry_seconds
 #: The keeper refills this long after handing a token out, once its connection had
 #: time to succeed or fail (a failure then pushes the refill past the backoff).
 DEFAULT_REFILL_DELAY_SECONDS = 1.0

@@ -37,7 +37,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from appliance.protocol.failures import ConnectFailure, Failure
 from appliance.protocol.messages import (
@@ -213,6 +213,29 @@ class ProtocolStats:
     new_conversations: int = 0
 
 
+#: How the microphone and the agent's voice share the room (``agent.echo``).
+Echo = Literal["half_duplex", "full_duplex"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentLimits:
+    """The conversation's limits, named once (the ``agent:`` settings convert into these)."""
+
+    #: A dropped session is resumed within this long of the drop; later a new one starts.
+    resume_window_seconds: float = 30.0
+    #: No turn, reply or tool call for this long ends the conversation (None: never).
+    idle_timeout_seconds: float | None = 60.0
+    #: The longest conversation (None: no limit).
+    max_conversation_seconds: float | None = 1800.0
+    #: How long to wait for ``session.ended`` after ``session.end``.
+    end_timeout_seconds: float = 5.0
+    #: Stop reconnecting after the service was unreachable this long.
+    give_up_seconds: float = 60.0
+
+
+DEFAULT_AGENT_LIMITS = AgentLimits()
+
+
 class AgentProtocol:
     """One voice-agent conversation across any number of connections.
 
@@ -227,24 +250,18 @@ class AgentProtocol:
         self,
         session: dict[str, Any],
         *,
-        echo: str = "half_duplex",
-        resume_window_seconds: float = 30.0,
-        idle_timeout_seconds: float | None = 60.0,
-        max_conversation_seconds: float | None = 1800.0,
-        end_timeout_seconds: float = 5.0,
-        give_up_seconds: float = 60.0,
+        echo: Echo = "half_duplex",
+        limits: AgentLimits = DEFAULT_AGENT_LIMITS,
         reconnect: ReconnectLimits | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if echo not in ("half_duplex", "full_duplex"):
-            raise ValueError("echo must be half_duplex or full_duplex")
         self.session = session
         self.half_duplex = echo == "half_duplex"
-        self.resume_window_seconds = resume_window_seconds
-        self.idle_timeout_seconds = idle_timeout_seconds
-        self.max_conversation_seconds = max_conversation_seconds
-        self.end_timeout_seconds = end_timeout_seconds
-        self.give_up_seconds = give_up_seconds
+        self.resume_window_seconds = limits.resume_window_seconds
+        self.idle_timeout_seconds = limits.idle_timeout_seconds
+        self.max_conversation_seconds = limits.max_conversation_seconds
+        self.end_timeout_seconds = limits.end_timeout_seconds
+        self.give_up_seconds = limits.give_up_seconds
         self.policy = ReconnectPolicy(reconnect, rng)
 
         self.phase = Phase.DISCONNECTED

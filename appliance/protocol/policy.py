@@ -41,6 +41,10 @@ class ReconnectLimits:
             raise ValueError("quick_reconnect_max_seconds must be >= the retry floor")
 
 
+#: The defaults every reconnect follows; settings (``reconnect:``) override them.
+DEFAULT_RECONNECT_LIMITS = ReconnectLimits()
+
+
 @dataclass(frozen=True)
 class Wait:
     """How long to wait before the next attempt, and whether it is the slow retry."""

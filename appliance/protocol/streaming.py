@@ -64,7 +64,7 @@ from appliance.protocol.messages import (
     parse_message,
 )
 from appliance.protocol.pacer import Pacer, PacingLimits
-from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
+from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS, ReconnectLimits, ReconnectPolicy
 from appliance.protocol.retry import retry_limits
 from appliance.protocol.vocabulary import (
     CLOSE_ABNORMAL,
@@ -97,6 +97,9 @@ CLOSE_TOO_MANY_SESSIONS = 3009
 # Settings
 
 
+_RECONNECT = DEFAULT_RECONNECT_LIMITS
+
+
 @dataclass(frozen=True)
 class StreamingLimits:
     """Every limit of the session logic, named, with the reasoning in the defaults."""
@@ -108,17 +111,18 @@ class StreamingLimits:
     # A backlog longer than the lead is streamed late by at most this much; beyond it,
     # its oldest part goes to the spool so live streaming resumes close to now.
     max_lag_seconds: float = 1.0
-    backoff_base_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-    retry_floor_seconds: float = 0.1  # never retry sooner than this after a failure
-    auth_retry_seconds: float = 300.0  # slow retry once credentials look wrong
-    auth_failures_before_slow_retry: int = 2
-    healthy_after_seconds: float = 5.0  # a connection this old resets the backoff
+    # The reconnect policy's (protocol.policy, protocol.retry), flattened for settings.
+    backoff_base_seconds: float = _RECONNECT.retry.base_seconds
+    backoff_max_seconds: float = _RECONNECT.retry.cap_seconds
+    retry_floor_seconds: float = _RECONNECT.retry.floor_seconds  # never sooner after a failure
+    auth_retry_seconds: float = _RECONNECT.slow_retry_seconds  # once credentials look wrong
+    auth_failures_before_slow_retry: int = _RECONNECT.refusals_before_slow_retry
+    healthy_after_seconds: float = _RECONNECT.healthy_after_seconds  # resets the backoff
     # A drop after a connection that got fresh audio through is reconnected almost at
     # once (a jitter above the retry floor, so a fleet does not land together); at most
     # one such quick reconnect per spacing, every other retry backs off exponentially.
-    quick_reconnect_max_seconds: float = 0.3
-    quick_reconnect_spacing_seconds: float = 1.0
+    quick_reconnect_max_seconds: float = _RECONNECT.quick_reconnect_max_seconds
+    quick_reconnect_spacing_seconds: float = _RECONNECT.quick_reconnect_spacing_seconds
     begin_timeout_seconds: float = 10.0  # connected but no Begin: give up on it
     connect_timeout_seconds: float = 15.0  # token + handshake bound
     termination_timeout_seconds: float = 5.0  # Terminate sent, waiting for Termination

@@ -18,8 +18,8 @@ import pytest
 from appliance import dtmf
 from appliance import events as ev
 from appliance.audio.ring import RingBuffer
-from appliance.config import ReconnectConfig
-from appliance.live import LiveTranscription, limits_from_config
+from appliance.config import ReconnectConfig, streaming_limits
+from appliance.live import LiveTranscription
 from tests.events import collect
 
 from .helpers import (
@@ -65,7 +65,7 @@ async def run_with_outage(emulator, tmp_path, spool, during=None) -> Outcome:
     ring = RingBuffer(CAPTURE_RATE, 10.0)
     config = make_config(emulator, tmp_path)
     config.reconnect = ReconnectConfig(base_seconds=0.2, max_seconds=0.5, auth_retry_seconds=1.0)
-    limits = limits_from_config(config.live, config.reconnect, ring.history_seconds)
+    limits = streaming_limits(config.live, config.reconnect, ring.history_seconds)
     bus = ev.EventBus()
     seen = collect(bus, ev.Event)
     if spool is not None:

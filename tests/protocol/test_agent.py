@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 
@@ -10,6 +11,7 @@ import pytest
 
 from appliance.protocol.agent import (
     ERROR_MESSAGES,
+    AgentLimits,
     AgentProtocol,
     AgentTranscript,
     CallTool,
@@ -57,7 +59,10 @@ def of(kind, actions) -> list:
 
 
 def make(**kwargs) -> AgentProtocol:
-    return AgentProtocol({"system_prompt": "x"}, **kwargs)
+    """A protocol; ``AgentLimits`` fields among ``kwargs`` go into its limits."""
+    names = {f.name for f in dataclasses.fields(AgentLimits)}
+    limits = AgentLimits(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+    return AgentProtocol({"system_prompt": "x"}, limits=limits, **kwargs)
 
 
 def connected(proto: AgentProtocol, now: float) -> list:
