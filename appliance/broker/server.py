@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.broker.app import BrokerApp
 from appliance.broker.limits import DEFAULT_LIMITS, Limits
@@ -25,6 +26,9 @@ from appliance.broker.store import DeviceStore
 from appliance.broker.upstream import Minter, UpstreamUrls
 from appliance.config import EndpointsConfig
 from appliance.secrets import Secret, loose_permissions, register_secret
+
+if TYPE_CHECKING:
+    import uvicorn  # imported where it runs: the broker extra's one dependency
 
 log = logging.getLogger("appliance.broker")
 
@@ -102,7 +106,7 @@ def build_app(
     )
 
 
-def uvicorn_config(app: BrokerApp, options: ServeOptions) -> object:
+def uvicorn_config(app: BrokerApp, options: ServeOptions) -> uvicorn.Config:
     import uvicorn
 
     limits = options.limits
@@ -127,7 +131,7 @@ def serve(app: BrokerApp, options: ServeOptions) -> None:
     """Run until SIGTERM or SIGINT (uvicorn handles both, finishing requests in flight)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(app, options))  # type: ignore[arg-type]
+    server = uvicorn.Server(uvicorn_config(app, options))
     server.run()
 
 
@@ -144,7 +148,7 @@ class BrokerThread:
         self.port: int = self._sock.getsockname()[1]
         options = ServeOptions(port=self.port, limits=limits or app.limits)
         config = uvicorn_config(app, options)
-        self._server = uvicorn.Server(config)  # type: ignore[arg-type]
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="broker", daemon=True)
 
     @property

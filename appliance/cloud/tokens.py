@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypedDict, Unpack, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -267,6 +267,15 @@ class _HttpTokenSource:
         return secret
 
 
+class MintOptions(TypedDict, total=False):
+    """The keyword options of :class:`MintedTokens` besides ``bearer``."""
+
+    expires_in_seconds: int
+    max_session_duration_seconds: int | None
+    client: httpx.AsyncClient | SharedHttpClient | None
+    timeout: httpx.Timeout
+
+
 class MintedTokens(_HttpTokenSource):
     """Mints temporary tokens with the API key held on the device."""
 
@@ -301,14 +310,14 @@ class MintedTokens(_HttpTokenSource):
         )
 
     @classmethod
-    def streaming(cls, url: str, api_key: Secret, **kwargs: object) -> MintedTokens:
+    def streaming(cls, url: str, api_key: Secret, **kwargs: Unpack[MintOptions]) -> MintedTokens:
         """Universal Streaming v3 tokens: ``Authorization: <key>`` (no Bearer)."""
-        return cls(url, api_key, bearer=False, **kwargs)  # type: ignore[arg-type]
+        return cls(url, api_key, bearer=False, **kwargs)
 
     @classmethod
-    def agent(cls, url: str, api_key: Secret, **kwargs: object) -> MintedTokens:
+    def agent(cls, url: str, api_key: Secret, **kwargs: Unpack[MintOptions]) -> MintedTokens:
         """Voice Agent tokens: ``Authorization: Bearer <key>``."""
-        return cls(url, api_key, bearer=True, **kwargs)  # type: ignore[arg-type]
+        return cls(url, api_key, bearer=True, **kwargs)
 
 
 class BrokerTokens(_HttpTokenSource):
