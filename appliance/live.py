@@ -115,8 +115,15 @@ __all__ = [
 
 
 class RecordingSink(Protocol):
+    """A spooled gap's recording (``appliance.spool.RecordingWriter`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def samples_written(self) -> int: ...
     def write(self, samples: np.ndarray) -> None: ...
-    def close(self) -> Any: ...
+    def note_lost(self, samples: int) -> None: ...
+    def close(self) -> object: ...
 
 
 class SpoolLike(Protocol):
@@ -128,10 +135,10 @@ class SpoolLike(Protocol):
         started_at: float | None = None,
         *,
         session_offset: int | None = None,
-    ) -> Any: ...
+    ) -> RecordingSink: ...
 
 
-def live_query(live: Any) -> dict[str, str]:
+def live_query(live: LiveConfig) -> dict[str, str]:
     """The documented query parameters for ``/v3/ws`` from a :class:`LiveConfig`."""
     q: dict[str, str] = {
         "sample_rate": str(STT_RATE),
@@ -149,7 +156,7 @@ def live_query(live: Any) -> dict[str, str]:
         "prompt",
         "domain",
     ):
-        value = getattr(live, name, None)
+        value = getattr(live, name)
         if value is not None:
             q[name] = str(value)
     return q
@@ -339,7 +346,7 @@ class _SpoolKeeper:
         self.queued_samples = 0  # handed over, not yet written (loop side)
         self._backlog_warned = False
         # Worker-thread state only.
-        self._writer: Any = None
+        self._writer: RecordingSink | None = None
         self._writer_end: int | None = None
 
     # -- loop side -------------------------------------------------------------
@@ -400,16 +407,16 @@ class _SpoolKeeper:
                     session_offset=start,
                 )
                 self._writer, self._writer_end = writer, start
-                opened = str(getattr(writer, "id", ""))
-            before = getattr(writer, "samples_written", 0)
+                opened = writer.id
+            before = writer.samples_written
             writer.write(samples)
             self._writer_end = start + len(samples)
             return _Kept(start, len(samples), len(samples), opened)
         except Exception as exc:  # SpoolFull above all; anything else must not end the session
             kept = 0
             if writer is not None:
-                kept = max(0, getattr(writer, "samples_written", before) - before)
-                if kept < len(samples) and hasattr(writer, "note_lost"):
+                kept = max(0, writer.samples_written - before)
+                if kept < len(samples):
                     with contextlib.suppress(Exception):
                         writer.note_lost(len(samples) - kept)
             # End this recording here: what comes next starts a new, contiguous one.
