@@ -41,7 +41,7 @@ from appliance.audio.resample import AGENT_RATE, Resampler
 from appliance.audio.ring import RingBuffer
 from appliance.cloud.agent_session import session_config
 from appliance.cloud.tokens import TokenSource
-from appliance.config import Config, agent_limits
+from appliance.config import Config, agent_limits, reconnect_limits
 from appliance.connection.tokens import note_connect_failure
 from appliance.connection.websocket import (
     CONNECT_ERRORS,
@@ -55,8 +55,6 @@ from appliance.protocol import agent as proto
 from appliance.protocol.account import Account, AccountMode
 from appliance.protocol.failures import Failure
 from appliance.protocol.pacer import Pacer, PacingLimits
-from appliance.protocol.policy import ReconnectLimits
-from appliance.protocol.retry import retry_limits
 from appliance.protocol.vocabulary import (
     Close,
     Connect,
@@ -212,7 +210,6 @@ class VoiceAgentConversation:
         agent = config.agent
         self.tools = tools if tools is not None else ToolRunner(agent.tools)
         self.url = config.urls.agent_url
-        rc = config.reconnect
         # Half duplex by capture time when the speaker notes its sound for the ring
         # (wiring links them): the ring silences what was captured while a reply sounded,
         # so the pre-roll, sent while the greeting plays, is kept.  Otherwise the protocol
@@ -226,10 +223,7 @@ class VoiceAgentConversation:
             session_config(agent, self.tools.definitions()),
             echo="full_duplex" if self._mute_by_capture else agent.echo,
             limits=agent_limits(agent),
-            reconnect=ReconnectLimits(
-                retry=retry_limits(rc.base_seconds, rc.max_seconds),
-                slow_retry_seconds=rc.auth_retry_seconds,
-            ),
+            reconnect=reconnect_limits(config.reconnect),
         )
         self.account = ConversationAccount(rate=ring.rate)
         self._chunk_samples = max(1, ring.rate * agent.chunk_ms // 1000)

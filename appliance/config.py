@@ -28,7 +28,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -36,7 +36,8 @@ import yaml
 from appliance.audio.own_sound import DEFAULT_ECHO_TAIL_SECONDS
 from appliance.modes import MODES
 from appliance.protocol.agent import DEFAULT_AGENT_LIMITS, AgentLimits, Echo
-from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS
+from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS, ReconnectLimits
+from appliance.protocol.retry import retry_limits
 from appliance.protocol.streaming import STREAM_RATE, StreamingLimits
 from appliance.secrets import Secret, loose_permissions, register_secret
 from appliance.settings import limits_of, section, setting
@@ -111,7 +112,18 @@ _WRITTEN_PATHS = ("state_dir", "spool.directory", "audio.output_file")
 # What a gesture may do: ``toggle`` starts a session or stops the running one;
 # ``start_or_interrupt`` starts one or, while the agent speaks, cuts it short;
 # ``stop`` ends the running session; ``switch_mode`` moves to the next mode.
-BUTTON_ACTIONS = ("none", "toggle", "start_or_interrupt", "stop", "switch_mode")
+ButtonAction = Literal["none", "toggle", "start_or_interrupt", "stop", "switch_mode"]
+BUTTON_ACTIONS: tuple[ButtonAction, ...] = get_args(ButtonAction)
+
+# The other choices of the schema: a setting typed with one takes its values as choices.
+Region = Literal["edge", "us", "eu"]
+AudioSource = Literal["pyaudio", "file"]
+AudioSink = Literal["pyaudio", "file", "none"]
+LedKind = Literal["none", "led", "pwm", "rgb"]
+ToolKind = Literal["http", "command"]
+HttpMethod = Literal["GET", "POST"]
+MqttQos = Literal[0, 1]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 # --------------------------------------------------------------------------
@@ -123,7 +135,7 @@ class EndpointsConfig:
     """Where the cloud is. Unset endpoints follow ``region``; ``base_url`` points all at one server
     (the local emulator)."""
 
-    region: str = setting("edge", choices=("edge", "us", "eu"), doc="documented AssemblyAI hosts")
+    region: str = setting("edge", choices=get_args(Region), doc="documented AssemblyAI hosts")
     base_url: str | None = setting(None, doc="one http(s) URL serving every product (emulator)")
     streaming_url: str | None = setting(None, doc="Universal Streaming v3 WebSocket URL")
     streaming_token_url: str | None = setting(None, doc="streaming temporary-token URL")
@@ -193,7 +205,9 @@ class AuthConfig:
 class AudioConfig:
     """Microphone and speaker."""
 
-    source: str = setting("pyaudio", choices=("pyaudio", "file"), doc="microphone or a paced WAV")
+    source: AudioSource = setting(
+        "pyaudio", choices=get_args(AudioSource), doc="microphone or a paced WAV"
+    )
     input_file: Path | None = setting(None, doc="WAV played in real time when source is file")
     input_device: str | None = setting(None, doc="substring of the input device name; null=default")
     input_rate: int | None = setting(
@@ -209,7 +223,7 @@ class AudioConfig:
     preroll_seconds: float = setting(
         0.5, minimum=0, maximum=5, unit=" s", doc="audio kept from before the button press"
     )
-    sink: str = setting("pyaudio", choices=("pyaudio", "file", "none"), doc="speaker output")
+    sink: AudioSink = setting("pyaudio", choices=get_args(AudioSink), doc="speaker output")
     output_file: Path | None = setting(None, doc="WAV receiving playback when sink is file")
     output_device: str | None = setting(None, doc="substring of the output device name")
     output_rate: int | None = setting(None, minimum=8000, maximum=192000, doc="null = 24000")
@@ -231,12 +245,12 @@ class AudioConfig:
 class ButtonActionsConfig:
     """What a short, long and double press do."""
 
-    short: str = setting("toggle", choices=BUTTON_ACTIONS)
-    long: str = setting("switch_mode", choices=BUTTON_ACTIONS)
-    double: str = setting("none", choices=BUTTON_ACTIONS)
+    short: ButtonAction = setting("toggle", choices=BUTTON_ACTIONS)
+    long: ButtonAction = setting("switch_mode", choices=BUTTON_ACTIONS)
+    double: ButtonAction = setting("none", choices=BUTTON_ACTIONS)
 
 
-def _actions(short: str, long: str, double: str) -> Any:
+def _actions(short: ButtonAction, long: ButtonAction, double: ButtonAction) -> Any:
     return dataclasses.field(default_factory=lambda: ButtonActionsConfig(short, long, double))
 
 
@@ -261,7 +275,7 @@ class ButtonConfig:
 class LedConfig:
     """State LED: a plain LED, a PWM LED or an RGB LED."""
 
-    kind: str = setting("none", choices=("none", "led", "pwm", "rgb"))
+    kind: LedKind = setting("none", choices=get_args(LedKind))
     pins: list[int] = setting([], doc="one pin, or red/green/blue pins for rgb")
     active_high: bool = setting(True)
 
@@ -340,9 +354,9 @@ class ToolConfig:
     name: str = setting(doc="tool name the model sees")
     description: str = setting("", doc="what it does, for the model")
     parameters: dict[str, Any] = setting({}, doc="JSON schema of the arguments (flat)")
-    kind: str = setting("http", choices=("http", "command"))
+    kind: ToolKind = setting("http", choices=get_args(ToolKind))
     url: str | None = setting(None, doc="http: URL receiving the arguments as JSON")
-    method: str = setting("POST", choices=("GET", "POST"))
+    method: HttpMethod = setting("POST", choices=get_args(HttpMethod))
     command: list[str] = setting([], doc="command: argv; arguments arrive as JSON on stdin")
     timeout_seconds: float = setting(10.0, minimum=0.1, maximum=120, unit=" s")
     max_output_bytes: int = setting(16384, minimum=64, maximum=1048576)
@@ -388,6 +402,15 @@ def streaming_limits(
         history_samples=history,
         # Keep unconfirmed audio while at least a quarter of the history is left.
         history_margin_samples=min(2 * STREAM_RATE, history // 4),
+    )
+
+
+def reconnect_limits(rc: ReconnectConfig) -> ReconnectLimits:
+    """The reconnect policy's limits from the ``reconnect`` settings (its defaults otherwise)."""
+    return dataclasses.replace(
+        DEFAULT_RECONNECT_LIMITS,
+        retry=retry_limits(rc.base_seconds, rc.max_seconds),
+        slow_retry_seconds=rc.auth_retry_seconds,
     )
 
 
@@ -472,7 +495,9 @@ class MqttConfig:
     password_credential: str = setting("mqtt-password", doc="systemd credential name of it")
     client_id: str | None = setting(None, doc="null = appliance-<device id>")
     base_topic: str | None = setting(None, doc="null = appliance/<device id>")
-    qos: int = setting(1, choices=(0, 1), doc="for events and commands (state is retained)")
+    qos: MqttQos = setting(
+        1, choices=get_args(MqttQos), doc="for events and commands (state is retained)"
+    )
     keepalive_seconds: int = setting(60, minimum=5, maximum=3600, unit=" s")
     discovery: bool = setting(True, doc="publish Home Assistant discovery")
     discovery_prefix: str = setting("homeassistant")
@@ -493,7 +518,7 @@ class MqttConfig:
 class LoggingConfig:
     """Log output."""
 
-    level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    level: LogLevel = setting("INFO", choices=get_args(LogLevel))
 
 
 @dataclasses.dataclass

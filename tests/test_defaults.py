@@ -78,3 +78,35 @@ def test_live_sample_rate_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "unknown setting" in str(info.value)
+
+
+def test_the_reconnect_section_converts_into_the_policys_limits():
+    from appliance.config import reconnect_limits
+
+    assert reconnect_limits(ReconnectConfig()) == DEFAULT_RECONNECT_LIMITS
+    slow = reconnect_limits(ReconnectConfig(base_seconds=1.0, auth_retry_seconds=60.0))
+    assert slow.retry.base_seconds == 1.0 and slow.slow_retry_seconds == 60.0
+
+
+def test_every_literal_typed_setting_takes_exactly_its_values_as_choices():
+    from appliance import config as c
+
+    sections = [
+        t for t in vars(c).values() if isinstance(t, type) and dataclasses.is_dataclass(t)
+    ]
+    seen = 0
+    for section in sections:
+        hints = typing.get_type_hints(section)
+        for field in dataclasses.fields(section):
+            limits = field.metadata.get("appliance_setting")
+            if typing.get_origin(hints[field.name]) is typing.Literal and limits is not None:
+                assert limits.choices == typing.get_args(hints[field.name]), field.name
+                seen += 1
+    assert seen >= 9
+
+
+def test_the_account_modes_are_the_devices_modes():
+    from appliance.modes import MODES
+    from appliance.protocol.account import AccountMode
+
+    assert typing.get_args(AccountMode) == MODES
