@@ -10,6 +10,7 @@ from appliance.protocol.failures import ConnectFailure, Failure
 from appliance.protocol.policy import ReconnectLimits, ReconnectPolicy
 from appliance.protocol.retry import RetryLimits
 
+REFUSED = Failure(ConnectFailure.NETWORK, "refused")
 LIMITS = ReconnectLimits(
     retry=RetryLimits(base_seconds=0.5, cap_seconds=8.0, floor_seconds=0.1),
     quick_reconnect_max_seconds=0.3,
@@ -105,3 +106,28 @@ def test_slow_retries_are_jittered() -> None:
 def test_a_quick_reconnect_below_the_floor_is_refused() -> None:
     with pytest.raises(ValueError):
         ReconnectLimits(retry=RetryLimits(), quick_reconnect_max_seconds=0.05)
+
+
+def test_the_quick_reconnect_may_be_as_short_as_the_floor() -> None:
+    ReconnectLimits(retry=RetryLimits(floor_seconds=0.1), quick_reconnect_max_seconds=0.1)
+    with pytest.raises(ValueError):
+        ReconnectLimits(retry=RetryLimits(floor_seconds=0.1), quick_reconnect_max_seconds=0.09)
+
+
+def test_the_given_rng_draws_every_wait() -> None:
+    waits = []
+    for _ in range(2):
+        p = ReconnectPolicy(LIMITS, random.Random(3))
+        p.began(0.0)
+        waits.append((p.after_drop(1.0, progressed=True).seconds, p.after_failure(REFUSED).seconds))
+    assert waits[0] == waits[1]
+
+
+def test_a_healthy_connection_earns_a_new_quick_reconnect() -> None:
+    p = policy()
+    p.began(0.0)
+    p.after_drop(1.0, progressed=True)  # the quick one
+    p.began(2.0)
+    p.still_up(7.0)  # up 5 s: healthy
+    wait = p.after_drop(8.0, progressed=True)
+    assert wait.seconds <= 0.3 and p.backoff.attempt == 0

@@ -1348,3 +1348,21 @@ def test_a_tail_rule_at_the_largest_frame_sends_it_whole():
     s.audio(0.0, STREAM_RATE)
     actions = s.stop(0.0, STREAM_RATE) + s.message(0.0, begin())
     assert [f.end - f.start for f in of(actions, SendAudio)] == [STREAM_RATE]
+
+
+def test_a_pacer_limited_backlog_goes_in_whole_chunks_while_still_streaming():
+    s = make()
+    s.start(0.0)
+    s.opened(0.0)
+    s.audio(0.0, STREAM_RATE + 2000)  # not stopping: a short rest is fine, more audio comes
+    actions = s.message(0.0, begin())
+    for t in (0.05, 0.1):
+        actions += s.tick(t)
+    assert [f.end - f.start for f in of(actions, SendAudio)] == [STREAM_RATE, 100 * MS]
+
+
+def test_a_backlog_just_over_the_largest_frame_is_sent_largest_first_while_streaming():
+    s = make()
+    s.audio(0.0, STREAM_RATE + 400)
+    frames = of(streaming(s), SendAudio)
+    assert frames[0] == SendAudio(0, STREAM_RATE)  # the 25 ms rest waits for more audio
