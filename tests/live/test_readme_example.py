@@ -62,3 +62,43 @@ def test_the_readme_example_transcribes_a_file(emulator, tmp_path):
     turns = [line.split(": ", 1)[1] for line in lines if re.match(r"\d+: ", line)]
     assert "".join(digits_of(" ".join(turns))) == DIGITS.replace(" ", "")
     assert lines[-1].startswith("captured ") and "lost 0.000 s" in lines[-1], lines[-1]
+
+
+async def test_the_transcriber_writes_nothing_of_its_own_and_can_yield_partials(
+    emulator, tmp_path, monkeypatch
+):
+    import asyncio
+
+    from appliance import EndpointsConfig, LiveOptions, LiveTranscriber, MintedTokens, RingBuffer
+    from appliance.secrets import Secret
+
+    from .helpers import CAPTURE_RATE, Feeder
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    urls = EndpointsConfig(base_url=emulator.http_url).resolved()
+    ring = RingBuffer(CAPTURE_RATE, 10.0)
+    feeder = Feeder(ring, dtmf.generate("58", CAPTURE_RATE, lead_ms=300, trail_ms=1500))
+    tokens = MintedTokens.streaming(urls.streaming_token_url, Secret(emulator.api_key))
+    feeder.start()
+    turns = []
+    try:
+        async with LiveTranscriber(
+            LiveOptions(url=urls.streaming_url), tokens, ring, start_index=0, partials=True
+        ) as t:
+            async for turn in t.turns():
+                turns.append(turn)
+                if turn.final and "".join(digits_of(turn.text)) == "58":
+                    t.stop()
+    finally:
+        feeder.halt.set()
+        await tokens.aclose()
+    assert any(not x.final for x in turns) and turns[-1].final
+    assert t.account is not None and t.account.balanced and t.account.lost_samples == 0
+    assert list(work.iterdir()) == []  # no JSONL, no spool: subscribers are opt-in
+    assert await asyncio.wait_for(_empty(t), 1) == []  # turns() after the end: empty
+
+
+async def _empty(t) -> list:
+    return [turn async for turn in t.turns()]
