@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -90,10 +90,12 @@ class SkippedAudioSpool(Protocol):
 class PlaybackSink(Protocol):
     """What the conversation needs from the speaker (24 kHz PCM16 mono).
 
-    ``appliance.audio.playback.AudioPlayback`` is one.  Two more members are
-    used when present: ``idle`` (bool: everything written has been played;
-    absent = always drained) and ``end_of_stream()`` (a reply ended: play what
-    is queued even if it is shorter than the jitter buffer).
+    ``appliance.audio.playback.AudioPlayback`` is one.  What it offers beyond
+    these is used when present (the protocols below): ``idle`` (everything
+    written has been played; absent = always drained), ``quiet(tail)`` (and has
+    stopped sounding), ``end_of_stream()`` (a reply ended: play what is queued
+    even if it is shorter than the jitter buffer) and ``write_own_sound`` (half
+    duplex by capture time).
     """
 
     def write(self, pcm: bytes) -> None:
@@ -101,6 +103,27 @@ class PlaybackSink(Protocol):
 
     def flush(self) -> None:
         """Drop everything queued, at once."""
+
+
+@runtime_checkable
+class _Drains(Protocol):
+    @property
+    def idle(self) -> bool: ...
+
+
+@runtime_checkable
+class _SoundsOut(Protocol):
+    def quiet(self, tail: float = ...) -> bool: ...
+
+
+@runtime_checkable
+class _EndsStream(Protocol):
+    def end_of_stream(self) -> None: ...
+
+
+@runtime_checkable
+class _NotesOwnSound(Protocol):
+    def write_own_sound(self, pcm: bytes) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,8 +239,8 @@ class VoiceAgentConversation:
         # mutes whatever is sent while the agent speaks.
         self._mute_by_capture = (
             agent.echo == "half_duplex"
-            and getattr(ring, "own_sound", None) is not None
-            and hasattr(playback, "write_own_sound")
+            and ring.own_sound is not None
+            and isinstance(playback, _NotesOwnSound)
         )
         self.protocol = proto.AgentProtocol(
             session_config(agent, self.tools.definitions()),
@@ -495,26 +518,23 @@ class VoiceAgentConversation:
                 self._wake.set()
 
     def _playback_idle(self) -> bool:
-        idle = getattr(self.playback, "idle", True)
-        return bool(idle)
+        return self.playback.idle if isinstance(self.playback, _Drains) else True
 
     def _speaker_quiet(self) -> bool:
         """The reply has stopped sounding, not just playing: half duplex unmutes then."""
-        quiet = getattr(self.playback, "quiet", None)
-        if quiet is None:
-            return self._playback_idle()
-        return bool(quiet(self.config.audio.echo_tail_ms / 1000))
+        if isinstance(self.playback, _SoundsOut):
+            return self.playback.quiet(self.config.audio.echo_tail_ms / 1000)
+        return self._playback_idle()
 
     def _end_of_stream(self) -> None:
-        end = getattr(self.playback, "end_of_stream", None)
-        if end is not None:
-            end()
+        if isinstance(self.playback, _EndsStream):
+            self.playback.end_of_stream()
 
     def _play(self, pcm: bytes) -> None:
         """Queue reply audio; a reply longer than the playback buffer loses its excess only."""
         try:
-            if self._mute_by_capture:
-                self.playback.write_own_sound(pcm)  # type: ignore[attr-defined]
+            if self._mute_by_capture and isinstance(self.playback, _NotesOwnSound):
+                self.playback.write_own_sound(pcm)
             else:
                 self.playback.write(pcm)
         except BufferFull:
