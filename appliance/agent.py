@@ -34,11 +34,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from appliance import events as ev
 from appliance.audio.playback import BufferFull
 from appliance.audio.resample import AGENT_RATE, Resampler
-from appliance.audio.ring import RingBuffer
+from appliance.audio.ring import ReadResult, RingBuffer
 from appliance.cloud.agent_session import session_config
 from appliance.cloud.tokens import TokenSource
 from appliance.config import Config, agent_limits, reconnect_limits
@@ -73,6 +74,18 @@ __all__ = ["ConversationAccount", "ConversationLimits", "PlaybackSink", "VoiceAg
 NOTICE_NEW_CONVERSATION = "new_conversation"
 
 
+class SkippedRecording(Protocol):
+    """A recording of audio the agent could not hear (``appliance.spool.RecordingWriter``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def samples_written(self) -> int: ...
+    def write(self, samples: np.ndarray) -> None: ...
+    def note_lost(self, samples: int) -> None: ...
+    def close(self) -> object: ...
+
+
 class SkippedAudioSpool(Protocol):
     """The part of ``appliance.spool.Spool`` the conversation uses (``open_recording``)."""
 
@@ -84,7 +97,7 @@ class SkippedAudioSpool(Protocol):
         started_at: float | None = None,
         *,
         session_offset: int | None = None,
-    ) -> Any: ...
+    ) -> SkippedRecording: ...
 
 
 class PlaybackSink(Protocol):
@@ -257,7 +270,7 @@ class VoiceAgentConversation:
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self._stop_requested = False
-        self._ws: Any = None
+        self._ws: ClientConnection | None = None
         self._outbox: asyncio.Queue[dict[str, Any]] | None = None
         self._ready = asyncio.Event()
         self._replan = asyncio.Event()  # set when the protocol changed: re-plan the timers
@@ -370,7 +383,7 @@ class VoiceAgentConversation:
         code = ws.close_code
         return (None if code in (None, 1006) else code), ws.close_reason or ""
 
-    async def _serve(self, ws: Any) -> None:
+    async def _serve(self, ws: ClientConnection) -> None:
         self._ws = ws
         self._outbox = asyncio.Queue()
         self._ready = asyncio.Event()
@@ -390,7 +403,7 @@ class VoiceAgentConversation:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    async def _send_loop(self, ws: Any, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _send_loop(self, ws: ClientConnection, outbox: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
             message = await outbox.get()
             try:
@@ -422,7 +435,7 @@ class VoiceAgentConversation:
         # A deadline already past that tick() did not act on must not make a busy loop.
         return min(limits.max_tick_seconds, max(deadline - now, limits.tick_seconds))
 
-    async def _pump_audio(self, ws: Any) -> None:
+    async def _pump_audio(self, ws: ClientConnection) -> None:
         """Ring -> 24 kHz -> ``input.audio``, only while the session is ready, paced."""
         await self._ready.wait()
         ring, limits = self.ring, self.limits
@@ -463,7 +476,7 @@ class VoiceAgentConversation:
                 return
             self._advance(result, muted)
 
-    def _advance(self, result: Any, muted: bool) -> None:
+    def _advance(self, result: ReadResult, muted: bool) -> None:
         n = len(result.samples)
         self._position = result.end
         self.account.sent_samples += n
@@ -730,12 +743,12 @@ class VoiceAgentConversation:
                 return None, 0, f"{type(exc).__name__}: {exc}"
             try:
                 writer.write(samples)
-                return str(writer.id), len(samples), None
+                return writer.id, len(samples), None
             except Exception as exc:
-                written = int(getattr(writer, "samples_written", 0))
+                written = writer.samples_written
                 with contextlib.suppress(Exception):
                     writer.note_lost(len(samples) - written)
-                kept_in = str(writer.id) if written else None
+                kept_in = writer.id if written else None
                 return kept_in, written, f"{type(exc).__name__}: {exc}"
             finally:
                 with contextlib.suppress(Exception):  # what was written is durable
