@@ -20,7 +20,7 @@ import time
 import typing
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import ClassVar, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 from appliance.modes import MODE_LABELS, Mode
 
@@ -38,8 +38,18 @@ State = Literal[
 StateSource = Literal["live", "agent", "record", "upload", "spool"]
 SessionPhaseName = Literal["started", "ended", "resumed", "new_conversation"]
 ErrorSource = Literal["capture", "button", "spool", "live", "agent", "record", "upload"]
-#: One word of a turn: text, start_ms, end_ms, confidence (and speaker on late turns).
-Word = Mapping[str, object]
+
+
+class Word(TypedDict):
+    """One word of a turn, its times in the session's stream (ms)."""
+
+    text: str
+    start_ms: int
+    end_ms: int
+    confidence: float
+    speaker: NotRequired[str]  # late turns (the pre-recorded transcript's label)
+
+
 #: A session's account in JSON form (seconds and samples; see each mode's account).
 AccountDict = Mapping[str, object]
 

@@ -47,7 +47,7 @@ class LateTurn:
     transcript_id: str | None
     offset_ms: int
     text: str
-    words: tuple[dict[str, Any], ...]
+    words: tuple[ev.Word, ...]
 
     def record(self) -> dict[str, Any]:
         return {
@@ -79,7 +79,7 @@ def late_turn(
         start, end = word.get("start"), word.get("end")
         if not (_finite(start) and _finite(end)):
             continue
-        item: dict[str, Any] = {
+        item: ev.Word = {
             "text": str(word.get("text", "")),
             "start_ms": offset_ms + round(start),
             "end_ms": offset_ms + round(end),

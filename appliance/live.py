@@ -220,7 +220,7 @@ class TranscriptWriter:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _words(turn: Turn) -> list[dict[str, Any]]:
+def _words(turn: Turn) -> list[ev.Word]:
     return [
         {"text": w.text, "start_ms": w.start_ms, "end_ms": w.end_ms, "confidence": w.confidence}
         for w in turn.words
