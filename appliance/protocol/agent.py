@@ -438,7 +438,7 @@ class AgentProtocol:
         self._awaiting_drain = False
         return [FlushPlayback("button"), *self._set_speaking(False)]
 
-    def tool_finished(self, call_id: str, result: Any, now: float) -> list[Action]:
+    def tool_finished(self, call_id: str, result: object, now: float) -> list[Action]:
         """A local tool returned ``result`` (any JSON value) for ``call_id``."""
         if call_id not in self._call_reply:  # answered already, or never asked for
             return [Notice(logging.WARNING, f"tool result {call_id} dropped: no such call open")]
@@ -810,5 +810,5 @@ def _text_of(message: dict[str, Any]) -> str:
     return text
 
 
-def _optional_str(value: Any) -> str | None:
+def _optional_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None

@@ -594,7 +594,7 @@ class Spool:
                 seg.unlink()
         with contextlib.suppress(OSError):
             fsync_dir(self.recording_dir(recording_id))
-        self.store.update(recording_id, audio_deleted=1)
+        self.store.update(recording_id, audio_deleted=True)
         with self._usage_lock:
             self._usage = max(0, self._usage - freed)
         if freed:

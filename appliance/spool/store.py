@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 RECORDING = "recording"
 READY = "ready"
@@ -121,6 +121,32 @@ class RecordingRow:
 
 
 _COLUMNS = frozenset(f.name for f in dataclasses.fields(RecordingRow))
+
+
+class Columns(TypedDict, total=False):
+    """Columns a write sets, as :class:`RecordingRow` names them (``gaps`` as a list or
+    its JSON)."""
+
+    id: str
+    origin: str
+    rate: int
+    session_id: str | None
+    session_offset: int | None
+    started_at: float
+    created_at: float
+    updated_at: float
+    state: str
+    data_bytes: int
+    lost_samples: int
+    gaps: list[dict[str, int]] | str
+    content_hash: str | None
+    upload_url: str | None
+    transcript_id: str | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: float
+    completed_at: float | None
+    audio_deleted: bool
 
 
 class StateConflict(RuntimeError):
@@ -319,7 +345,7 @@ class Store:
                  RECORDING),
             )  # fmt: skip
 
-    def insert_found(self, **fields: Any) -> bool:
+    def insert_found(self, **fields: Unpack[Columns]) -> bool:
         """Insert a row rebuilt from the files on disk (every column given); False if it
         exists already."""
         if "gaps" in fields and not isinstance(fields["gaps"], str):
@@ -339,7 +365,7 @@ class Store:
         return cur.rowcount == 1
 
     def transition(
-        self, recording_id: str, expect: str | tuple[str, ...], to: str, **fields: Any
+        self, recording_id: str, expect: str | tuple[str, ...], to: str, **fields: Unpack[Columns]
     ) -> None:
         """Move ``recording_id`` from a state in ``expect`` to ``to`` with ``fields`` (atomic)."""
         expected = (expect,) if isinstance(expect, str) else expect
@@ -356,7 +382,7 @@ class Store:
         if cur.rowcount != 1:
             raise StateConflict(f"{recording_id}: not in state {'/'.join(expected)}")
 
-    def update(self, recording_id: str, **fields: Any) -> None:
+    def update(self, recording_id: str, **fields: Unpack[Columns]) -> None:
         """Set fields without a state change (counters, errors, audio_deleted)."""
         if "gaps" in fields and not isinstance(fields["gaps"], str):
             fields["gaps"] = json.dumps(fields["gaps"])

@@ -47,7 +47,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from appliance import events as ev
 from appliance.cloud import rest
@@ -328,14 +328,13 @@ class Uploader:
     def _backoff(self, attempts: int) -> float:
         return self._retry.delay_for(attempts)
 
-    def _fail(self, row: st.RecordingRow, reason: str, **fields: Any) -> None:
+    def _fail(self, row: st.RecordingRow, reason: str, **fields: Unpack[st.Columns]) -> None:
         current = self.spool.store.get(row.id)
         if current is None or current.state not in st.PENDING_STATES:
             return
         log.error("recording %s failed: %s", row.id, reason)
-        self.spool.store.transition(
-            row.id, current.state, st.FAILED, last_error=reason[:500], **fields
-        )
+        fields["last_error"] = reason[:500]
+        self.spool.store.transition(row.id, current.state, st.FAILED, **fields)
         if self.events:
             self.events.publish(
                 ev.ErrorReported(message=f"transcription failed: {reason}", where="upload")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -118,3 +119,8 @@ def test_every_query_of_the_status_view_and_the_uploader_reads_an_index(tmp_path
             assert full_scans == [], (sql, plan)
     finally:
         spool.close()
+
+
+def test_the_columns_a_write_may_set_are_the_rows_fields() -> None:
+    fields = {f.name for f in dataclasses.fields(st.RecordingRow)}
+    assert set(st.Columns.__annotations__) == fields
