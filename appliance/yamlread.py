@@ -193,7 +193,7 @@ def tag_name(tag: str) -> str:
     return name if len(name) <= SHOWN_CHARS else name[:SHOWN_CHARS] + "…"
 
 
-def shown(value: Any) -> str:
+def shown(value: object) -> str:
     """``repr(value)``, cut short enough for one line of an error message."""
     text = repr(value)
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"

@@ -431,7 +431,7 @@ class Uploader:
         log.warning("submit of %s was accepted but %s; will reconcile", row.id, why)
         return rest.Transient(f"submit answer unusable ({why}); reconciling")
 
-    def _adopt(self, row: st.RecordingRow, transcript_id: Any) -> None:
+    def _adopt(self, row: st.RecordingRow, transcript_id: object) -> None:
         try:
             tid = check_transcript_id(transcript_id)
         except InvalidId as exc:
