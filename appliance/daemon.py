@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import typing
@@ -54,6 +55,35 @@ DEFAULT_KEPT_ACCOUNTS = 20
 NOTICE_EARCONS = {"new_conversation": "error", "spooled": "saved"}
 
 
+def collect_session_garbage(_task: object = None) -> int:
+    """Free what reference cycles kept of the session that just ended; the objects freed.
+
+    A finished live session is a cycle (its protocol machine and its spool
+    keeper hold bound methods of it), and with it go its 16 kHz mirror ring,
+    its soxr resampler and its sockets' transports; so it is freed by the
+    cyclic collector, not when the session ends. Left to the collector's
+    thresholds a full collection came only every several sessions, and the
+    sessions waiting for it grew the C heap, which glibc kept: over a
+    200-session soak the heap in use rose from 10.9 to 13-15 MiB and RSS by
+    4.7 MiB from session 20; collected after each session, the heap stayed at
+    11.1-11.3 MiB and RSS rose 1.0 MiB. Runs once the session task is done (its
+    frame, and so the session, are gone), while the device is idle; startup's
+    objects are frozen out of it (:func:`freeze_startup_objects`).
+    """
+    return gc.collect()
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects made while starting out of every later collection (``gc.freeze``).
+
+    They live as long as the daemon runs; scanning them (some 45,000 tracked
+    objects) made each collection cost about 10 ms of CPU here, far more on a Pi.
+    :meth:`Daemon.run` unfreezes them when it ends.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class Daemon:
     """Runs the control loop over ``components`` until :meth:`stop`; closing them is not its job."""
 
@@ -88,6 +118,7 @@ class Daemon:
         self.events.add_callback(self._follow_agent)
         try:
             self._prefetch_for_mode()
+            freeze_startup_objects()
             notifier.ready()
             self.ready.set()
             self._publish_idle()
@@ -107,6 +138,7 @@ class Daemon:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            gc.unfreeze()  # what starting made can be collected again (a test's next daemon)
         return ExitCode.OK
 
     def stop(self) -> None:
@@ -195,6 +227,7 @@ class Daemon:
         self._session_task = asyncio.create_task(
             self._run_session(session, action.mode, start_index), name=f"session-{action.mode}"
         )
+        self._session_task.add_done_callback(collect_session_garbage)
 
     async def _run_session(self, session: Session, mode: str, start_index: int) -> None:
         account: Account | None = None

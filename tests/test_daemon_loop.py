@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import weakref
 
 import numpy as np
 
@@ -132,6 +134,33 @@ async def test_only_the_last_accounts_are_kept() -> None:
         await asyncio.wait_for(r.daemon.wait_idle(), 5)
     assert len(r.sessions) == 5
     assert len(r.daemon.accounts) == 3
+    await r.close()
+
+
+async def test_a_finished_sessions_cycles_are_freed_when_it_ends() -> None:
+    """A session's objects refer to each other; none of them outlives the session.
+
+    Automatic collection is off, so only the daemon's collection after each
+    session can free them: after five sessions, none is left.
+    """
+    r = await rig()
+    left: list[weakref.ref[FakeSession]] = []
+    gc.disable()
+    try:
+        for _ in range(5):
+            await r.press()  # start
+            (session,) = r.sessions
+            session.me = session  # type: ignore[attr-defined]  # a cycle, as real sessions have
+            left.append(weakref.ref(session))
+            r.sessions.clear()
+            del session
+            await r.press()  # stop
+            await asyncio.wait_for(r.daemon.wait_idle(), 5)
+            for _ in range(5):  # the task's done callback runs a turn after it ends
+                await asyncio.sleep(0)
+    finally:
+        gc.enable()
+    assert sum(ref() is not None for ref in left) == 0
     await r.close()
 
 

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from scripts.bench.notify import notify
@@ -494,7 +495,7 @@ def run_daemon(args: argparse.Namespace) -> None:
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     trace: dict = {}
-    if args.trace:
+    if args.trace and not args.no_trace:
         install_daemon_tracing(trace)
 
         def dump() -> None:
@@ -505,6 +506,107 @@ def run_daemon(args: argparse.Namespace) -> None:
     if args.stats_file:
         install_stats_dump(args.stats_file)
     sys.exit(appliance_main(["run", "--config", str(path)]))
+
+
+#: Debug only (``APPLIANCE_TRACEMALLOC=N``): log, per stats dump, the RSS, glibc's heap
+#: and, with N > 0 (tracemalloc with N frames), the Python heap and, at the first dump and
+#: every ``APPLIANCE_TRACEMALLOC_EVERY`` dumps (a snapshot costs megabytes), the
+#: allocation sites that grew most since the first dump.
+HEAP_TOP_EVERY = 100
+HEAP_TOP_LINES = 25
+MALLINFO2_FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+
+def _mallinfo2() -> dict[str, int] | None:
+    """glibc's heap statistics (``mallinfo2``, all arenas): bytes in use, free, mmapped."""
+    import ctypes
+    import ctypes.util
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS.split()]
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+    except (OSError, AttributeError):
+        return None
+    info = libc.mallinfo2()
+    return {name: int(getattr(info, name)) for name, _ in MallInfo2._fields_}
+
+
+def heap_logger(path: str) -> Callable[[int], None] | None:
+    """The ``APPLIANCE_TRACEMALLOC`` logger for the stats dump, or None (the normal path).
+
+    Writes one JSON line per dump to ``<path>.heap.jsonl``. tracemalloc starts
+    here, before the daemon runs, so the first dump is the baseline. Also:
+    ``APPLIANCE_GC_COLLECT=1`` runs ``gc.collect()`` first and logs what it
+    found unreachable, by type (what reference cycles kept since the last
+    dump); ``APPLIANCE_MALLOC_TRIM=1`` calls ``malloc_trim(0)`` and logs the
+    RSS after it.
+    """
+    setting = os.environ.get("APPLIANCE_TRACEMALLOC")
+    if setting is None:
+        return None
+    import collections
+    import ctypes
+    import gc
+    import tracemalloc
+
+    frames = int(setting or 0)
+    if frames > 0:
+        tracemalloc.start(frames)
+    every = int(os.environ.get("APPLIANCE_TRACEMALLOC_EVERY", HEAP_TOP_EVERY))
+    collect = os.environ.get("APPLIANCE_GC_COLLECT") == "1"
+    trim = os.environ.get("APPLIANCE_MALLOC_TRIM") == "1"
+    libc = ctypes.CDLL("libc.so.6")
+    out = Path(f"{path}.heap.jsonl")
+    state: dict[str, tracemalloc.Snapshot] = {}
+
+    def rss_kib() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def log(seq: int) -> None:
+        row: dict[str, object] = {"seq": seq, "rss_kib": rss_kib()}
+        if collect:
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            row["gc_unreachable"] = gc.collect()
+            kinds = collections.Counter(type(o).__qualname__ for o in gc.garbage)
+            row["gc_types"] = kinds.most_common(12)
+            gc.garbage.clear()
+            gc.set_debug(0)
+            gc.collect()  # the saved cycles are unreachable again: free them
+            row["rss_kib_collected"] = rss_kib()
+        if frames > 0:
+            row["py_traced"], row["py_peak"] = tracemalloc.get_traced_memory()
+        row["malloc"] = _mallinfo2()
+        if trim:
+            libc.malloc_trim(0)
+            row["rss_kib_trimmed"] = rss_kib()
+            row["malloc_trimmed"] = _mallinfo2()
+        if frames > 0 and (seq == 1 or (every > 0 and seq % every == 0)):
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(False, tracemalloc.__file__)]
+            )
+            if "base" not in state:
+                state["base"] = snap
+            else:
+                top = snap.compare_to(state["base"], "traceback")[:HEAP_TOP_LINES]
+                row["top"] = [
+                    {
+                        "size_diff": d.size_diff,
+                        "count_diff": d.count_diff,
+                        "size": d.size,
+                        "where": d.traceback.format(),
+                    }
+                    for d in top
+                ]
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    return log
 
 
 def install_stats_dump(path: str) -> None:
@@ -520,10 +622,13 @@ def install_stats_dump(path: str) -> None:
     from appliance.secrets import registry_stats
 
     seq = 0
+    heap = heap_logger(path)
 
     def dump(*_: object) -> None:
         nonlocal seq
         seq += 1
+        if heap is not None:
+            heap(seq)
         loop = asyncio._get_running_loop()
         data = {
             "seq": seq,
@@ -558,6 +663,11 @@ def main() -> None:
     parser.add_argument("--api-key", default=os.environ.get("BENCH_API_KEY", ""))
     parser.add_argument("--prefetch", action="store_true", help="keep a token ready (ours)")
     parser.add_argument("--trace")
+    parser.add_argument(
+        "--no-trace",
+        action="store_true",
+        help="daemon: no audio trace (it grows by a tuple per capture block: not for soaks)",
+    )
     parser.add_argument("--patch", default="", help="live: proposed changes to try")
     args = parser.parse_args()
     args.ws_host = "ws" + args.http_url[4:]
