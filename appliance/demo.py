@@ -140,8 +140,10 @@ async def _demo(
             )
             credential_file = running.credential_files["device-1"]
             broker_base = running.thread.base_url
-            print(f"appliance demo: token broker on {running.url} holds the key; "
-                  "the device holds only its credential\n")
+            print(
+                f"appliance demo: token broker on {running.url} holds the key; "
+                "the device holds only its credential\n"
+            )
         # Live and record hear one turn per digit; the agent hears one question.
         mics = {}
         for name, spoken in (("turns", " ".join(digits)), ("question", digits)):

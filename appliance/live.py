@@ -547,9 +547,7 @@ class LiveTranscription:
         self._conn_id = 0
         self._ws: ClientConnection | None = None
         self._conn_task: asyncio.Task[None] | None = None
-        self.start_wall = (
-            time.time() - max(0, self.ring.write_index - start_index) / self.ring.rate
-        )
+        self.start_wall = time.time() - max(0, self.ring.write_index - start_index) / self.ring.rate
         self._keeper = (
             _SpoolKeeper(self.spool, self.session_id, self.start_wall, self._on_kept)
             if self.spool is not None
@@ -1029,4 +1027,3 @@ def _send_cannot_stall(ws: ClientConnection, size: int) -> bool:
     transport = ws.transport
     low, _high = transport.get_write_buffer_limits()
     return transport.get_write_buffer_size() + size + 14 <= low
-

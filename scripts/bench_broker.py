@@ -77,10 +77,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def device(url: str, credential: str, requests: int, start: asyncio.Event,
-                 latencies: list[float], failures: list[str]) -> None:
-    sources = {kind: BrokerTokens(url, Secret(credential), kind=kind)
-               for kind in ("streaming", "agent")}
+async def device(
+    url: str,
+    credential: str,
+    requests: int,
+    start: asyncio.Event,
+    latencies: list[float],
+    failures: list[str],
+) -> None:
+    sources = {
+        kind: BrokerTokens(url, Secret(credential), kind=kind) for kind in ("streaming", "agent")
+    }
     await start.wait()
     for i in range(requests):
         source = sources["streaming" if i % 2 == 0 else "agent"]
@@ -95,13 +102,13 @@ async def device(url: str, credential: str, requests: int, start: asyncio.Event,
         await source.aclose()
 
 
-async def burst(url: str, creds: list[str], requests: int) -> tuple[list[float], list[str],
-                                                                      float]:
+async def burst(url: str, creds: list[str], requests: int) -> tuple[list[float], list[str], float]:
     start = asyncio.Event()
     latencies: list[float] = []
     failures: list[str] = []
-    tasks = [asyncio.create_task(device(url, c, requests, start, latencies, failures))
-             for c in creds]
+    tasks = [
+        asyncio.create_task(device(url, c, requests, start, latencies, failures)) for c in creds
+    ]
     await asyncio.sleep(0.2)
     began = time.perf_counter()
     start.set()
@@ -127,21 +134,39 @@ def main() -> int:
         creds = []
         for i in range(args.devices + 1):  # the last one alone, before the burst
             name, secret = f"device-{i:03d}", credentials.new_secret()
-            store.add(DeviceRecord(name=name, secret=credentials.hash_secret(secret),
-                                   created=time.time()))
+            store.add(
+                DeviceRecord(name=name, secret=credentials.hash_secret(secret), created=time.time())
+            )
             creds.append(credentials.credential(name, secret))
         key = work / "key"
         key.write_text(DEMO_API_KEY)
         key.chmod(0o600)
         emu_port, broker_port = free_port(), free_port()
-        emulator = subprocess.Popen([python, "-m", "appliance", "emulator", "--port",
-                                     str(emu_port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+        emulator = subprocess.Popen(
+            [python, "-m", "appliance", "emulator", "--port", str(emu_port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         broker = subprocess.Popen(
-            [python, "-m", "appliance", "broker", "--store", str(work / "devices.json"),
-             "serve", "--port", str(broker_port), "--key-file", str(key),
-             "--base-url", f"http://127.0.0.1:{emu_port}"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                python,
+                "-m",
+                "appliance",
+                "broker",
+                "--store",
+                str(work / "devices.json"),
+                "serve",
+                "--port",
+                str(broker_port),
+                "--key-file",
+                str(key),
+                "--base-url",
+                f"http://127.0.0.1:{emu_port}",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_http(f"http://127.0.0.1:{emu_port}/v2/transcript")

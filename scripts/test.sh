@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy          # [tool.mypy] in pyproject.toml: --strict on appliance/
 .venv/bin/lint-imports  # [tool.importlinter]: the layers of README "How it is built"
 exec .venv/bin/python -m pytest "$@"

@@ -15,8 +15,12 @@ SUBCOMMANDS = ("run", "demo", "emulator", "devices", "check", "spool", "transcri
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)
 def test_every_subcommand_has_help(name: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "appliance", name, "--help"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", name, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: appliance {name}")
 
@@ -28,8 +32,9 @@ def test_top_level_help_lists_subcommands_and_exit_codes() -> None:
     assert "3  configuration error" in text
 
 
-def test_broken_config_exits_with_code_3_and_names_the_line(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture) -> None:
+def test_broken_config_exits_with_code_3_and_names_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("mode: live\nlive:\n  chunk_ms: 5\n")
     assert main(["spool", "list", "--config", str(config)]) == 3

@@ -184,12 +184,21 @@ def test_sigterm_mid_recording_ends_cleanly_with_the_audio_durable(tmp_path, emu
     notify = NotifySocket(tmp_path / "notify.sock")
     mic = mic_file(tmp_path, "369369", lead_s=0.5, trail_s=5.0)
     config = write_config(tmp_path, emulator, "record", mic)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(notify.path),
+        "WATCHDOG_USEC": "1000000",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
     try:
         notify.wait_for("READY=1", 30)
         proc.stdin.write("\n")  # Enter = a short press: start recording
@@ -220,9 +229,13 @@ def test_broken_config_never_reports_ready(tmp_path):
     notify = NotifySocket(tmp_path / "notify.sock")
     config = tmp_path / "config.yaml"
     config.write_text("mode: live\nlive:\n  chunk_ms: 3000\n")
-    proc = subprocess.run([sys.executable, "-m", "appliance", "run", "--config", str(config)],
-                          env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", "run", "--config", str(config)],
+        env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3
     assert f"{config}:3: live.chunk_ms" in proc.stderr
     with pytest.raises(AssertionError):
@@ -249,17 +262,16 @@ async def test_local_page_shows_the_daemon_and_its_controls_need_the_token(tmp_p
         assert status["spool"]["waiting"] == 0
         refused = await page.post("/api/control/start_session")
         assert refused.status_code == 401 and daemon.controller.phase.value == "idle"
-        accepted = await page.post("/api/control/switch_mode",
-                                   headers={"Authorization": f"Bearer {token.read_text()}"})
+        accepted = await page.post(
+            "/api/control/switch_mode", headers={"Authorization": f"Bearer {token.read_text()}"}
+        )
         assert accepted.status_code == 200
     assert daemon.controller.mode == "agent"
     app.stop()
     assert await asyncio.wait_for(runner, 20) == 0
 
 
-async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(
-    tmp_path, emulator
-):
+async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(tmp_path, emulator):
     """The network is down for the whole session: nothing is lost, the audio is spooled
     (with the "saved" earcon), and the uploader transcribes it once the network is back."""
     config = daemon_config(tmp_path, emulator, "live", mic_file(tmp_path, "6 2", trail_s=3.0))
@@ -285,8 +297,10 @@ async def test_offline_session_is_kept_and_transcribed_when_the_network_returns(
     await asyncio.wait_for(runner, 20)
     import json
 
-    texts = [json.loads(spool.artifact_path(r.id, "json").read_text())["text"]
-             for r in sorted(rows, key=lambda r: r.session_offset or 0)]
+    texts = [
+        json.loads(spool.artifact_path(r.id, "json").read_text())["text"]
+        for r in sorted(rows, key=lambda r: r.session_offset or 0)
+    ]
     assert words_to_digits(" ".join(texts)) == "62"
     assert all(r.session_id for r in rows)
 

@@ -91,9 +91,7 @@ def test_the_reconnect_section_converts_into_the_policys_limits():
 def test_every_literal_typed_setting_takes_exactly_its_values_as_choices():
     from appliance import config as c
 
-    sections = [
-        t for t in vars(c).values() if isinstance(t, type) and dataclasses.is_dataclass(t)
-    ]
+    sections = [t for t in vars(c).values() if isinstance(t, type) and dataclasses.is_dataclass(t)]
     seen = 0
     for section in sections:
         hints = typing.get_type_hints(section)

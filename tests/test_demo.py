@@ -12,8 +12,12 @@ from appliance.config import Config
 
 
 def test_demo_runs_every_mode_and_reports_success() -> None:
-    proc = subprocess.run([sys.executable, "-m", "appliance", "demo", "--digits", "2 7"],
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", "demo", "--digits", "2 7"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "summary: live ok, record ok, agent ok" in proc.stdout
     assert "final: Two." in proc.stdout

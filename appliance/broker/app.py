@@ -57,8 +57,11 @@ class Response:
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
         self.body = body.encode() if isinstance(body, str) else body
-        self.headers = {"content-type": content_type, "cache-control": "no-store",
-                        **(headers or {})}
+        self.headers = {
+            "content-type": content_type,
+            "cache-control": "no-store",
+            **(headers or {}),
+        }
 
     async def send(self, send: Send) -> None:
         raw = [(k.encode(), v.encode()) for k, v in self.headers.items()]
@@ -93,7 +96,8 @@ class BrokerApp:
         self.metrics = Metrics()
         self.fleet = Fleet(limits.max_fleet_entries)
         self.devices = KeyedLimiter(
-            limits.device_requests_per_minute / 60.0, limits.device_burst,
+            limits.device_requests_per_minute / 60.0,
+            limits.device_burst,
             limits.max_fleet_entries,
         )
         self.overall = Bucket(limits.overall_requests_per_second, limits.overall_burst)
@@ -103,7 +107,8 @@ class BrokerApp:
         # the record, which is read from the store on every request, so it ends at once.
         self._verified: dict[bytes, str] = {}
         self.rest_devices = KeyedLimiter(
-            limits.device_rest_requests_per_minute / 60.0, limits.device_rest_burst,
+            limits.device_rest_requests_per_minute / 60.0,
+            limits.device_rest_burst,
             limits.max_fleet_entries,
         )
 
@@ -206,15 +211,19 @@ class BrokerApp:
                 return Response(401, UNAUTHORIZED, {"www-authenticate": "Bearer"})
             now = self.wallclock()
             if path == "/metrics":
-                return Response(200, self.metrics.render(self.fleet.devices(), now),
-                                content_type="text/plain; version=0.0.4; charset=utf-8")
+                return Response(
+                    200,
+                    self.metrics.render(self.fleet.devices(), now),
+                    content_type="text/plain; version=0.0.4; charset=utf-8",
+                )
             return Response(200, {"devices": [d.as_json(now) for d in self.fleet.devices()]})
         return Response(404, {"error": "not found"})
 
     async def _body_fits(self, headers: Mapping[str, str], receive: Receive) -> bool:
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit()
-                                     or int(declared) > self.limits.max_body_bytes):
+        if declared is not None and (
+            not declared.isdigit() or int(declared) > self.limits.max_body_bytes
+        ):
             return False
         received = 0
         while True:
@@ -252,8 +261,12 @@ class BrokerApp:
         if client:
             audit["remote"] = client[0]
 
-        def refuse(status: int, reason: str, extra: Mapping[str, str] | None = None,
-                   body: dict[str, Any] | None = None) -> Response:
+        def refuse(
+            status: int,
+            reason: str,
+            extra: Mapping[str, str] | None = None,
+            body: dict[str, Any] | None = None,
+        ) -> Response:
             self.metrics.refused[reason] += 1
             self._audit(audit, reason, status)
             return Response(status, body or {"error": reason}, extra)
@@ -278,11 +291,18 @@ class BrokerApp:
         except UpstreamError as exc:
             if not exc.gated:
                 self.metrics.upstream_errors[kind] += 1
-                log.error("upstream: %s; devices told to retry in %.1f s",
-                          redact(str(exc)), exc.retry_after)
+                log.error(
+                    "upstream: %s; devices told to retry in %.1f s",
+                    redact(str(exc)),
+                    exc.retry_after,
+                )
             self.fleet.note(name, self.wallclock(), kind, "upstream", checkin)
-            return refuse(503, "upstream", {"retry-after": retry_after_header(exc.retry_after)},
-                          {"error": "token service unavailable"})
+            return refuse(
+                503,
+                "upstream",
+                {"retry-after": retry_after_header(exc.retry_after)},
+                {"error": "token service unavailable"},
+            )
         register_token(token, float(self.limits.token_expires_seconds))
         self.metrics.minted[kind] += 1
         self.fleet.note(name, self.wallclock(), kind, "ok", checkin)

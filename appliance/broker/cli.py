@@ -25,7 +25,9 @@ DEFAULT_STORE = Path("/var/lib/appliance-broker/devices.sqlite3")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``appliance broker``'s options and actions (called by :mod:`appliance.cli`)."""
     parser.add_argument(
-        "--store", type=Path, default=None,
+        "--store",
+        type=Path,
+        default=None,
         help="device store: *.sqlite3/*.db is SQLite, anything else a JSON file "
         f"(default ${STORE_ENV}, else {DEFAULT_STORE})",
     )
@@ -34,8 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_serve_arguments(serve)
     add = sub.add_parser("add-device", help="enrol a device; prints its credential once")
     add.add_argument("name", help="device name (letters, digits, - and _; at most 64)")
-    add.add_argument("--max-session-seconds", type=int, default=None,
-                     help="cap of the device's sessions (60..10800; default the broker's)")
+    add.add_argument(
+        "--max-session-seconds",
+        type=int,
+        default=None,
+        help="cap of the device's sessions (60..10800; default the broker's)",
+    )
     sub.add_parser("list", help="devices with their state")
     revoke = sub.add_parser("revoke", help="refuse a device from now on")
     revoke.add_argument("name")
@@ -46,17 +52,29 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     default = argparse.SUPPRESS if parser.prog.endswith(" serve") else None
     parser.add_argument("--host", default=default or "127.0.0.1", help="listen address")
     parser.add_argument("--port", type=int, default=default or 8765, help="listen port")
-    parser.add_argument("--key-file", type=Path, default=default,
-                        help="file with the AssemblyAI key (default: the systemd credential "
-                        "assemblyai-api-key, else $ASSEMBLYAI_API_KEY)")
-    parser.add_argument("--admin-token-file", type=Path, default=default,
-                        help="bearer token that /metrics and /fleet require (default: the "
-                        "credential broker-admin-token if present, else open)")
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=default,
+        help="file with the AssemblyAI key (default: the systemd credential "
+        "assemblyai-api-key, else $ASSEMBLYAI_API_KEY)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=default,
+        help="bearer token that /metrics and /fleet require (default: the "
+        "credential broker-admin-token if present, else open)",
+    )
     parser.add_argument("--region", choices=("us", "eu", "edge"), default=default or "us")
-    parser.add_argument("--base-url", default=default,
-                        help="one server for every API (the local emulator)")
-    parser.add_argument("--forwarded-allow-ips", default=default or "127.0.0.1",
-                        help="proxies whose X-Forwarded-For is believed")
+    parser.add_argument(
+        "--base-url", default=default, help="one server for every API (the local emulator)"
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default=default or "127.0.0.1",
+        help="proxies whose X-Forwarded-For is believed",
+    )
 
 
 def store_path(args: argparse.Namespace) -> Path:
@@ -95,16 +113,21 @@ def _add(store: DeviceStore, args: argparse.Namespace) -> int:
 
     name = args.name
     if not credentials.valid_name(name):
-        print(f"device name {name!r}: letters, digits, - and _ only, 1..64 of them",
-              file=sys.stderr)
+        print(
+            f"device name {name!r}: letters, digits, - and _ only, 1..64 of them", file=sys.stderr
+        )
         return ExitCode.USAGE
     limit = args.max_session_seconds
     if limit is not None and not 60 <= limit <= 10800:
         print("--max-session-seconds must be in 60..10800", file=sys.stderr)
         return ExitCode.USAGE
     secret = credentials.new_secret()
-    record = DeviceRecord(name=name, secret=credentials.hash_secret(secret),
-                          created=time.time(), max_session_seconds=limit)
+    record = DeviceRecord(
+        name=name,
+        secret=credentials.hash_secret(secret),
+        created=time.time(),
+        max_session_seconds=limit,
+    )
     store.add(record)
     # The only time the credential exists outside the device: stdout, nothing else.
     print(credentials.credential(name, secret))
@@ -127,8 +150,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401
     except ImportError:
-        print("appliance broker needs the broker extra: pip install 'appliance[broker]'",
-              file=sys.stderr)
+        print(
+            "appliance broker needs the broker extra: pip install 'appliance[broker]'",
+            file=sys.stderr,
+        )
         return ExitCode.MISSING_COMPONENT
     from appliance.broker.server import (
         ADMIN_CREDENTIAL,
@@ -149,15 +174,25 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"appliance broker: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
     if key is None:
-        print("appliance broker: no AssemblyAI key (--key-file, the systemd credential "
-              f"{KEY_CREDENTIAL}, or ${KEY_ENV})", file=sys.stderr)
+        print(
+            "appliance broker: no AssemblyAI key (--key-file, the systemd credential "
+            f"{KEY_CREDENTIAL}, or ${KEY_ENV})",
+            file=sys.stderr,
+        )
         return ExitCode.CONFIG
     from appliance.broker.store import open_store
 
     store = open_store(store_path(args), read_only=True)
     app = build_app(store, key, upstream_urls(args.region, args.base_url), admin_token=admin)
-    log.info("broker: %d devices in %s; listening on %s:%d", len(store.all()),
-             store_path(args), args.host, args.port)
-    serve(app, ServeOptions(host=args.host, port=args.port,
-                            forwarded_allow_ips=args.forwarded_allow_ips))
+    log.info(
+        "broker: %d devices in %s; listening on %s:%d",
+        len(store.all()),
+        store_path(args),
+        args.host,
+        args.port,
+    )
+    serve(
+        app,
+        ServeOptions(host=args.host, port=args.port, forwarded_allow_ips=args.forwarded_allow_ips),
+    )
     return ExitCode.OK

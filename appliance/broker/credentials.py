@@ -68,7 +68,12 @@ def split_credential(value: str) -> tuple[str, str] | None:
 
 def _scrypt(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
-        secret.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r + 1024 * 1024,
+        secret.encode(),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=256 * n * r + 1024 * 1024,
         dklen=HASH_BYTES,
     )
 

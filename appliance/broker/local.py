@@ -61,7 +61,11 @@ def local_broker(
     directory.mkdir(parents=True, exist_ok=True)
     store = FileStore(directory / "broker" / "devices.json")
     files = {name: enrol(store, name, directory) for name in devices}
-    app = build_app(store, register_secret(Secret(key, source="broker")), upstream_urls(
-        base_url=base_url), limits=limits)
+    app = build_app(
+        store,
+        register_secret(Secret(key, source="broker")),
+        upstream_urls(base_url=base_url),
+        limits=limits,
+    )
     with BrokerThread(app) as thread:
         yield LocalBroker(thread, store, files)

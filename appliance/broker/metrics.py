@@ -44,48 +44,75 @@ class Metrics:
 
         family("appliance_broker_tokens_minted_total", "counter", "Tokens handed to devices.")
         for kind in ("streaming", "agent"):
-            lines.append(f'appliance_broker_tokens_minted_total{{kind="{kind}"}} '
-                         f"{self.minted[kind]}")
-        family("appliance_broker_refusals_total", "counter",
-               "Requests refused, by reason (unauthorized, rate_limited, overloaded, "
-               "upstream, bad_request, too_large).")
+            lines.append(
+                f'appliance_broker_tokens_minted_total{{kind="{kind}"}} {self.minted[kind]}'
+            )
+        family(
+            "appliance_broker_refusals_total",
+            "counter",
+            "Requests refused, by reason (unauthorized, rate_limited, overloaded, "
+            "upstream, bad_request, too_large).",
+        )
         for reason, count in sorted(self.refused.items()):
             lines.append(f'appliance_broker_refusals_total{{reason="{_label(reason)}"}} {count}')
-        family("appliance_broker_upstream_errors_total", "counter",
-               "Failed requests to AssemblyAI's token endpoints.")
+        family(
+            "appliance_broker_upstream_errors_total",
+            "counter",
+            "Failed requests to AssemblyAI's token endpoints.",
+        )
         for kind in ("streaming", "agent"):
-            lines.append(f'appliance_broker_upstream_errors_total{{kind="{kind}"}} '
-                         f"{self.upstream_errors[kind]}")
-        family("appliance_broker_rest_proxied_total", "counter",
-               "Pre-recorded API requests passed through, by upstream status.")
+            lines.append(
+                f'appliance_broker_upstream_errors_total{{kind="{kind}"}} '
+                f"{self.upstream_errors[kind]}"
+            )
+        family(
+            "appliance_broker_rest_proxied_total",
+            "counter",
+            "Pre-recorded API requests passed through, by upstream status.",
+        )
         for status, count in sorted(self.proxied.items()):
             lines.append(f'appliance_broker_rest_proxied_total{{status="{status}"}} {count}')
-        family("appliance_broker_token_request_seconds", "histogram",
-               "Time to answer a token request (authentication, limits, minting).")
+        family(
+            "appliance_broker_token_request_seconds",
+            "histogram",
+            "Time to answer a token request (authentication, limits, minting).",
+        )
         running = 0
         for bound, count in zip(LATENCY_BUCKETS, self._bucket_counts, strict=False):
             running += count
-            lines.append(f'appliance_broker_token_request_seconds_bucket{{le="{bound}"}} '
-                         f"{running}")
-        lines.append(f'appliance_broker_token_request_seconds_bucket{{le="+Inf"}} '
-                     f"{self._latency_count}")
+            lines.append(f'appliance_broker_token_request_seconds_bucket{{le="{bound}"}} {running}')
+        lines.append(
+            f'appliance_broker_token_request_seconds_bucket{{le="+Inf"}} {self._latency_count}'
+        )
         lines.append(f"appliance_broker_token_request_seconds_sum {self._latency_sum:.6f}")
         lines.append(f"appliance_broker_token_request_seconds_count {self._latency_count}")
 
         devices = list(devices)
-        family("appliance_broker_device_last_seen_seconds", "gauge",
-               "Seconds since each device last asked for a token.")
+        family(
+            "appliance_broker_device_last_seen_seconds",
+            "gauge",
+            "Seconds since each device last asked for a token.",
+        )
         for d in devices:
-            lines.append(f'appliance_broker_device_last_seen_seconds{{device="{d.name}"}} '
-                         f"{max(0.0, now - d.last_seen):.1f}")
-        family("appliance_broker_device_spool_backlog", "gauge",
-               "Recordings waiting on each device, as it last said.")
+            lines.append(
+                f'appliance_broker_device_last_seen_seconds{{device="{d.name}"}} '
+                f"{max(0.0, now - d.last_seen):.1f}"
+            )
+        family(
+            "appliance_broker_device_spool_backlog",
+            "gauge",
+            "Recordings waiting on each device, as it last said.",
+        )
         for d in devices:
             if d.spool_backlog is not None:
-                lines.append(f'appliance_broker_device_spool_backlog{{device="{d.name}"}} '
-                             f"{d.spool_backlog}")
-        family("appliance_broker_device_info", "gauge",
-               "1 per device, labelled with its version and whether it reported an error.")
+                lines.append(
+                    f'appliance_broker_device_spool_backlog{{device="{d.name}"}} {d.spool_backlog}'
+                )
+        family(
+            "appliance_broker_device_info",
+            "gauge",
+            "1 per device, labelled with its version and whether it reported an error.",
+        )
         for d in devices:
             lines.append(
                 f'appliance_broker_device_info{{device="{d.name}",'

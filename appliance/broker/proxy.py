@@ -90,16 +90,20 @@ class RestProxy:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError:
-            await _answer(send, 502, b'{"error": "pre-recorded API unreachable"}',
-                          {"content-type": "application/json", "retry-after": "5"})
+            await _answer(
+                send,
+                502,
+                b'{"error": "pre-recorded API unreachable"}',
+                {"content-type": "application/json", "retry-after": "5"},
+            )
             return 502
         try:
-            passed = {k: v for k, v in response.headers.items() if k.lower() in
-                      _FORWARDED_RESPONSE}
+            passed = {k: v for k, v in response.headers.items() if k.lower() in _FORWARDED_RESPONSE}
             raw = [(k.encode(), v.encode()) for k, v in passed.items()]
             raw.append((b"cache-control", b"no-store"))
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": raw})
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": raw}
+            )
             async for chunk in response.aiter_bytes():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -94,7 +94,11 @@ class ServeOptions:
 
 
 def build_app(
-    store: DeviceStore, key: Secret, urls: UpstreamUrls, *, limits: Limits = DEFAULT_LIMITS,
+    store: DeviceStore,
+    key: Secret,
+    urls: UpstreamUrls,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
     admin_token: Secret | None = None,
 ) -> BrokerApp:
     return BrokerApp(

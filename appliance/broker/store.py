@@ -186,8 +186,9 @@ class SqliteStore:
                 # The server only reads: no journal or shared-memory file to create, so
                 # its unit's user needs nothing but read access to what root enrolled.
                 uri = f"{path.absolute().as_uri()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False,
-                                           isolation_level=None)
+                self._db = sqlite3.connect(
+                    uri, uri=True, check_same_thread=False, isolation_level=None
+                )
                 self._db.execute("SELECT 1 FROM devices LIMIT 1")
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,4 +257,3 @@ def open_store(path: Path, *, read_only: bool = False) -> FileStore | SqliteStor
     if path.suffix in (".sqlite", ".sqlite3", ".db"):
         return SqliteStore(path, read_only=read_only)
     return FileStore(path)
-

@@ -113,8 +113,9 @@ class Minter:
         self._seen: dict[bytes, None] = {}  # fingerprints of the tokens handed out lately
 
     def _gate(self) -> UpstreamGate:
-        return UpstreamGate(self.limits.upstream_backoff_seconds,
-                            self.limits.upstream_backoff_cap_seconds)
+        return UpstreamGate(
+            self.limits.upstream_backoff_seconds, self.limits.upstream_backoff_cap_seconds
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -136,8 +137,9 @@ class Minter:
             response = await self._client.get(url, params=params, headers=headers)
         except httpx.HTTPError as exc:
             delay = gate.failed(now)
-            raise UpstreamError(redact(f"{kind} token request failed ({type(exc).__name__})"),
-                                delay) from None
+            raise UpstreamError(
+                redact(f"{kind} token request failed ({type(exc).__name__})"), delay
+            ) from None
         status = response.status_code
         if status != 200:
             server = parse_retry_after(response.headers.get("Retry-After"))
@@ -153,8 +155,9 @@ class Minter:
         digest = hashlib.sha256(value.encode()).digest()
         if digest in self._seen:
             delay = gate.failed(now)
-            raise UpstreamError(f"{kind} token endpoint repeated a token; not handing it out",
-                                delay, status)
+            raise UpstreamError(
+                f"{kind} token endpoint repeated a token; not handing it out", delay, status
+            )
         self._seen[digest] = None
         if len(self._seen) > SEEN_LIMIT:
             self._seen.pop(next(iter(self._seen)))

@@ -39,5 +39,3 @@ def session_config(agent: AgentConfig, tools: list[dict[str, Any]] | None = None
     if tools:
         session["tools"] = tools
     return session
-
-

@@ -24,7 +24,10 @@ def broker(
     emulator: EmulatorThread, tmp_path: Path, broker_limits: Limits
 ) -> Iterator[LocalBroker]:
     with local_broker(
-        emulator.http_url, emulator.api_key, tmp_path / "fleet",
-        devices=("room-1", "room-2"), limits=broker_limits,
+        emulator.http_url,
+        emulator.api_key,
+        tmp_path / "fleet",
+        devices=("room-1", "room-2"),
+        limits=broker_limits,
     ) as running:
         yield running

@@ -13,8 +13,12 @@ from appliance.broker.store import open_store
 
 
 def broker(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", "broker", "--store", str(store),
-                           *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "broker", "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("name", ["devices.json", "devices.sqlite3"])
@@ -46,7 +50,9 @@ def test_a_bad_name_is_a_usage_error(tmp_path: Path) -> None:
 def test_serving_without_a_key_says_where_it_looked(tmp_path: Path) -> None:
     env_free = subprocess.run(
         [sys.executable, "-m", "appliance", "broker", "--store", str(tmp_path / "d.json")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": "/usr/bin:/bin"},
     )
     assert env_free.returncode == 3

@@ -19,23 +19,24 @@ from appliance.emulator import DEMO_API_KEY
 
 def device_side_files(work: Path) -> list[Path]:
     """Everything the device wrote or was given (the broker's own folder excluded)."""
-    return [p for p in work.rglob("*") if p.is_file() and "broker" not in p.relative_to(
-        work).parts]
+    return [p for p in work.rglob("*") if p.is_file() and "broker" not in p.relative_to(work).parts]
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mode", ["live", "record", "agent"])
 async def test_a_session_in_each_mode_goes_device_broker_emulator_without_the_key(
-    tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     if mode == "agent":
         # Press well before the question, so the greeting has sounded (half duplex silences
         # what the microphone hears meanwhile) whatever the broker's extra hop costs.
         monkeypatch.setattr(demo, "PRESS_BEFORE_SPEECH", 1.5)
-    code = await demo._demo("27", [mode], None, broker=True,
-                            work_dir=tmp_path)
+    code = await demo._demo("27", [mode], None, broker=True, work_dir=tmp_path)
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"summary: {mode} ok" in out

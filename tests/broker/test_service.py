@@ -25,10 +25,15 @@ from appliance.emulator import EmulatorThread
 from appliance.secrets import Secret
 
 
-def source(broker: LocalBroker, name: str = "room-1", kind: str = "streaming",
-           **kwargs: object) -> BrokerTokens:
-    return BrokerTokens(broker.url, broker.credential(name), kind=kind,  # type: ignore[arg-type]
-                        **kwargs)  # type: ignore[arg-type]
+def source(
+    broker: LocalBroker, name: str = "room-1", kind: str = "streaming", **kwargs: object
+) -> BrokerTokens:
+    return BrokerTokens(
+        broker.url,
+        broker.credential(name),
+        kind=kind,  # type: ignore[arg-type]
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 async def test_a_streaming_token_from_the_broker_opens_a_session(
@@ -62,18 +67,21 @@ async def test_tokens_are_minted_with_short_expiry_and_the_devices_session_cap(
 ) -> None:
     from appliance.broker.local import local_broker
 
-    limits = dataclasses.replace(DEFAULT_LIMITS, token_expires_seconds=30,
-                                 default_max_session_seconds=900)
+    limits = dataclasses.replace(
+        DEFAULT_LIMITS, token_expires_seconds=30, default_max_session_seconds=900
+    )
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(200, json={"token": f"tok-{len(seen)}-0123456789"})
 
-    with local_broker(emulator.http_url, "the-owners-key-123", tmp_path, ("r1",),
-                      limits=limits) as running:
+    with local_broker(
+        emulator.http_url, "the-owners-key-123", tmp_path, ("r1",), limits=limits
+    ) as running:
         running.thread.app.minter._client = httpx.AsyncClient(
-            transport=httpx.MockTransport(handler))
+            transport=httpx.MockTransport(handler)
+        )
         await source(running, "r1", "streaming").fetch()
         await source(running, "r1", "agent").fetch()
     streaming, agent = seen
@@ -86,8 +94,11 @@ async def test_tokens_are_minted_with_short_expiry_and_the_devices_session_cap(
 
 
 async def test_every_token_handed_out_is_a_new_one(broker: LocalBroker) -> None:
-    tokens = {(await source(broker, kind=kind).fetch()).reveal()
-              for kind in ("streaming", "agent") for _ in range(4)}
+    tokens = {
+        (await source(broker, kind=kind).fetch()).reveal()
+        for kind in ("streaming", "agent")
+        for _ in range(4)
+    }
     assert len(tokens) == 8
 
 
@@ -99,12 +110,17 @@ async def test_a_revoked_device_is_refused_like_an_unknown_one(
     assert broker.store.revoke("room-2", time.time())
     answers = []
     async with httpx.AsyncClient() as client:
-        for credential in (broker.credential("room-2").reveal(),  # revoked
-                           "nobody." + good.partition(".")[2],  # unknown name
-                           good + "x",  # wrong secret
-                           "garbage"):
-            r = await client.get(broker.url, params={"kind": "streaming"},
-                                 headers={"Authorization": f"Bearer {credential}"})
+        for credential in (
+            broker.credential("room-2").reveal(),  # revoked
+            "nobody." + good.partition(".")[2],  # unknown name
+            good + "x",  # wrong secret
+            "garbage",
+        ):
+            r = await client.get(
+                broker.url,
+                params={"kind": "streaming"},
+                headers={"Authorization": f"Bearer {credential}"},
+            )
             answers.append((r.status_code, r.text, r.headers.get("www-authenticate")))
     assert len(set(answers)) == 1
     assert answers[0][0] == 401
@@ -116,8 +132,7 @@ async def test_a_revoked_device_is_refused_like_an_unknown_one(
 class TestRate:
     @pytest.fixture
     def broker_limits(self) -> Limits:
-        return dataclasses.replace(DEFAULT_LIMITS, device_requests_per_minute=60.0,
-                                   device_burst=2)
+        return dataclasses.replace(DEFAULT_LIMITS, device_requests_per_minute=60.0, device_burst=2)
 
     async def test_a_device_over_its_rate_gets_429_with_retry_after_then_is_served(
         self, broker: LocalBroker
@@ -136,8 +151,7 @@ class TestRate:
 class TestOverall:
     @pytest.fixture
     def broker_limits(self) -> Limits:
-        return dataclasses.replace(DEFAULT_LIMITS, overall_requests_per_second=0.5,
-                                   overall_burst=1)
+        return dataclasses.replace(DEFAULT_LIMITS, overall_requests_per_second=0.5, overall_burst=1)
 
     async def test_past_the_overall_cap_everyone_waits(self, broker: LocalBroker) -> None:
         await source(broker).fetch()
@@ -146,8 +160,9 @@ class TestOverall:
         assert refused.value.status == 429 and refused.value.retry_after == 2.0
 
 
-@pytest.mark.parametrize("broker_limits", [
-    dataclasses.replace(DEFAULT_LIMITS, upstream_backoff_seconds=2.0)])
+@pytest.mark.parametrize(
+    "broker_limits", [dataclasses.replace(DEFAULT_LIMITS, upstream_backoff_seconds=2.0)]
+)
 async def test_an_upstream_failure_is_a_503_with_retry_after_and_no_hot_loop(
     broker: LocalBroker, emulator: EmulatorThread, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -192,14 +207,22 @@ async def test_the_check_in_shows_in_the_fleet_and_the_metrics(broker: LocalBrok
     await source(broker, checkin=checkin).fetch()
     room2 = {"Authorization": f"Bearer {broker.credential('room-2').reveal()}"}
     async with httpx.AsyncClient() as client:  # query fields work too
-        await client.get(broker.url, params={"kind": "agent", "version": "1.0",
-                                             "spool_backlog": "0"}, headers=room2)
+        await client.get(
+            broker.url,
+            params={"kind": "agent", "version": "1.0", "spool_backlog": "0"},
+            headers=room2,
+        )
         fleet = (await client.get(broker.thread.base_url + "/fleet")).json()["devices"]
         metrics = (await client.get(broker.thread.base_url + "/metrics")).text
     room1, second = fleet
-    assert (room1["name"], room1["version"], room1["spool_backlog"], room1["last_error"],
-            room1["last_kind"], room1["last_result"]) == (
-        "room-1", "9.9.9", 3, "network unreachable", "streaming", "ok")
+    assert (
+        room1["name"],
+        room1["version"],
+        room1["spool_backlog"],
+        room1["last_error"],
+        room1["last_kind"],
+        room1["last_result"],
+    ) == ("room-1", "9.9.9", 3, "network unreachable", "streaming", "ok")
     assert (second["version"], second["spool_backlog"]) == ("1.0", 0)
     assert 'appliance_broker_device_spool_backlog{device="room-1"} 3' in metrics
     assert 'appliance_broker_device_info{device="room-1",version="9.9.9",error="1"} 1' in metrics
@@ -215,17 +238,22 @@ def test_the_device_check_in_follows_the_event_feed() -> None:
     bus.publish(SpoolStatus(waiting=4))
     bus.publish(ErrorReported(message="upload failed:\nHTTP 503 ünïcode", where="spool"))
     headers = checkin.headers()
-    assert headers == {"X-Appliance-Version": "1.2.3", "X-Appliance-Spool-Backlog": "4",
-                       "X-Appliance-Last-Error": "upload failed: HTTP 503 ?n?code"}
+    assert headers == {
+        "X-Appliance-Version": "1.2.3",
+        "X-Appliance-Spool-Backlog": "4",
+        "X-Appliance-Last-Error": "upload failed: HTTP 503 ?n?code",
+    }
 
 
 async def test_oversized_headers_and_bodies_are_refused(broker: LocalBroker) -> None:
     auth = {"Authorization": f"Bearer {broker.credential('room-1').reveal()}"}
     async with httpx.AsyncClient() as client:
-        big = await client.get(broker.url, params={"kind": "streaming"},
-                               headers={**auth, "X-Padding": "a" * 9000})
-        body = await client.request("GET", broker.url, params={"kind": "streaming"},
-                                    headers=auth, content=b"x" * 5000)
+        big = await client.get(
+            broker.url, params={"kind": "streaming"}, headers={**auth, "X-Padding": "a" * 9000}
+        )
+        body = await client.request(
+            "GET", broker.url, params={"kind": "streaming"}, headers=auth, content=b"x" * 5000
+        )
     assert big.status_code in (400, 431)  # 431 from the app, or uvicorn's own 400
     assert body.status_code == 413
 
@@ -237,10 +265,13 @@ async def test_the_audit_log_says_who_what_and_how_never_the_token_or_key(
     token = await source(broker, kind="agent").fetch()
     with pytest.raises(TokenAuthError):
         await BrokerTokens(broker.url, Secret("room-1.wrong-secret-value")).fetch()
-    lines = [json.loads(r.getMessage()) for r in caplog.records
-             if r.name == "appliance.broker.audit"]
+    lines = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == "appliance.broker.audit"
+    ]
     assert [(x["device"], x["kind"], x["result"], x["status"]) for x in lines] == [
-        ("room-1", "agent", "ok", 200), (None, "streaming", "unauthorized", 401)]
+        ("room-1", "agent", "ok", 200),
+        (None, "streaming", "unauthorized", 401),
+    ]
     assert all(x["time"].endswith("+00:00") for x in lines)
     text = caplog.text
     assert token.reveal() not in text and emulator.api_key not in text
@@ -253,8 +284,9 @@ async def test_health_and_an_admin_token_for_metrics_and_fleet(broker: LocalBrok
         broker.thread.app.admin_token = Secret("admin-token-0123456789")
         assert (await client.get(base + "/metrics")).status_code == 401
         assert (await client.get(base + "/fleet")).status_code == 401
-        ok = await client.get(base + "/metrics",
-                              headers={"Authorization": "Bearer admin-token-0123456789"})
+        ok = await client.get(
+            base + "/metrics", headers={"Authorization": "Bearer admin-token-0123456789"}
+        )
         assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/plain")
         assert (await client.get(base + "/nothing")).status_code == 404
         assert (await client.post(base + "/token")).status_code == 405
@@ -266,18 +298,27 @@ async def test_the_pre_recorded_proxy_needs_a_device_and_forwards_only_the_uploa
     base = broker.thread.base_url
     device = broker.credential("room-1").reveal()
     async with httpx.AsyncClient() as client:
-        refused = await client.post(base + "/v2/upload", content=b"RIFF....",
-                                    headers={"Authorization": "room-1.wrong-secret-123"})
+        refused = await client.post(
+            base + "/v2/upload",
+            content=b"RIFF....",
+            headers={"Authorization": "room-1.wrong-secret-123"},
+        )
         assert refused.status_code == 401
-        assert (await client.delete(base + "/v2/transcript/abc",
-                                    headers={"Authorization": device})).status_code == 404
-        assert (await client.get(base + "/v2/anything",
-                                 headers={"Authorization": device})).status_code == 404
-        upload = await client.post(base + "/v2/upload", content=b"\0" * 64000,
-                                   headers={"Authorization": device})  # raw, as RestClient
+        assert (
+            await client.delete(base + "/v2/transcript/abc", headers={"Authorization": device})
+        ).status_code == 404
+        assert (
+            await client.get(base + "/v2/anything", headers={"Authorization": device})
+        ).status_code == 404
+        upload = await client.post(
+            base + "/v2/upload", content=b"\0" * 64000, headers={"Authorization": device}
+        )  # raw, as RestClient
         assert upload.status_code == 200 and "upload_url" in upload.json()
-        listing = await client.get(base + "/v2/transcript", params={"limit": "1"},
-                                   headers={"Authorization": f"Bearer {device}"})
+        listing = await client.get(
+            base + "/v2/transcript",
+            params={"limit": "1"},
+            headers={"Authorization": f"Bearer {device}"},
+        )
         assert listing.status_code == 200
     metrics = httpx.get(base + "/metrics").text
     assert 'appliance_broker_rest_proxied_total{status="200"} 2' in metrics
@@ -302,8 +343,12 @@ async def test_the_app_itself_refuses_headers_past_its_limit(tmp_path: Path) -> 
     from appliance.broker.store import FileStore
 
     limits = dataclasses.replace(DEFAULT_LIMITS, max_header_bytes=300)
-    app = build_app(FileStore(tmp_path / "d.json"), Secret("k" * 32),
-                    upstream_urls(base_url="http://127.0.0.1:9"), limits=limits)
+    app = build_app(
+        FileStore(tmp_path / "d.json"),
+        Secret("k" * 32),
+        upstream_urls(base_url="http://127.0.0.1:9"),
+        limits=limits,
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://broker") as client:
         small = await client.get("/healthz")

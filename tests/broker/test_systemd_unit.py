@@ -31,13 +31,19 @@ def test_broker_unit_verifies_clean(tmp_path: Path) -> None:
     binary.chmod(0o755)
     text = UNIT.read_text()
     assert "ExecStart=/opt/appliance/venv/bin/appliance broker serve" in text
-    (tmp_path / UNIT.name).write_text(text.replace("/opt/appliance/venv/bin/appliance",
-                                                   str(binary)))
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", UNIT.name],
-                            cwd=tmp_path, capture_output=True, text=True,
-                            timeout=ANALYZE_TIMEOUT)
-    complaints = [line for line in result.stderr.splitlines()
-                  if UNIT.name in line or "Unknown" in line]
+    (tmp_path / UNIT.name).write_text(
+        text.replace("/opt/appliance/venv/bin/appliance", str(binary))
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", UNIT.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=ANALYZE_TIMEOUT,
+    )
+    complaints = [
+        line for line in result.stderr.splitlines() if UNIT.name in line or "Unknown" in line
+    ]
     assert result.returncode == 0, result.stderr
     assert complaints == [], result.stderr
 
@@ -45,9 +51,16 @@ def test_broker_unit_verifies_clean(tmp_path: Path) -> None:
 @needs_analyze
 def test_broker_unit_sandbox_exposure_is_at_most_two() -> None:
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--threshold={EXPOSURE_THRESHOLD}",
-         str(UNIT)],
-        capture_output=True, text=True, timeout=ANALYZE_TIMEOUT,
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=yes",
+            f"--threshold={EXPOSURE_THRESHOLD}",
+            str(UNIT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=ANALYZE_TIMEOUT,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
@@ -98,8 +111,14 @@ MDWE_PROBE = textwrap.dedent(
 def test_the_broker_runs_without_writable_executable_memory(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(MDWE_PROBE)
-    result = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, str(probe)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if result.returncode == 77:
         pytest.skip("kernel has no PR_SET_MDWE (Linux < 6.3)")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -77,8 +77,9 @@ async def test_state_is_retained_and_republished_and_events_carry_their_seq(
 
 async def test_tls_broker_verified_against_the_configured_ca(tls_broker: Broker, tmp_path: Path):
     events = ev.EventBus()
-    async with watching(tls_broker, f"{BASE}/#") as w, running(
-        make_bridge(tls_broker, events, tmp_path)
+    async with (
+        watching(tls_broker, f"{BASE}/#") as w,
+        running(make_bridge(tls_broker, events, tmp_path)),
     ):
         events.publish(ev.TurnFinal(session_id="s1", turn_order=0, text="over tls"))
         await w.wait_for(lambda: w.on(f"{BASE}/event/turn"))

@@ -114,9 +114,7 @@ async def test_a_live_session_started_and_stopped_over_mqtt_shows_state_turns_an
 
 
 async def test_a_broker_killed_mid_session_loses_no_audio_and_no_turn(tmp_path, emulator, broker):
-    config = mqtt_daemon_config(
-        tmp_path, emulator, broker, mic_file(tmp_path, "3 1 4 1 5 9", 1.5)
-    )
+    config = mqtt_daemon_config(tmp_path, emulator, broker, mic_file(tmp_path, "3 1 4 1 5 9", 1.5))
     events = EventBus()
     finals = collect(events, TurnFinal)
     app, runner = await started(config, events)

@@ -51,6 +51,4 @@ def test_the_password_comes_from_a_systemd_credential(tmp_path, monkeypatch) -> 
 def test_a_missing_password_file_is_reported(tmp_path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "mqtt:\n  enabled: true\n  password_file: /nonexistent\n"))
-    assert "mqtt.password_file: the MQTT password: file '/nonexistent' not found" in str(
-        info.value
-    )
+    assert "mqtt.password_file: the MQTT password: file '/nonexistent' not found" in str(info.value)

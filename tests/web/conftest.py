@@ -21,6 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 POLL_S = 0.05
 
+
 class Browser:
     """A thin async face on a Selenium driver."""
 
