@@ -260,3 +260,48 @@ async def test_after_an_outage_a_connecting_session_waits_only_the_floor_not_the
     failed_at = clock.now
     await tokens.fetch()  # the network is back
     assert 0.1 <= source.request_times[-1] - failed_at <= 0.2
+
+
+async def test_a_kept_token_handed_out_is_counted_once() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source)
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    await tokens.fetch()  # the kept one
+    assert (tokens.handed_out, tokens.discarded) == (1, 0)
+    await tokens.fetch()  # a fresh request
+    assert (tokens.handed_out, tokens.discarded) == (2, 0)
+
+
+async def test_a_kept_token_at_the_end_of_its_use_is_not_handed_out() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source)
+    tokens._ready = (Secret("ending-token-xxxxxx"), clock.now)
+    assert (await tokens.fetch()).reveal() != "ending-token-xxxxxx"
+    assert tokens.discarded == 1
+
+
+async def test_after_a_refusal_the_keeper_waits_most_of_the_slow_retry() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [TokenAuthError("HTTP 401", 401)])
+    tokens = coordinator(clock, source, auth_retry_seconds=300.0)
+    tokens.start()
+    while not clock.sleeps:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    assert 225.0 <= clock.sleeps[0] <= 300.0
+
+
+async def test_the_keeper_sleeps_until_its_token_stops_being_usable() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, lifetime_seconds=40.0, refresh_margin_seconds=10.0)
+    tokens.start()
+    while not clock.sleeps:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    assert clock.sleeps[0] == 30.0
