@@ -149,7 +149,8 @@ install_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     run python3 -m venv --system-site-packages "$VENV"
   fi
-  run "$VENV/bin/python" -m pip install --quiet --upgrade "$SRC"
+  # With the mqtt extra (aiomqtt, pure Python): MQTT stays off until mqtt.enabled.
+  run "$VENV/bin/python" -m pip install --quiet --upgrade "${SRC}[mqtt]"
   run install -m 0644 "$SRC/README.md" "$OPT_DIR/README.md"
 }
 
