@@ -305,3 +305,15 @@ async def test_the_keeper_sleeps_until_its_token_stops_being_usable() -> None:
         await asyncio.sleep(0)
     await tokens.aclose()
     assert clock.sleeps[0] == 30.0
+
+
+async def test_a_kept_token_that_ends_unused_is_counted_and_replaced() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, lifetime_seconds=40.0, refresh_margin_seconds=10.0)
+    tokens.start()
+    while len(source.request_times) < 2:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    assert tokens.discarded == 1 and tokens.handed_out == 0
+    assert source.request_times[1] - source.request_times[0] == 30.0
