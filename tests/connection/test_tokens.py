@@ -318,3 +318,10 @@ async def test_a_kept_token_that_ends_unused_is_counted_and_replaced() -> None:
     await tokens.aclose()
     assert tokens.discarded == 1 and tokens.handed_out == 0
     assert source.request_times[1] - source.request_times[0] == 30.0
+
+
+async def test_a_coordinator_never_started_closes_cleanly() -> None:
+    clock = FakeClock()
+    tokens = coordinator(clock, ScriptedSource(clock, []))
+    await tokens.aclose()
+    assert not tokens.has_ready_token
