@@ -224,7 +224,10 @@ async def test_without_a_spool_undeliverable_audio_is_counted_lost_loudly(
     # The end-of-session account is logged as an error when anything was lost.
     ended = [r for r in caplog.records if "ended: captured" in r.getMessage()]
     assert len(ended) == 1 and ended[0].levelno == logging.ERROR
-    assert out.live_digits().endswith("78")
+    # Live streaming goes on: the last digit, said after the reconnect, arrives. ("7"
+    # lies at the edge of the backlog dropped for want of a spool: where that edge
+    # falls depends on the jittered reconnect delay.)
+    assert out.live_digits().endswith("8")
 
 
 def test_a_gap_closing_on_the_worker_is_not_recovered_under_it(spool):
