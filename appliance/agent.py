@@ -65,6 +65,7 @@ from appliance.protocol.vocabulary import (
     SendJson,
 )
 from appliance.secrets import Secret, redact, retire_secret
+from appliance.session import SpoolLike
 from appliance.tools import ToolRunner
 
 log = logging.getLogger(__name__)
@@ -72,32 +73,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ConversationAccount", "ConversationLimits", "PlaybackSink", "VoiceAgentConversation"]
 
 NOTICE_NEW_CONVERSATION = "new_conversation"
-
-
-class SkippedRecording(Protocol):
-    """A recording of audio the agent could not hear (``appliance.spool.RecordingWriter``)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def samples_written(self) -> int: ...
-    def write(self, samples: np.ndarray) -> None: ...
-    def note_lost(self, samples: int) -> None: ...
-    def close(self) -> object: ...
-
-
-class SkippedAudioSpool(Protocol):
-    """The part of ``appliance.spool.Spool`` the conversation uses (``open_recording``)."""
-
-    def open_recording(
-        self,
-        origin: str,
-        rate: int,
-        session_id: str | None = None,
-        started_at: float | None = None,
-        *,
-        session_offset: int | None = None,
-    ) -> SkippedRecording: ...
 
 
 class PlaybackSink(Protocol):
@@ -227,7 +202,7 @@ class VoiceAgentConversation:
         tools: ToolRunner | None = None,
         limits: ConversationLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
-        spool: SkippedAudioSpool | None = None,
+        spool: SpoolLike | None = None,
     ) -> None:
         self.config = config
         #: Where skipped audio (the user's words while a lost conversation could not hear them)

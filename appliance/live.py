@@ -84,6 +84,7 @@ from appliance.protocol.vocabulary import (
     SendJson,
 )
 from appliance.secrets import retire_secret
+from appliance.session import RecordingSink, SpoolLike
 from appliance.spool import SpoolFull
 
 log = logging.getLogger(__name__)
@@ -112,30 +113,6 @@ __all__ = [
     "TurnSubscriber",
     "live_query",
 ]
-
-
-class RecordingSink(Protocol):
-    """A spooled gap's recording (``appliance.spool.RecordingWriter`` is one)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def samples_written(self) -> int: ...
-    def write(self, samples: np.ndarray) -> None: ...
-    def note_lost(self, samples: int) -> None: ...
-    def close(self) -> object: ...
-
-
-class SpoolLike(Protocol):
-    def open_recording(
-        self,
-        origin: str,
-        rate: int,
-        session_id: str | None = None,
-        started_at: float | None = None,
-        *,
-        session_offset: int | None = None,
-    ) -> RecordingSink: ...
 
 
 def live_query(live: LiveConfig) -> dict[str, str]:

@@ -8,9 +8,12 @@ other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from appliance.protocol.account import Account
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Account", "NoticeCallback", "Session", "SessionFactory"]
 
@@ -36,3 +39,29 @@ class Session(Protocol):
 
 #: A new session for one press; it reports notices through the callback.
 SessionFactory = Callable[[NoticeCallback], Session]
+
+
+class RecordingSink(Protocol):
+    """A recording a session spools into (``appliance.spool.RecordingWriter`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def samples_written(self) -> int: ...
+    def write(self, samples: np.ndarray) -> None: ...
+    def note_lost(self, samples: int) -> None: ...
+    def close(self) -> object: ...
+
+
+class SpoolLike(Protocol):
+    """The part of ``appliance.spool.Spool`` a session uses (``open_recording``)."""
+
+    def open_recording(
+        self,
+        origin: str,
+        rate: int,
+        session_id: str | None = None,
+        started_at: float | None = None,
+        *,
+        session_offset: int | None = None,
+    ) -> RecordingSink: ...
