@@ -3,7 +3,9 @@
 :class:`StreamingSession` never touches a socket, a clock or a thread. The
 asyncio runner (``appliance.live``) feeds it events -- ``start``,
 ``opened``, ``connect_failed``, ``message``, ``closed``, ``audio``,
-``lost``, ``stop``, ``tick`` -- each stamped with the runner's monotonic time, and
+``lost``, ``stop``, ``tick``, and a person's ``retune`` (key terms, turn
+silences: :mod:`appliance.protocol.tuning`) and ``end_turn`` -- each stamped
+with the runner's monotonic time, and
 carries out the actions it returns: the shared ones of
 :mod:`appliance.protocol.vocabulary` (:class:`Connect`, :class:`SendJson`,
 :class:`Close`, :class:`ReconnectAfter`, :class:`Notice`, :class:`Finish`)
@@ -66,6 +68,7 @@ from appliance.protocol.messages import (
 from appliance.protocol.pacer import Pacer, PacingLimits
 from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS, ReconnectLimits, ReconnectPolicy
 from appliance.protocol.retry import retry_limits
+from appliance.protocol.tuning import FORCE_ENDPOINT, Tuning
 from appliance.protocol.vocabulary import (
     CLOSE_ABNORMAL,
     CLOSE_NORMAL,
@@ -310,6 +313,7 @@ class _Connection:
     termination_seen: bool = False
     pending_final: dict[str, Any] | None = None  # an unformatted final awaiting its format
     last_frame: tuple[int, int] = (0, 0)  # samples and padding of the last frame sent
+    tuning: Tuning = field(default_factory=Tuning)  # what the server was told (URL, updates)
 
 
 class StreamingSession:
@@ -323,11 +327,15 @@ class StreamingSession:
         rng: random.Random | None = None,
         format_turns: bool = True,
         quiet_point: Callable[[int, int], int] | None = None,
+        tuning: Tuning | None = None,
     ):
         """``format_turns``: the connection asked for formatted finals (wait for them).
 
         ``quiet_point(start, end)``: the latest quiet stream index in
         ``[start, end]``, so a spooled backlog ends in a pause (None: cut anywhere).
+
+        ``tuning``: the key terms and turn silences the first connection asks for;
+        :meth:`retune` changes them for this connection and every later one.
         """
         self.limits = limits or StreamingLimits()
         lim = self.limits
@@ -359,6 +367,8 @@ class StreamingSession:
         self._turn_order = 0  # session-wide order of the next final turn
         self.format_turns = format_turns
         self.quiet_point = quiet_point
+        self.tuning = tuning or Tuning()
+        self._asked_tuning = self.tuning  # what the connection being opened asks for
         self.token_fingerprints: set[str] = set()
         self.garbled_messages = 0
         self.ignored_messages = 0
@@ -397,6 +407,15 @@ class StreamingSession:
         self.token_fingerprints.add(fingerprint)
         return True
 
+    def connection_tuning(self) -> Tuning:
+        """The tuning to put on the URL of the connection being opened (the current one).
+
+        Noted as what that connection asked for: a retune that lands between
+        this call and its ``Begin`` is sent as an update right after ``Begin``.
+        """
+        self._asked_tuning = self.tuning
+        return self.tuning
+
     # ---------------------------------------------------------------- events
 
     def start(self, now: float) -> list[Action]:
@@ -411,7 +430,7 @@ class StreamingSession:
         self.phase = Phase.AWAITING_BEGIN
         self._phase_deadline = now + self.limits.begin_timeout_seconds
         self.account.connections += 1
-        self._conn = _Connection()
+        self._conn = _Connection(tuning=self._asked_tuning)
         self._pacer.end()
         return []
 
@@ -549,6 +568,36 @@ class StreamingSession:
         if not self.connected:
             return self._finish(now)
         return self.tick(now)
+
+    def retune(self, now: float, tuning: Tuning) -> list[Action]:
+        """Key terms or turn silences changed mid-session: tell the open connection.
+
+        No reconnect: an ``UpdateConfiguration`` with what differs goes out on a
+        streaming connection at once; one still opening gets it after its
+        ``Begin``; every later connection asks for ``tuning`` on its URL.
+        Raises ValueError (nothing changed) if the service would refuse it.
+        """
+        problems = tuning.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.phase is Phase.FINISHED or self._end is not None:
+            return [Notice(logging.INFO, "the session is ending: retune not applied")]
+        self.tuning = tuning
+        actions: list[Action] = [Notice(logging.INFO, f"retuned: {_describe_tuning(tuning)}")]
+        if self.phase is Phase.STREAMING:
+            actions += self._send_tuning()
+        return actions
+
+    def end_turn(self, now: float) -> list[Action]:
+        """Close the speaker's open turn at once (``ForceEndpoint``; the server ends it)."""
+        if self.phase is not Phase.STREAMING or self._end is not None:
+            return [Notice(logging.INFO, "no connection is streaming: no turn to end")]
+        return [SendJson({"type": FORCE_ENDPOINT})]
+
+    def _send_tuning(self) -> list[Action]:
+        update = self.tuning.update_from(self._conn.tuning)
+        self._conn.tuning = self.tuning
+        return [SendJson(update)] if update is not None else []
 
     def tick(self, now: float) -> list[Action]:
         """Timers: retries, deadlines, pacing, outage spooling."""
@@ -692,7 +741,8 @@ class StreamingSession:
         # (at most one frame ahead of this connection's clock) is streamed from here.
         actions = self._spool_backlog(self._window)
         self._conn.resume = self._sent = self._confirmed
-        return actions + self._pump(now)
+        # A retune made while this connection was opening goes out before any audio.
+        return self._send_tuning() + actions + self._pump(now)
 
     def _turn_words(self, msg: dict[str, Any]) -> tuple[Word, ...]:
         words = msg.get("words")
@@ -963,6 +1013,14 @@ class StreamingSession:
         acc.stop_reason = self._stop_reason or "ended"
         actions.append(Finish(acc.stop_reason))
         return actions
+
+
+def _describe_tuning(tuning: Tuning) -> str:
+    terms = ", ".join(tuning.keyterms_prompt) or "none"
+    return (
+        f"{len(tuning.keyterms_prompt)} key term(s) ({excerpt(terms)}), turn silence "
+        f"{tuning.min_turn_silence}..{tuning.max_turn_silence} ms"
+    )
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
