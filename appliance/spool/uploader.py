@@ -142,6 +142,7 @@ class Uploader:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.probes = 0
         self._housekeeping: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Future[list[str]] | None = None
         self._housekeeping_at = 0.0  # monotonic time of the next pass
 
     # -- control ---------------------------------------------------------------
@@ -162,14 +163,13 @@ class Uploader:
                     await self._wait_for_network()
                     continue
                 self._reap()
+                await self._recover()  # first: what it finishes is due in this pass
                 now = time.time()
                 due, next_at = self._due(now)
                 for row in due:
                     if len(self._tasks) >= MAX_TASKS:
                         break
                     self._tasks[row.id] = asyncio.create_task(self._process(row.id))
-                with contextlib.suppress(Exception):
-                    self.spool.recover()  # rows a full disk kept from being finished
                 self._start_housekeeping()
                 timeout = IDLE_RESCAN_SECONDS if next_at is None else max(0.0, next_at - now)
                 self._wake.clear()
@@ -182,9 +182,20 @@ class Uploader:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            if self._housekeeping is not None:
-                # A worker thread cannot be stopped: let its pass end before the spool closes.
-                await asyncio.gather(self._housekeeping, return_exceptions=True)
+            # A worker thread cannot be stopped: let its pass end before the spool closes.
+            for work in (self._housekeeping, self._recovering):
+                if work is not None:
+                    await asyncio.gather(work, return_exceptions=True)
+
+    async def _recover(self) -> None:
+        """Finish rows a full disk kept from being finished, on a worker thread.
+
+        Repairing segments and hashing a recording is file I/O that can take
+        seconds on an SD card; the loop carries on capturing and streaming.
+        """
+        self._recovering = asyncio.ensure_future(asyncio.to_thread(self.spool.recover))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._recovering)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Run until nothing is pending or in flight (tests, ``appliance transcribe``)."""

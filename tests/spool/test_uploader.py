@@ -176,3 +176,28 @@ async def test_nonsense_retry_after_values_are_clamped_never_a_hot_loop_or_a_yea
     assert max(emulator.state.submissions_by_hash.values()) == 1
     assert api_requests(emulator) < 25
     assert [v.as_dict() for v in emulator.state.violations] == []
+
+
+async def test_a_recording_left_unfinished_is_finished_off_the_event_loop(tmp_path, emulator):
+    import threading
+
+    from appliance import dtmf
+    from tests.spool.helpers import RATE
+
+    spool = make_spool(tmp_path)
+    writer = spool.open_recording("record", RATE)
+    writer.write(dtmf.generate("5", RATE))
+    writer.sync()
+    spool.open_writers.pop(writer.id)  # as a full disk leaves it: written, never finished
+    threads: list[threading.Thread] = []
+    recover = spool.recover
+
+    def recover_and_note() -> list[str]:
+        threads.append(threading.current_thread())
+        return recover()
+
+    spool.recover = recover_and_note  # type: ignore[method-assign]
+    async with client_for(emulator) as client:
+        await fast_uploader(spool, client).drain(timeout=30)
+    assert spool.get(writer.id).state == st.COMPLETED
+    assert threads and threading.main_thread() not in threads
