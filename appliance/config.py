@@ -39,6 +39,7 @@ from appliance.protocol.agent import DEFAULT_AGENT_LIMITS, AgentLimits, Echo
 from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS, ReconnectLimits
 from appliance.protocol.retry import retry_limits
 from appliance.protocol.streaming import STREAM_RATE, StreamingLimits
+from appliance.protocol.tuning import MAX_TURN_SILENCE_MS, Tuning
 from appliance.secrets import Secret, loose_permissions, register_secret
 from appliance.settings import limits_of, section, setting
 from appliance.yamlread import (
@@ -321,11 +322,18 @@ class LiveConfig:
     )
     format_turns: bool = setting(True)
     keyterms_prompt: list[str] = setting([], doc="up to 100 terms, each up to 50 characters")
-    prompt: str | None = setting(None)
+    prompt: str | None = setting(None, doc="u3-rt-pro only, e.g. 'Transcribe Spanish'")
     domain: str | None = setting(None, doc="e.g. medical-v1")
-    min_turn_silence: int | None = setting(None, minimum=0, maximum=10000, unit=" ms")
-    max_turn_silence: int | None = setting(None, minimum=0, maximum=30000, unit=" ms")
-    end_of_turn_confidence_threshold: float | None = setting(None, minimum=0, maximum=1)
+    speaker_labels: bool = setting(False, doc="each turn says who spoke (A, B, ...)")
+    min_turn_silence: int | None = setting(
+        None, minimum=0, maximum=MAX_TURN_SILENCE_MS, unit=" ms"
+    )
+    max_turn_silence: int | None = setting(
+        None, minimum=0, maximum=MAX_TURN_SILENCE_MS, unit=" ms"
+    )
+    end_of_turn_confidence_threshold: float | None = setting(
+        None, minimum=0, maximum=1, doc="not u3-rt-pro (it ignores it)"
+    )
     inactivity_timeout: int | None = setting(None, minimum=5, maximum=3600, unit=" s")
     max_session_seconds: float = setting(3600.0, minimum=10, maximum=10800, unit=" s")
     silence_timeout_seconds: float | None = setting(
@@ -403,6 +411,51 @@ def streaming_limits(
         # Keep unconfirmed audio while at least a quarter of the history is left.
         history_margin_samples=min(2 * STREAM_RATE, history // 4),
     )
+
+
+def live_tuning(live: LiveConfig) -> Tuning:
+    """What a live session starts with of what it can retune mid-session."""
+    return Tuning(
+        keyterms_prompt=tuple(live.keyterms_prompt),
+        min_turn_silence=live.min_turn_silence,
+        max_turn_silence=live.max_turn_silence,
+    )
+
+
+#: The streaming model the reference documents ``prompt`` for ("Multilingual streaming:
+#: Universal-3 Pro Streaming + prompt") and that silently ignores
+#: ``end_of_turn_confidence_threshold`` (agent instructions, sections 3, 11 and 14).
+U3_PRO_STREAMING = "u3-rt-pro"
+
+
+def live_model_problems(live: LiveConfig) -> list[tuple[str, str]]:
+    """(setting, why) for each live setting the chosen speech model ignores or lacks.
+
+    Only what the reference says: ``prompt`` is documented with Universal-3 Pro
+    Streaming alone; that model silently ignores the end-of-turn confidence
+    threshold. ``speaker_labels``, ``keyterms_prompt`` and the turn silences
+    carry no model restriction there.
+    """
+    out: list[tuple[str, str]] = []
+    if live.prompt is not None and live.speech_model != U3_PRO_STREAMING:
+        out.append(
+            (
+                "live.prompt",
+                f"prompt is documented for speech_model {U3_PRO_STREAMING!r} only, "
+                f"not {live.speech_model!r}",
+            )
+        )
+    if live.end_of_turn_confidence_threshold is not None and (
+        live.speech_model == U3_PRO_STREAMING
+    ):
+        out.append(
+            (
+                "live.end_of_turn_confidence_threshold",
+                f"speech_model {U3_PRO_STREAMING!r} silently ignores it: tune "
+                "min_turn_silence/max_turn_silence instead",
+            )
+        )
+    return out
 
 
 def reconnect_limits(rc: ReconnectConfig) -> ReconnectLimits:
@@ -1036,6 +1089,15 @@ class _Loader:
                 "live.keyterms_prompt",
                 "at most 100 key terms are allowed",
             )
+        lo, hi = config.live.min_turn_silence, config.live.max_turn_silence
+        if lo is not None and hi is not None and lo > hi:
+            self.problem(
+                node_of("live.min_turn_silence"),
+                "live.min_turn_silence",
+                f"{lo} ms exceeds live.max_turn_silence ({hi} ms)",
+            )
+        for key, why in live_model_problems(config.live):
+            self.problem(node_of(key) or node_of("live.speech_model"), key, why)
         if config.audio.source == "file" and config.audio.input_file is None:
             self.problem(
                 node_of("audio.source"), "audio.input_file", "source 'file' needs audio.input_file"

@@ -59,6 +59,7 @@ from appliance.config import (
     EndpointsConfig,
     LiveConfig,
     ReconnectConfig,
+    live_tuning,
     streaming_limits,
 )
 from appliance.connection.tokens import note_connect_failure
@@ -75,6 +76,7 @@ from appliance.protocol.streaming import (
     StreamingSession,
     Turn,
 )
+from appliance.protocol.tuning import Tuning
 from appliance.protocol.vocabulary import (
     Close,
     Connect,
@@ -115,27 +117,31 @@ __all__ = [
 ]
 
 
-def live_query(live: LiveConfig) -> dict[str, str]:
-    """The documented query parameters for ``/v3/ws`` from a :class:`LiveConfig`."""
+def live_query(live: LiveConfig, tuning: Tuning | None = None) -> dict[str, str]:
+    """The documented query parameters for ``/v3/ws`` from a :class:`LiveConfig`.
+
+    ``tuning``: the key terms and turn silences as retuned mid-session (None: the
+    configured ones), so a reconnect asks for what the person last set.
+    """
+    tuning = live_tuning(live) if tuning is None else tuning
     q: dict[str, str] = {
         "sample_rate": str(STT_RATE),
         "encoding": "pcm_s16le",
         "speech_model": live.speech_model,
         "format_turns": "true" if live.format_turns else "false",
     }
-    if live.keyterms_prompt:
-        q["keyterms_prompt"] = json.dumps(list(live.keyterms_prompt))  # ONE JSON-array param
-    for name in (
-        "min_turn_silence",
-        "max_turn_silence",
-        "end_of_turn_confidence_threshold",
-        "inactivity_timeout",
-        "prompt",
-        "domain",
-    ):
+    if tuning.keyterms_prompt:
+        q["keyterms_prompt"] = json.dumps(list(tuning.keyterms_prompt))  # ONE JSON-array param
+    for name in ("min_turn_silence", "max_turn_silence"):
+        silence = getattr(tuning, name)
+        if silence is not None:
+            q[name] = str(silence)
+    for name in ("end_of_turn_confidence_threshold", "inactivity_timeout", "prompt", "domain"):
         value = getattr(live, name)
         if value is not None:
             q[name] = str(value)
+    if live.speaker_labels:
+        q["speaker_labels"] = "true"
     return q
 
 
@@ -206,7 +212,7 @@ def _words(turn: Turn) -> list[ev.Word]:
 
 @dataclass
 class _Event:
-    kind: str  # opened | failed | message | closed
+    kind: str  # opened | failed | message | closed (a connection's); retune | end_turn
     conn: int
     data: Any = None
     extra: Any = None
@@ -454,10 +460,14 @@ class LiveTranscription:
         self._spool_trouble: str | None = None  # why audio is not being kept right now
         self._stop_requested = False
         self._stop_reason = "stop requested"
+        self._stop_index: int | None = None  # a stop's last ring index (None: where the ring is)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._sleep_timer: asyncio.TimerHandle | None = None
         self.wakeups = 0  # loop iterations (one per chunk in steady state)
+        #: The key terms and turn silences as last asked for (config, then retunes).
+        self.tuning = live_tuning(options.live)
+        self._controls: list[_Event] = []  # retunes and turn ends for the run loop
 
     @classmethod
     def from_config(
@@ -492,9 +502,14 @@ class LiveTranscription:
 
     # -------------------------------------------------------------- control
 
-    def request_stop(self, reason: str = "stop requested") -> None:
-        """Stop the session (safe from any thread); ``run`` then drains and returns."""
-        self._stop_reason = reason
+    def request_stop(self, reason: str = "stop requested", *, end_index: int | None = None) -> None:
+        """Stop the session (safe from any thread); ``run`` then drains and returns.
+
+        ``end_index``: the session's audio ends at this ring index at the latest
+        (a mute began there), not where the ring is when the loop sees the stop.
+        """
+        self._stop_reason = reason if end_index is None else "muted"
+        self._stop_index = end_index
         self._stop_requested = True
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
@@ -503,6 +518,39 @@ class LiveTranscription:
 
     def interrupt(self) -> None:
         """Nothing to interrupt: live transcription never talks."""
+
+    def retune(
+        self,
+        *,
+        keyterms_prompt: Sequence[str] | None = None,
+        min_turn_silence: int | None = None,
+        max_turn_silence: int | None = None,
+    ) -> Tuning:
+        """Change key terms or turn silences mid-session, without reconnecting (on the loop).
+
+        None keeps a value. Raises ValueError (nothing changes) for what the
+        service would refuse; returns the tuning now asked for. The run loop
+        sends it as ``UpdateConfiguration``, and every later connection asks for it.
+        """
+        tuning = self.tuning.merged(
+            keyterms_prompt=None if keyterms_prompt is None else tuple(keyterms_prompt),
+            min_turn_silence=min_turn_silence,
+            max_turn_silence=max_turn_silence,
+        )
+        problems = tuning.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.tuning = tuning
+        self._control(_Event("retune", 0, tuning))
+        return tuning
+
+    def end_turn(self) -> None:
+        """Close the open turn at once (``ForceEndpoint``), e.g. a speaker has finished."""
+        self._control(_Event("end_turn", 0))
+
+    def _control(self, event: _Event) -> None:
+        self._controls.append(event)
+        self._wake_up()
 
     # ----------------------------------------------------------------- run
 
@@ -517,7 +565,10 @@ class LiveTranscription:
         self._wake_from_writer = wake_loop(self._loop, self._wake.set)
         live = self.options.live
         self.machine = machine = StreamingSession(
-            self.limits, format_turns=live.format_turns, quiet_point=self._quiet_point
+            self.limits,
+            format_turns=live.format_turns,
+            quiet_point=self._quiet_point,
+            tuning=self.tuning,
         )
         self._mirror = mirror = _Mirror(self.ring, start_index)
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
@@ -533,7 +584,6 @@ class LiveTranscription:
         self._last_speech = self.clock()
         started = ev.SessionPhase(phase="started", mode="live", session_id=self.session_id)
         self.events.publish(started)
-        self.events.publish(ev.StateChanged(state="connecting", mode="live"))
         log.info("live session %s started", self.session_id)
         account: SessionAccount | None = None
         stopped = False
@@ -546,11 +596,16 @@ class LiveTranscription:
                 actions: list[Action] = []
                 while not self._queue.empty():
                     actions += self._dispatch(self._queue.get_nowait(), now)
+                controls, self._controls = self._controls, []
+                for control in controls:
+                    actions += self._dispatch_control(control, now)
                 if not stopped:
                     reason = self._stop_condition(now, max_samples, start_index)
                     if reason:
                         stopped = True
                         stop_at = min(self.ring.write_index, start_index + max_samples)
+                        if self._stop_index is not None:
+                            stop_at = max(start_index, min(stop_at, self._stop_index))
                         mirror.pump(until=stop_at)
                         mirror.flush()
                         self._report_lost()
@@ -608,7 +663,7 @@ class LiveTranscription:
         if wake is None or loop is None:
             return
         wake.clear()
-        if not self._queue.empty() or (self._stop_requested and not stopped):
+        if not self._queue.empty() or self._controls or (self._stop_requested and not stopped):
             return
         self.wakeups += 1
         now = self.clock()
@@ -707,6 +762,11 @@ class LiveTranscription:
             self._ws = None
             return m.closed(now, event.data, event.extra or "")
         return []
+
+    def _dispatch_control(self, event: _Event, now: float) -> list[Action]:
+        if event.kind == "retune":
+            return self.machine.retune(now, event.data)
+        return self.machine.end_turn(now)
 
     async def _execute(self, actions: list[Action]) -> SessionAccount | None:
         finished: SessionAccount | None = None
@@ -821,6 +881,8 @@ class LiveTranscription:
     # ---------------------------------------------------------- connection
 
     def _start_connection(self) -> None:
+        # Each attempt, the first and every reconnect: "connecting" until it opens.
+        self.events.publish(ev.StateChanged(state="connecting", mode="live"))
         self._abandon_connection()
         self._conn_id += 1
         self._conn_task = asyncio.get_running_loop().create_task(
@@ -860,7 +922,7 @@ class LiveTranscription:
             fingerprint = hashlib.sha256(token.reveal().encode()).hexdigest()
             if not self.machine.note_token(fingerprint):
                 raise TokenError("the token source handed out a token seen before")
-            query = live_query(self.options.live)
+            query = live_query(self.options.live, self.machine.connection_tuning())
             query["token"] = token.reveal()
             url = f"{self.options.url}?{urlencode(query)}"
             ws = await open_session_socket(url, tls_for=self.options.url)
