@@ -7,6 +7,7 @@ without DTMF (speech, noise, silence) yields no words, never invented ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,9 +59,14 @@ def transcript_of(words: list[Word]) -> str:
     return " ".join(w.text for w in words)
 
 
-def formatted_texts(words: list[Word]) -> list[str]:
-    """Formatted word texts: capitalised first word, full stop on the last."""
-    texts = [w.text for w in words]
+def formatted_texts(words: list[Word], keyterms: Sequence[str] = ()) -> list[str]:
+    """Formatted word texts: capitalised first word, full stop on the last.
+
+    A word that is one of ``keyterms`` (ignoring case) is spelled as the key
+    term, so a test sees a key-term prompt, or its update, take effect.
+    """
+    spelling = {term.lower(): term for term in keyterms}
+    texts = [spelling.get(w.text.lower(), w.text) for w in words]
     if texts:
         texts[0] = texts[0][:1].upper() + texts[0][1:]
         texts[-1] = texts[-1] + "."

@@ -31,6 +31,13 @@ DOMAINS = frozenset({"medical-v1"})
 BOOLEANS = {"true": True, "false": False, "True": True, "False": False}
 MIN_CHUNK_MS = 50
 MAX_CHUNK_MS = 1000
+#: Streaming key terms: "up to 100 terms, each ≤50 chars" (agent instructions, section 3).
+MAX_KEYTERMS = 100
+MAX_KEYTERM_CHARS = 50
+#: Turn silences (ms): no range is documented; one bound for the URL and UpdateConfiguration.
+MAX_TURN_SILENCE_MS = 10000
+#: Speaker labels of successive turns on one connection (diarization: "Speaker A, B, C").
+SPEAKER_LABELS = ("A", "B")
 
 CLOSE_UNAUTHORIZED = 1008
 CLOSE_INVALID = 3006
@@ -91,7 +98,16 @@ def _keyterms(raw: Any) -> list[str]:
     terms = json.loads(raw) if isinstance(raw, str) else raw
     if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
         raise ParamError("Invalid keyterms_prompt: expected a JSON array of strings")
+    if len(terms) > MAX_KEYTERMS:
+        raise ParamError(f"Invalid keyterms_prompt: at most {MAX_KEYTERMS} terms")
+    if any(len(t) > MAX_KEYTERM_CHARS for t in terms):
+        raise ParamError(f"Invalid keyterms_prompt: a term has at most {MAX_KEYTERM_CHARS} chars")
     return terms
+
+
+def _silences(lo: int | None, hi: int | None) -> None:
+    if lo is not None and hi is not None and lo > hi:
+        raise ParamError("Invalid query parameter: min_turn_silence exceeds max_turn_silence")
 
 
 def parse_params(pairs: list[tuple[str, str]]) -> StreamingParams:
@@ -124,16 +140,10 @@ def parse_params(pairs: list[tuple[str, str]]) -> StreamingParams:
     for name in ("format_turns", "language_detection", "speaker_labels"):
         if name in seen:
             setattr(p, name, _bool(name, seen[name]))
-    if "min_turn_silence" in seen:
-        p.min_turn_silence = _int("min_turn_silence", seen["min_turn_silence"], 0, 10000)
-    if "max_turn_silence" in seen:
-        p.max_turn_silence = _int("max_turn_silence", seen["max_turn_silence"], 0, 10000)
-    if (
-        p.min_turn_silence is not None
-        and p.max_turn_silence is not None
-        and p.min_turn_silence > p.max_turn_silence
-    ):
-        raise ParamError("Invalid query parameter: min_turn_silence exceeds max_turn_silence")
+    for name in ("min_turn_silence", "max_turn_silence"):
+        if name in seen:
+            setattr(p, name, _int(name, seen[name], 0, MAX_TURN_SILENCE_MS))
+    _silences(p.min_turn_silence, p.max_turn_silence)
     if "end_of_turn_confidence_threshold" in seen:
         p.end_of_turn_confidence_threshold = _float(
             "end_of_turn_confidence_threshold", seen["end_of_turn_confidence_threshold"], 0, 1
@@ -182,15 +192,9 @@ def rate_violation(
     return None
 
 
-UPDATE_FIELDS = {
-    "keyterms_prompt",
-    "prompt",
-    "min_turn_silence",
-    "max_turn_silence",
-    "end_of_turn_confidence_threshold",
-    "vad_threshold",
-    "format_turns",
-}
+#: What ``UpdateConfiguration`` may carry: the fields the documentation names for it
+#: ("keyterms_prompt", "min_turn_silence", "max_turn_silence"), nothing else.
+UPDATE_FIELDS = {"keyterms_prompt", "min_turn_silence", "max_turn_silence"}
 
 
 class StreamingSession:
@@ -309,23 +313,33 @@ class StreamingSession:
             await self.fail(CLOSE_INVALID, f"Invalid UpdateConfiguration field: {unknown[0]}")
             return
         try:
+            # Everything is checked before anything changes: a refused update changes nothing.
+            keyterms = self.params.keyterms_prompt
             if "keyterms_prompt" in fields:
-                self.params.keyterms_prompt = _keyterms(fields["keyterms_prompt"])
+                if not isinstance(fields["keyterms_prompt"], list):
+                    raise ParamError("Invalid keyterms_prompt: expected an array of strings")
+                keyterms = _keyterms(fields["keyterms_prompt"])
+            silences = {}
             for name in ("min_turn_silence", "max_turn_silence"):
                 if name in fields:
                     value = fields[name]
-                    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                        raise ParamError(f"Invalid {name}: expected a non-negative integer")
-                    setattr(self.params, name, value)
-            if "prompt" in fields and not isinstance(fields["prompt"], str):
-                raise ParamError("Invalid prompt: expected a string")
-            if "format_turns" in fields:
-                if not isinstance(fields["format_turns"], bool):
-                    raise ParamError("Invalid format_turns: expected a boolean")
-                self.params.format_turns = fields["format_turns"]
-        except (ParamError, json.JSONDecodeError) as exc:
-            await self.fail(CLOSE_INVALID, str(exc) or "Invalid UpdateConfiguration")
+                    if not isinstance(value, int) or isinstance(value, bool):
+                        raise ParamError(f"Invalid {name}: expected an integer")
+                    if not 0 <= value <= MAX_TURN_SILENCE_MS:
+                        raise ParamError(
+                            f"Invalid {name}: must be between 0 and {MAX_TURN_SILENCE_MS}"
+                        )
+                    silences[name] = value
+            _silences(
+                silences.get("min_turn_silence", self.params.min_turn_silence),
+                silences.get("max_turn_silence", self.params.max_turn_silence),
+            )
+        except ParamError as exc:
+            await self.fail(CLOSE_INVALID, str(exc))
             return
+        self.params.keyterms_prompt = keyterms
+        for name, value in silences.items():
+            setattr(self.params, name, value)
         self.detector.end_silence_ms = self._end_silence_ms()
 
     async def terminate(self) -> None:
@@ -353,7 +367,11 @@ class StreamingSession:
                 await self._send_turn(event)
 
     def _turn_message(self, words: tuple[recognizer.Word, ...], end: bool, formatted: bool) -> dict:
-        texts = recognizer.formatted_texts(list(words)) if formatted else [w.text for w in words]
+        texts = (
+            recognizer.formatted_texts(list(words), self.params.keyterms_prompt)
+            if formatted
+            else [w.text for w in words]
+        )
         transcript = " ".join(texts)
         message: dict[str, Any] = {
             "type": "Turn",
@@ -378,7 +396,8 @@ class StreamingSession:
             message["language_code"] = "en"
             message["language_confidence"] = 0.99
         if self.params.speaker_labels:
-            message["speaker_label"] = "A"
+            # Each DTMF digit group is one turn; successive turns alternate speakers.
+            message["speaker_label"] = SPEAKER_LABELS[self.turn_order % len(SPEAKER_LABELS)]
         return message
 
     async def _send_turn(self, update: recognizer.TurnUpdate) -> None:
