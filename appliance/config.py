@@ -113,7 +113,7 @@ _WRITTEN_PATHS = ("state_dir", "spool.directory", "audio.output_file")
 # What a gesture may do: ``toggle`` starts a session or stops the running one;
 # ``start_or_interrupt`` starts one or, while the agent speaks, cuts it short;
 # ``stop`` ends the running session; ``switch_mode`` moves to the next mode.
-ButtonAction = Literal["none", "toggle", "start_or_interrupt", "stop", "switch_mode"]
+ButtonAction = Literal["none", "toggle", "start_or_interrupt", "stop", "switch_mode", "end_turn"]
 BUTTON_ACTIONS: tuple[ButtonAction, ...] = get_args(ButtonAction)
 
 # The other choices of the schema: a setting typed with one takes its values as choices.

@@ -53,6 +53,11 @@ class Interrupt:
 
 
 @dataclasses.dataclass(frozen=True)
+class EndTurn:
+    """Close the live speaker's open turn at once (ForceEndpoint), keep listening."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ModeChanged:
     mode: str
 
@@ -62,7 +67,7 @@ class Earcon:
     name: str  # start | stop | error | saved | mode
 
 
-Action = StartSession | StopSession | Interrupt | ModeChanged | Earcon
+Action = StartSession | StopSession | Interrupt | ModeChanged | Earcon | EndTurn
 
 
 class Controller:
@@ -124,6 +129,12 @@ class Controller:
             return []
         return self._switch_to(MODES[MODES.index(mode)])
 
+    def request_end_turn(self) -> list[Action]:
+        """End the open turn of a running live session, as the ``end_turn`` gesture does."""
+        if self.phase is Phase.ACTIVE and self.mode == "live":
+            return [EndTurn()]
+        return []
+
     def request_interrupt(self) -> list[Action]:
         """Cut the agent's reply short, as a press does while it speaks; else nothing."""
         if self.phase is Phase.ACTIVE and self.mode == "agent" and self.agent_speaking:
@@ -159,6 +170,8 @@ class Controller:
             return self._stop()
         if action == "switch_mode":
             return self._switch_mode()
+        if action == "end_turn":
+            return self.request_end_turn()
         return []
 
     def _start(self, at: float) -> list[Action]:

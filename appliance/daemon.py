@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.controller import (
     Action,
     Earcon,
+    EndTurn,
     Gesture,
     Interrupt,
     ModeChanged,
@@ -37,7 +38,7 @@ from appliance.events import Event, Published, StateChanged, idle
 from appliance.exitcodes import ExitCode
 from appliance.logs import log_context
 from appliance.modes import MODE_LABELS
-from appliance.session import Account, Session
+from appliance.session import Account, LiveControls, Session
 
 if TYPE_CHECKING:
     from appliance.audio.ring import RingBuffer
@@ -182,6 +183,9 @@ class Daemon:
             elif isinstance(action, Interrupt):
                 if self._session is not None:
                     self._session.interrupt()
+            elif isinstance(action, EndTurn):
+                if isinstance(self._session, LiveControls):
+                    self._session.end_turn()
             elif isinstance(action, ModeChanged):
                 log.info("mode: %s", MODE_LABELS[action.mode])
                 self._prefetch_for_mode()
@@ -298,6 +302,7 @@ class Daemon:
             "start_session": "a session is already running",
             "stop_session": "no session is running",
             "interrupt": "the agent is not speaking",
+            "end_turn": "no live session is running",
         }
         if action in refusals or action in ("switch_mode", "set_mode"):
             if action == "start_session":
@@ -306,6 +311,8 @@ class Daemon:
                 actions = controller.request_stop()
             elif action == "interrupt":
                 actions = controller.request_interrupt()
+            elif action == "end_turn":
+                actions = controller.request_end_turn()
             elif action == "set_mode":
                 mode = args.get("mode", "")
                 if mode not in MODE_LABELS:
@@ -316,6 +323,8 @@ class Daemon:
             if not actions and action in refusals:
                 return {"ok": False, "error": refusals[action]}
             self._carry_out(actions)
+        elif action == "retune":
+            return self._retune(args)
         elif action == "retry_spool":
             if parts.spool is None:
                 return {"ok": False, "error": "no spool"}
@@ -327,6 +336,25 @@ class Daemon:
                 parts.uploader.wake()
             return {"ok": True, "retried": count}
         return {"ok": True, "mode": controller.mode, "phase": controller.phase.value}
+
+    def _retune(self, args: dict[str, str]) -> dict[str, Any]:
+        """The page's new key terms or turn silences for the running live session.
+
+        ``keyterms`` is a JSON array of strings (the wire's own form); the silences
+        are whole ms. Nothing given keeps a value; ValueError (400) if refused.
+        """
+        from appliance.web.retune import retune_request
+
+        session = self._session
+        if not isinstance(session, LiveControls):
+            return {"ok": False, "error": "no live session is running"}
+        tuning = session.retune(**retune_request(args))
+        return {
+            "ok": True,
+            "keyterms_prompt": list(tuning.keyterms_prompt),
+            "min_turn_silence": tuning.min_turn_silence,
+            "max_turn_silence": tuning.max_turn_silence,
+        }
 
     def _publish_idle(self) -> None:
         if self._session is None:

@@ -7,15 +7,16 @@ other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from appliance.protocol.account import Account
+from appliance.protocol.tuning import Tuning
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Account", "NoticeCallback", "Session", "SessionFactory"]
+__all__ = ["Account", "LiveControls", "NoticeCallback", "Session", "SessionFactory"]
 
 #: How a session asks for an earcon-worthy notice ("error", "new_conversation", ...).
 NoticeCallback = Callable[[str], None]
@@ -34,6 +35,25 @@ class Session(Protocol):
 
     def interrupt(self) -> None:
         """A press while it talks: cut the reply short (nothing to do for most sessions)."""
+        ...
+
+
+@runtime_checkable
+class LiveControls(Protocol):
+    """What a live transcription takes mid-session beyond :class:`Session` (page, button)."""
+
+    def retune(
+        self,
+        *,
+        keyterms_prompt: Sequence[str] | None = None,
+        min_turn_silence: int | None = None,
+        max_turn_silence: int | None = None,
+    ) -> Tuning:
+        """New key terms or turn silences, without reconnecting (ValueError if refused)."""
+        ...
+
+    def end_turn(self) -> None:
+        """Close the open turn at once."""
         ...
 
 

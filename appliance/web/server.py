@@ -80,7 +80,14 @@ StatusFn = Callable[[], dict[str, Any]]
 ControlFn = Callable[[str, dict[str, str]], Awaitable[dict[str, Any]]]
 
 #: What the page's buttons may ask the daemon to do (the control callback gets these names).
-CONTROL_ACTIONS = ("start_session", "stop_session", "switch_mode", "retry_spool")
+CONTROL_ACTIONS = (
+    "start_session",
+    "stop_session",
+    "switch_mode",
+    "retry_spool",
+    "end_turn",
+    "retune",
+)
 
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
