@@ -91,6 +91,7 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     check_speaker(report, config, bool(getattr(args, "tone", False)))
     check_gpio(report, config)
     check_cloud(report, config)
+    check_summary(report, config)
     check_spool(report, config)
     code = report.exit_code()
     summary = {
@@ -371,6 +372,23 @@ def check_cloud(report: Report, config: Config) -> None:
         report.line(WARN, "cloud", f"offline: {host}: {exc}; recordings will be kept")
         return
     report.line(OK, "cloud", f"{host} reachable, credential accepted")
+
+
+def check_summary(report: Report, config: Config) -> None:
+    """Summaries need the key on the device; the gateway is not asked (every answer costs)."""
+    summary = config.summary
+    if not summary.enabled:
+        return
+    host = urlsplit(config.urls.llm_gateway_url).hostname
+    if config.api_key is None:
+        report.line(
+            WARN,
+            "summary",
+            "enabled, but summaries need the API key on the device: the LLM Gateway takes "
+            "the key itself and the token broker does not forward it; none will be made",
+        )
+        return
+    report.line(OK, "summary", f"{summary.model} on {host} (not asked: each answer is charged)")
 
 
 def _tcp_reachable(url: str) -> bool:

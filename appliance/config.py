@@ -36,6 +36,7 @@ import yaml
 from appliance.audio.own_sound import DEFAULT_ECHO_TAIL_SECONDS
 from appliance.modes import MODES
 from appliance.protocol.agent import DEFAULT_AGENT_LIMITS, AgentLimits, Echo
+from appliance.protocol.gateway import EU_HOST, MODELS, US_HOST, region_refusal
 from appliance.protocol.policy import DEFAULT_RECONNECT_LIMITS, ReconnectLimits
 from appliance.protocol.retry import retry_limits
 from appliance.protocol.streaming import STREAM_RATE, StreamingLimits
@@ -83,8 +84,11 @@ REGION_HOSTS: dict[str, dict[str, str]] = {
         "streaming": "streaming.eu.assemblyai.com",
         "rest": "api.eu.assemblyai.com",
         "agent": "agents.assemblyai.com",
+        "llm_gateway": EU_HOST,
     },
 }
+for _hosts in REGION_HOSTS.values():
+    _hosts.setdefault("llm_gateway", US_HOST)  # the US host serves edge and us
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +147,7 @@ class EndpointsConfig:
     agent_url: str | None = setting(None, doc="Voice Agent WebSocket URL")
     agent_token_url: str | None = setting(None, doc="Voice Agent temporary-token URL")
     rest_url: str | None = setting(None, doc="pre-recorded REST base URL")
+    llm_gateway_url: str | None = setting(None, doc="LLM Gateway chat-completions URL (summaries)")
     allow_insecure: bool = setting(
         False, doc="allow ws:// and http:// to hosts other than loopback (never in production)"
     )
@@ -158,6 +163,7 @@ class EndpointsConfig:
                 "agent_url": f"{ws_base}/v1/ws",
                 "agent_token_url": f"{base}/v1/token",
                 "rest_url": base,
+                "llm_gateway_url": f"{base}/v1/chat/completions",
             }
         else:
             defaults = {
@@ -166,6 +172,7 @@ class EndpointsConfig:
                 "agent_url": f"wss://{hosts['agent']}/v1/ws",
                 "agent_token_url": f"https://{hosts['agent']}/v1/token",
                 "rest_url": f"https://{hosts['rest']}",
+                "llm_gateway_url": f"https://{hosts['llm_gateway']}/v1/chat/completions",
             }
         chosen = {k: getattr(self, k) or v for k, v in defaults.items()}
         return ResolvedEndpoints(**chosen)
@@ -180,6 +187,12 @@ class ResolvedEndpoints:
     agent_url: str
     agent_token_url: str
     rest_url: str
+    llm_gateway_url: str
+
+    @property
+    def llm_gateway_in_eu(self) -> bool:
+        """Is the gateway the EU host (Claude and Gemini models only)?"""
+        return urlsplit(self.llm_gateway_url).hostname == EU_HOST
 
 
 @dataclasses.dataclass
@@ -502,6 +515,35 @@ class HistoryConfig:
     check_interval_seconds: float = setting(3600.0, minimum=60, maximum=86400, unit=" s")
 
 
+#: The summary prompt unless one is configured (the system message of the request).
+DEFAULT_SUMMARY_PROMPT = (
+    "You are given the transcript of a recording or a meeting. Write a short summary of "
+    "what was said (at most five bullet points), then a list headed 'Action items' with "
+    "each task, decision to follow up or open question and who owns it, if anyone is "
+    "named. If there are none, write 'Action items: none'. Use only what the transcript says."
+)
+
+
+@dataclasses.dataclass
+class SummaryConfig:
+    """A summary and action items of each live session and field recording (LLM Gateway).
+
+    Needs the API key on the device: the gateway takes the key itself (no temporary
+    tokens), and the token broker does not forward it.
+    """
+
+    enabled: bool = setting(False)
+    model: str = setting(
+        "claude-haiku-4-5-20251001", choices=MODELS, doc="exact, versioned LLM Gateway model id"
+    )
+    prompt: str = setting(DEFAULT_SUMMARY_PROMPT, doc="instructions sent with the transcript")
+    max_tokens: int = setting(1000, minimum=1, maximum=32_000, doc="longest answer asked for")
+    max_attempts: int = setting(20, minimum=1, maximum=1000, doc="failed attempts, then failed")
+    timeout_seconds: float = setting(
+        120.0, minimum=5, maximum=600, unit=" s", doc="for the gateway's answer"
+    )
+
+
 @dataclasses.dataclass
 class UploadConfig:
     """Pre-recorded transcription of spooled audio."""
@@ -595,6 +637,7 @@ class Config:
     web: WebConfig = section(WebConfig)
     mqtt: MqttConfig = section(MqttConfig)
     logging: LoggingConfig = section(LoggingConfig)
+    summary: SummaryConfig = section(SummaryConfig)
 
     # Filled by the loader, not by YAML.
     source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})
@@ -1046,6 +1089,7 @@ class _Loader:
             "agent_url": ("ws", "wss"),
             "agent_token_url": ("http", "https"),
             "rest_url": ("http", "https"),
+            "llm_gateway_url": ("http", "https"),
         }
         for name, schemes in url_fields.items():
             value = getattr(ep, name, None)
@@ -1114,6 +1158,7 @@ class _Loader:
                 "led.pins",
                 f"led kind {led.kind!r} needs {wanted} pin(s), got {len(led.pins)}",
             )
+        self._check_summary_model(config, node_of)
         if not config.upload.speech_models:
             self.problem(
                 node_of("upload.speech_models"),
@@ -1162,6 +1207,23 @@ class _Loader:
                 key,
                 "plain ws:// or http:// is only allowed to loopback hosts "
                 "(set endpoints.allow_insecure to override)",
+            )
+
+    def _check_summary_model(
+        self, config: Config, node_of: typing.Callable[[str], yaml.Node | None]
+    ) -> None:
+        """The EU gateway serves Claude and Gemini only: another model there is refused."""
+        summary = config.summary
+        if not summary.enabled or summary.model not in MODELS:  # an unknown id is reported
+            return
+        try:
+            in_eu = config.urls.llm_gateway_in_eu
+        except (KeyError, ValueError):
+            return
+        why = region_refusal(summary.model, in_eu)
+        if why is not None:
+            self.problem(
+                node_of("summary.model") or node_of("endpoints.region"), "summary.model", why
             )
 
 

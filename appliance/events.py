@@ -37,7 +37,9 @@ State = Literal[
 #: What a state is about: a button mode, or the uploader or spool under every mode.
 StateSource = Literal["live", "agent", "record", "upload", "spool"]
 SessionPhaseName = Literal["started", "ended", "resumed", "new_conversation"]
-ErrorSource = Literal["capture", "button", "spool", "live", "agent", "record", "upload"]
+ErrorSource = Literal[
+    "capture", "button", "spool", "live", "agent", "record", "upload", "summary"
+]
 
 
 class Word(TypedDict):
@@ -173,6 +175,22 @@ class RecordingTranscript(Event):
     session_id: str | None = None  # the live session a gap belongs to
 
 
+SummarySource = Literal["session", "recording"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SummaryStored(Event):
+    """A summary and action items of a live session or a field recording is stored beside its
+    transcript (made by the LLM Gateway; ``truncated``: cut short by ``summary.max_tokens``)."""
+
+    kind: ClassVar[str] = "summary"
+    source: SummarySource
+    source_id: str  # the session id or the recording id
+    text: str
+    model: str
+    truncated: bool = False
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SessionPhase(Event):
     """A session started or ended; an agent conversation resumed or started anew."""
@@ -212,6 +230,7 @@ SCHEMA: tuple[type[Event], ...] = (
     SpoolStatus,
     UploadProgress,
     RecordingTranscript,
+    SummaryStored,
     SessionPhase,
     ErrorReported,
     MicLevel,

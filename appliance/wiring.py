@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
     from appliance.spool.uploader import Uploader
+    from appliance.summary.worker import SummaryWorker
     from appliance.web.server import ControlFn, StatusFn, WebServer
 
 log = logging.getLogger("appliance.daemon")
@@ -198,6 +199,7 @@ async def build(
 
     # Spool and uploader: the safety net under every mode.
     spool, spool_problem, uploader = await open_spool(config, events, stack)
+    open_summaries(config, events, spool, uploader, stack)
 
     # Tokens: one coordinator per streamed product, sharing one long-lived HTTP client
     # (a client per token costs CPU and a new connection); it is closed after them.
@@ -359,6 +361,44 @@ async def open_spool(
         _in_background(stack, uploader.run(), "uploader")
     spool.publish_status()
     return spool, None, uploader
+
+
+def open_summaries(
+    config: Config,
+    events: EventBus,
+    spool: Spool | None,
+    uploader: Uploader | None,
+    stack: contextlib.AsyncExitStack,
+) -> SummaryWorker | None:
+    """The summary worker, when enabled: its queue lives in the spool database, and the
+    LLM Gateway takes the API key itself, so no spool or no key, no summaries (said once)."""
+    if not config.summary.enabled:
+        return None
+    if spool is None:
+        log.error("summaries enabled but the spool is unavailable: no summary is made")
+        return None
+    if config.api_key is None:
+        log.warning(
+            "summaries need the API key on the device: the LLM Gateway takes the key itself "
+            "(there are no temporary tokens for it) and the token broker does not forward it; "
+            "no summary is made"
+        )
+        return None
+    from appliance.cloud.gateway import GatewayClient
+    from appliance.summary.jobs import SummaryJobs
+    from appliance.summary.stored import SummaryPaths
+    from appliance.summary.worker import SummaryWorker
+
+    jobs = SummaryJobs(spool.store.path)
+    _on_close(stack, jobs.close)
+    client = GatewayClient.for_summaries(config)
+    _on_close(stack, client.aclose)
+    paths = SummaryPaths(config.state_path, spool.root)
+    worker = SummaryWorker(jobs, client, config.summary, paths, events, recordings=spool.store)
+    if uploader is not None:
+        uploader.on_transcript = worker.queue_after(uploader.on_transcript)
+    _in_background(stack, worker.run(), "summaries")
+    return worker
 
 
 def session_factories(

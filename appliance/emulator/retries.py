@@ -4,7 +4,8 @@ Every API request (token, WebSocket upgrade, REST call) is seen on arrival;
 its outcome is reported when known. From that timeline the rules in
 ``rules.py`` decide: too soon after a failure, the same delay twice in a row
 (no jitter), or before a Retry-After the emulator sent has run out.
-Products are judged apart: ``streaming`` (/v3), ``agent`` (/v1), ``rest`` (/v2).
+Products are judged apart: ``streaming`` (/v3), ``agent`` (/v1), ``rest`` (/v2),
+``llm`` (/v1/chat/, the LLM Gateway).
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from appliance.emulator.violations import (
     RETRY_TOO_SOON,
 )
 
-PRODUCT_PREFIXES = (("/v3/", "streaming"), ("/v1/", "agent"), ("/v2/", "rest"))
+PRODUCT_PREFIXES = (
+    ("/v3/", "streaming"),
+    ("/v1/chat/", "llm"),  # the LLM Gateway, before the agent's /v1/
+    ("/v1/", "agent"),
+    ("/v2/", "rest"),
+)
 
 #: record(rule, product, detail, data) -> None
 Recorder = Callable[[str, str, str, dict], None]

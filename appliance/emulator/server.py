@@ -130,6 +130,9 @@ class EmulatorApp:
             add_prerecorded_routes(app)
         except ImportError:  # pragma: no cover
             pass
+        from appliance.emulator.gateway import add_gateway_routes
+
+        add_gateway_routes(app)
         control_routes(app, self.controls)
         return app
 

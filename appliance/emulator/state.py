@@ -107,6 +107,8 @@ class EmulatorState:
         self.submissions_by_upload: Counter[str] = Counter()
         self.submissions_by_hash: Counter[str] = Counter()
         self.http_requests: list[tuple[str, str, int]] = []  # method, path, status
+        #: Every LLM Gateway chat completion answered (its request body), in order.
+        self.chat_completions: list[dict[str, Any]] = []
         #: Every client rule broken (``violations.RULES``), in order.
         self.violations: list[Violation] = []
 
