@@ -5,7 +5,11 @@ that "says" a few DTMF digits (the emulator's recogniser turns them into the
 words "one", "two"...), and runs the real daemon on it once per mode, with
 simulated button presses:
 
-- live: press, the digits are spoken, press; turns appear as they arrive;
+- live: press, the digits are spoken, press; turns appear as they arrive, each
+  with its speaker (``speaker_labels``: the emulator alternates A and B), and
+  after the first turn the page's retune control sets a key term (the last
+  digit's word in capitals) that the later turns are spelled with, on the same
+  connection (``UpdateConfiguration``, no reconnect);
 - record: the same, then the recording is uploaded and transcribed;
 - agent: press, the greeting plays, then the digits are the question (half
   duplex silences what is said over the greeting, as on a device), the agent's
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import tempfile
@@ -97,10 +102,11 @@ class ModeResult:
     expected: str
     got: str = ""
     detail: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # beyond the digits
 
     @property
     def ok(self) -> bool:
-        return self.got == self.expected
+        return self.got == self.expected and not self.problems
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -190,6 +196,7 @@ def _demo_config(
     config.button.enabled = False
     config.button.keyboard = False
     config.upload.poll_seconds = 0.2
+    config.live.speaker_labels = True
     config.api_key = register_secret(Secret(key, source="demo"))
     return config
 
@@ -226,6 +233,8 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
             await _wait_for(lambda: len(_replied_digits(result)) >= len(digits), AGENT_TIMEOUT)
             daemon.press("long")
         else:
+            if mode == "live":
+                await _retune_after_the_first_turn(daemon, result, digits)
             await _sleep_until(speech_ends + 1.5)
             daemon.press("short")
         await asyncio.wait_for(daemon.wait_idle(), 30)
@@ -234,8 +243,9 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
             result.got = words_to_digits(_recording_text(daemon))
         elif mode == "live":
             result.got = "".join(
-                words_to_digits(line) for line in result.detail if line.startswith("final:")
+                words_to_digits(line) for line in result.detail if line.startswith("final")
             )
+            result.problems += _live_problems(result, digits)
         else:
             assert config.audio.output_file is not None  # the demo's config sets it
             heard = dtmf.decode_digits(*dtmf.read_wav(config.audio.output_file))
@@ -255,7 +265,11 @@ async def _print_events(feed: AsyncIterable[Published[Event]], result: ModeResul
         if isinstance(event, TurnPartial):
             print(f"    partial: {event.text}")
         elif isinstance(event, TurnFinal):
-            line = f"final: {event.text}"
+            line = (
+                f"final [{event.speaker}]: {event.text}"
+                if event.speaker
+                else f"final: {event.text}"
+            )
             result.detail.append(line)
             print(f"    {line}")
         elif isinstance(event, AgentUser) and event.final:
@@ -266,6 +280,35 @@ async def _print_events(feed: AsyncIterable[Published[Event]], result: ModeResul
             print(f"    {line}")
         elif isinstance(event, SpoolStatus) and event.states:
             print(f"    spool: {dict(event.states)}")
+
+
+def _key_term(digits: str) -> str:
+    """The demo's mid-session key term: the last digit's word, in capitals."""
+    word = next(w for w, d in WORDS.items() if d == digits[-1])
+    return word.upper()
+
+
+async def _retune_after_the_first_turn(daemon: Daemon, result: ModeResult, digits: str) -> None:
+    """Once the first turn is final, set a key term from the page's control, mid-session."""
+    if len(digits) < 2:
+        return  # one turn: no later turn to show it in
+    await _wait_for(lambda: any(d.startswith("final") for d in result.detail), 15)
+    answer = await daemon.web_control("retune", {"keyterms": json.dumps([_key_term(digits)])})
+    print(f"    retune: key terms {answer.get('keyterms_prompt')} (UpdateConfiguration)")
+    if not answer.get("ok"):
+        result.problems.append(f"retune refused: {answer.get('error')}")
+
+
+def _live_problems(result: ModeResult, digits: str) -> list[str]:
+    """Two speakers, and the key term spelled in a turn after the retune."""
+    finals = [line for line in result.detail if line.startswith("final")]
+    speakers = {line[len("final [") : line.index("]")] for line in finals if "[" in line}
+    problems = []
+    if len(digits) >= 2 and len(speakers) < 2:
+        problems.append(f"expected two speakers, saw {sorted(speakers)}")
+    if len(digits) >= 2 and not any(_key_term(digits) in line for line in finals[1:]):
+        problems.append(f"no turn after the retune spells {_key_term(digits)!r}")
+    return problems
 
 
 def _replied_digits(result: ModeResult) -> str:

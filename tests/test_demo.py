@@ -20,7 +20,9 @@ def test_demo_runs_every_mode_and_reports_success() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "summary: live ok, record ok, agent ok" in proc.stdout
-    assert "final: Two." in proc.stdout
+    # Two speakers, and the key term set mid-session spells the later turn.
+    assert "final [A]: Two." in proc.stdout and "final [B]: SEVEN." in proc.stdout
+    assert "retune: key terms ['SEVEN'] (UpdateConfiguration)" in proc.stdout
 
 
 async def _agent_demo_as_on_a_device(monkeypatch: pytest.MonkeyPatch, lead: float) -> int:
