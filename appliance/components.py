@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from appliance.config import Config
     from appliance.connection.tokens import TokenCoordinator
     from appliance.controls import EarconPlayer
+    from appliance.outbox.delivery import Outbox
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
     from appliance.spool.uploader import Uploader
@@ -48,6 +49,8 @@ class Components:
     tokens: Mapping[str, TokenCoordinator]
     #: How a press starts a session, per mode.
     sessions: Mapping[str, SessionFactory]
+    #: Delivery of finished transcripts off the device, when enabled.
+    outbox: Outbox | None = None
 
     @property
     def ring(self) -> RingBuffer:

@@ -292,6 +292,10 @@ class Daemon:
             out["spool"] = spool_unavailable(parts.spool_problem)
         if parts.uploader is not None:
             out["connection"] = "offline" if parts.uploader.offline else "online"
+        if parts.outbox is not None:
+            from appliance.web.snapshot import outbox_section
+
+            out["outbox"] = outbox_section(parts.outbox)
         return out
 
     async def web_control(self, action: str, args: dict[str, str]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from appliance.connection.tokens import TokenCoordinator
     from appliance.mqtt.bridge import ControlFn as MqttControlFn
     from appliance.mqtt.bridge import MqttBridge
+    from appliance.outbox.delivery import Outbox
     from appliance.protocol.retry import RetryLimits
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
@@ -72,10 +73,8 @@ def open_source(
             event_loop=event_loop,
         )
     else:
-        from appliance.audio import echo_cancel
         from appliance.audio.capture import AudioCapture
 
-        echo_cancel.select(audio.echo_cancel.source, audio.echo_cancel.sink)
         source = AudioCapture(
             audio.input_device,
             audio.input_rate,
@@ -109,10 +108,8 @@ def open_sink(
             event_loop=event_loop,
         )
     else:
-        from appliance.audio import echo_cancel
         from appliance.audio.playback import AudioPlayback
 
-        echo_cancel.select(audio.echo_cancel.source, audio.echo_cancel.sink)
         sink = AudioPlayback(
             audio.output_device,
             audio.output_rate,
@@ -203,6 +200,7 @@ async def build(
 
     # Spool and uploader: the safety net under every mode.
     spool, spool_problem, uploader = await open_spool(config, events, stack)
+    outbox = open_outbox(config, events, spool, uploader, stack)
     open_summaries(config, events, spool, uploader, stack)
 
     # Tokens: one coordinator per streamed product, sharing one long-lived HTTP client
@@ -246,6 +244,7 @@ async def build(
         sessions=session_factories(
             config, events, microphone.ring, speaker, spool, spool_problem, tokens
         ),
+        outbox=outbox,
     )
 
 
@@ -403,6 +402,55 @@ def open_summaries(
         uploader.on_transcript = worker.queue_after(uploader.on_transcript)
     _in_background(stack, worker.run(), "summaries")
     return worker
+
+
+def open_outbox(
+    config: Config,
+    events: EventBus,
+    spool: Spool | None,
+    uploader: Uploader | None,
+    stack: contextlib.AsyncExitStack,
+) -> Outbox | None:
+    """The outbox, when enabled: its queue lives in the spool database, so no spool, no outbox.
+
+    It hears of a finished recording from the uploader (before the row says completed)
+    and of a finished live session from the event bus; it closes before the spool does.
+    """
+    if not config.outbox.enabled:
+        return None
+    if spool is None:
+        log.error("outbox enabled but the spool is unavailable: no transcript is delivered")
+        events.publish(ErrorReported(message="outbox off: no spool", where="upload"))
+        return None
+    from appliance.outbox.delivery import Outbox
+    from appliance.outbox.destinations import destination_for
+
+    destination = destination_for(config.outbox, config.outbox_auth)
+    outbox = Outbox(spool, config, destination, events)
+    if uploader is not None:
+        uploader.on_transcript = _each(uploader.on_transcript, outbox.recording_done)
+    events.add_callback(outbox.follow)
+    _on_close(stack, lambda: events.remove_callback(outbox.follow))
+    _in_background(stack, outbox.run(), "outbox")
+    return outbox
+
+
+def _each(*hooks: Callable[[Any, Any], object] | None) -> Callable[[Any, Any], None]:
+    """One transcript hook that calls each of ``hooks`` in turn (None ones skipped); one
+    that fails keeps none of the others from running, and its error is raised after."""
+
+    def call(row: Any, transcript: Any) -> None:
+        failure: Exception | None = None
+        for hook in hooks:
+            try:
+                if hook is not None:
+                    hook(row, transcript)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    return call
 
 
 def session_factories(
