@@ -217,6 +217,19 @@ class AuthConfig:
 
 
 @dataclasses.dataclass
+class EchoCancelConfig:
+    """The sound server's echo-cancelled microphone and speaker (module-echo-cancel).
+
+    Named, they are what the daemon records from and plays into (libpulse's
+    PULSE_SOURCE / PULSE_SINK, on PulseAudio and on PipeWire's pulse server),
+    and ``appliance check`` reports whether the server has them.
+    """
+
+    source: str | None = setting(None, doc="echo-cancelled source name; null = not used")
+    sink: str | None = setting(None, doc="its sink (the canceller's far-end reference)")
+
+
+@dataclasses.dataclass
 class AudioConfig:
     """Microphone and speaker."""
 
@@ -254,6 +267,7 @@ class AudioConfig:
         unit=" ms",
         doc="own sounds stay out of the mic this long past the output latency",
     )
+    echo_cancel: EchoCancelConfig = section(EchoCancelConfig)
 
 
 @dataclasses.dataclass
@@ -1197,6 +1211,7 @@ class _Loader:
                 "upload.speech_models",
                 "at least one speech model is required",
             )
+        self._check_echo_cancel(config.audio.echo_cancel, node_of)
         for key in _WRITTEN_PATHS:
             self._check_stays_inside(key, node_of(key))
 
@@ -1234,6 +1249,19 @@ class _Loader:
             f"{shown(node.value)} climbs out of {self.base_dir}, the configuration's "
             "directory, where relative paths start; give an absolute path",
         )
+
+    def _check_echo_cancel(
+        self, echo_cancel: EchoCancelConfig, node_of: typing.Callable[[str], yaml.Node | None]
+    ) -> None:
+        """Both or neither: a canceller only removes what it plays, so recording its
+        source while playing elsewhere cancels nothing."""
+        if (echo_cancel.source is None) != (echo_cancel.sink is None):
+            missing = "sink" if echo_cancel.sink is None else "source"
+            self.problem(
+                node_of("audio.echo_cancel"),
+                f"audio.echo_cancel.{missing}",
+                "echo cancellation needs both its source and its sink",
+            )
 
     def _check_url(
         self,

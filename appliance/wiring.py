@@ -73,8 +73,10 @@ def open_source(
             event_loop=event_loop,
         )
     else:
+        from appliance.audio import echo_cancel
         from appliance.audio.capture import AudioCapture
 
+        echo_cancel.select(audio.echo_cancel.source, audio.echo_cancel.sink)
         source = AudioCapture(
             audio.input_device,
             audio.input_rate,
@@ -108,8 +110,10 @@ def open_sink(
             event_loop=event_loop,
         )
     else:
+        from appliance.audio import echo_cancel
         from appliance.audio.playback import AudioPlayback
 
+        echo_cancel.select(audio.echo_cancel.source, audio.echo_cancel.sink)
         sink = AudioPlayback(
             audio.output_device,
             audio.output_rate,
