@@ -161,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config(nested, nested=True)
 
     p = command(
+        "sessions",
+        "Past live sessions and recordings: list them, show one, export it as "
+        "TXT, Markdown, SRT, VTT or JSON.",
+        _sessions,
+    )
+    from appliance.history.cli import add_arguments as add_sessions_arguments
+
+    for nested in add_sessions_arguments(p):
+        _add_config(nested, nested=True)
+
+    p = command(
         "transcribe", "Upload one audio file now, show progress, print the transcript.", _transcribe
     )
     p.add_argument("file", help="audio file (WAV)")
@@ -277,6 +288,13 @@ def _spool(args: argparse.Namespace) -> int:
     from appliance.spool.cli import spool_command
 
     return spool_command(config, args)
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    config = load(args, resolve_secrets=False)
+    from appliance.history.cli import sessions_command
+
+    return sessions_command(config, args)
 
 
 def _transcribe(args: argparse.Namespace) -> int:

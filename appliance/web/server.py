@@ -68,6 +68,8 @@ from appliance.web.feed import (
     parse_kinds,
 )
 from appliance.web.guard import ControlGuard, Verdict, host_allowed, origin_allowed
+from appliance.web.history import PREFIX as HISTORY_PREFIX
+from appliance.web.history import HistoryApi
 from appliance.web.snapshot import from_events
 from appliance.web.throttle import RefusalLog, Summary, TokenThrottle
 
@@ -87,12 +89,6 @@ CONTROL_ACTIONS = (
     "retry_spool",
     "end_turn",
     "retune",
-    "volume_up",
-    "volume_down",
-    "set_volume",
-    "mute",
-    "unmute",
-    "toggle_mute",
 )
 
 _CSP = (
@@ -100,7 +96,9 @@ _CSP = (
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
-_PAGES = {"/": "captions.html", "/status": "status.html"}
+#: The history page plays a recording it fetched with the token, from a blob: URL.
+_HISTORY_CSP = _CSP.replace("img-src data:;", "img-src data:; media-src blob:;")
+_PAGES = {"/": "captions.html", "/status": "status.html", "/history": "history.html"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +133,7 @@ class WebServer:
         control: ControlFn | None = None,
         *,
         limits: WebLimits | None = None,
+        history: HistoryApi | None = None,
     ) -> None:
         self.config = config
         self.events = events
@@ -146,6 +145,8 @@ class WebServer:
         self._history = History(self.limits.history_turns, self.limits.history_errors)
         self._history_task: asyncio.Task[None] | None = None
         self._guard = ControlGuard(False, None)
+        self._past = history
+        self._history_guard = ControlGuard(False, None)
         self._pages: dict[str, bytes] = {}
         self._feed_clients = 0
         self._sockets: set[ServerConnection] = set()
@@ -172,6 +173,15 @@ class WebServer:
             self.config.controls_enabled and self._control is not None,
             self.config.control_token_file,
         )
+        if self._past is not None and self.config.history_enabled:
+            # Meeting transcripts are private: the same token as the controls, controls on or off.
+            self._history_guard = (
+                ControlGuard.from_file(True, self.config.control_token_file)
+                if self.config.control_token_file is not None
+                else ControlGuard(True, None)
+            )
+        else:
+            self._history_guard = ControlGuard(False, None)
         static = resources.files("appliance.web") / "static"
         self._pages = {path: (static / name).read_bytes() for path, name in _PAGES.items()}
         history_sub = self.events.subscribe((TurnPartial, TurnFinal, ErrorReported))
@@ -252,8 +262,13 @@ class WebServer:
             return await self._control_request(connection, request, path, url.query)
         if request.method != "GET":
             return _text(http.HTTPStatus.METHOD_NOT_ALLOWED, "only GET here\n", allow="GET")
+        if path == HISTORY_PREFIX or path.startswith(HISTORY_PREFIX + "/"):
+            return await self._history_request(connection, request, path)
         if path in self._pages:
-            return _response(http.HTTPStatus.OK, self._pages[path], "text/html; charset=utf-8")
+            csp = _HISTORY_CSP if path == "/history" else _CSP
+            return _response(
+                http.HTTPStatus.OK, self._pages[path], "text/html; charset=utf-8", csp=csp
+            )
         if path == "/api/status":
             body = json.dumps(self.snapshot(), default=str).encode()
             return _response(http.HTTPStatus.OK, body, "application/json")
@@ -271,29 +286,9 @@ class WebServer:
         action = path.removeprefix("/api/control/")
         if request.method != "POST":
             return _text(http.HTTPStatus.METHOD_NOT_ALLOWED, "use POST\n", allow="POST")
-        client = _peer_host(connection)
-        now = asyncio.get_running_loop().time()
-        wait = self._throttle.wait(client, now)
-        if wait > 0:
-            self._refused(connection, action, "too many wrong tokens", now)
-            return _json(
-                http.HTTPStatus.TOO_MANY_REQUESTS,
-                {"error": "too many wrong tokens; wait before trying again"},
-                retry_after=str(math.ceil(wait)),
-            )
-        verdict = self._guard.check(request.headers.get("Authorization"))
-        if verdict is Verdict.WRONG:
-            self._throttle.missed(client, now)
-        if verdict is not Verdict.ALLOWED:
-            self._refused(connection, action, verdict.value, now)
-            if verdict in (Verdict.MISSING, Verdict.WRONG):
-                return _json(
-                    http.HTTPStatus.UNAUTHORIZED,
-                    {"error": "a valid bearer token is required"},
-                    www_authenticate='Bearer realm="appliance"',
-                )
-            return _json(http.HTTPStatus.FORBIDDEN, {"error": verdict.value})
-        self._throttle.passed(client)
+        refusal = self._token_refusal(connection, request, self._guard, action)
+        if refusal is not None:
+            return refusal
         if action not in CONTROL_ACTIONS:
             return _json(http.HTTPStatus.NOT_FOUND, {"error": "unknown control"})
         assert self._control is not None  # controls are only enabled with a callback
@@ -312,6 +307,49 @@ class WebServer:
             log.exception("web control %s failed", action)
             return _json(http.HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "control failed"})
         return _json(http.HTTPStatus.OK, result if isinstance(result, dict) else {})
+
+    def _token_refusal(
+        self, connection: ServerConnection, request: Request, guard: ControlGuard, action: str
+    ) -> Response | None:
+        """The answer refusing a request without the right bearer token, or None to go on.
+        A client that sent wrong tokens waits longer each time (429 with Retry-After)."""
+        client = _peer_host(connection)
+        now = asyncio.get_running_loop().time()
+        wait = self._throttle.wait(client, now)
+        if wait > 0:
+            self._refused(connection, action, "too many wrong tokens", now)
+            return _json(
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                {"error": "too many wrong tokens; wait before trying again"},
+                retry_after=str(math.ceil(wait)),
+            )
+        verdict = guard.check(request.headers.get("Authorization"))
+        if verdict is Verdict.WRONG:
+            self._throttle.missed(client, now)
+        if verdict is not Verdict.ALLOWED:
+            self._refused(connection, action, verdict.value, now)
+            if verdict in (Verdict.MISSING, Verdict.WRONG):
+                return _json(
+                    http.HTTPStatus.UNAUTHORIZED,
+                    {"error": "a valid bearer token is required"},
+                    www_authenticate='Bearer realm="appliance"',
+                )
+            return _json(http.HTTPStatus.FORBIDDEN, {"error": verdict.value})
+        self._throttle.passed(client)
+        return None
+
+    async def _history_request(
+        self, connection: ServerConnection, request: Request, path: str
+    ) -> Response:
+        """Past transcripts: the control token, throttled like a control, then the archive."""
+        refusal = self._token_refusal(connection, request, self._history_guard, "history")
+        if refusal is not None:
+            return refusal
+        assert self._past is not None  # the guard is only enabled with an archive
+        session = self.snapshot().get("session")
+        live = session.get("id") if isinstance(session, dict) else None
+        reply = await self._past.answer(path, live if isinstance(live, str) else None)
+        return _response(reply.status, reply.body, reply.content_type, **reply.headers)
 
     def _refused(self, connection: ServerConnection, action: str, reason: str, now: float) -> None:
         """Log the first refusal of a burst (the reason and the peer, never the header's
@@ -436,7 +474,9 @@ def _log_summary(summary: Summary) -> None:
     )
 
 
-def _response(status: http.HTTPStatus, body: bytes, content_type: str, **extra: str) -> Response:
+def _response(
+    status: http.HTTPStatus, body: bytes, content_type: str, *, csp: str = _CSP, **extra: str
+) -> Response:
     headers = Headers(
         [
             ("Date", email.utils.formatdate(usegmt=True)),
@@ -446,7 +486,7 @@ def _response(status: http.HTTPStatus, body: bytes, content_type: str, **extra: 
             ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
-            ("Content-Security-Policy", _CSP),
+            ("Content-Security-Policy", csp),
         ]
     )
     for name, value in extra.items():
