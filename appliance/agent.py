@@ -252,6 +252,7 @@ class VoiceAgentConversation:
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._transcript: IO[str] | None = None
         self._position = 0  # next ring index to send
+        self._stop_index: int | None = None  # no audio from here on is sent (a mute began)
         self._reply_started_at: float | None = None
 
     # ------------------------------------------------------------ public API
@@ -266,8 +267,13 @@ class VoiceAgentConversation:
         """The agent is audible right now (a press should interrupt rather than stop)."""
         return self.protocol.speaking
 
-    def request_stop(self) -> None:
-        """End the conversation politely (``session.end``); safe from any thread."""
+    def request_stop(self, *, end_index: int | None = None) -> None:
+        """End the conversation politely (``session.end``); safe from any thread.
+
+        ``end_index``: no microphone audio from this ring index on is sent (a mute began).
+        """
+        if end_index is not None:
+            self._stop_index = end_index
         self._call_on_loop(self._stop_now)
 
     def interrupt(self) -> None:
@@ -420,7 +426,11 @@ class VoiceAgentConversation:
         pacer = Pacer(AGENT_RATE, PacingLimits(limits.max_lead_seconds))
         pacer.begin(self._ready_at)
         while self.protocol.ready:
-            available = ring.write_index - self._position
+            end = ring.write_index if self._stop_index is None else self._stop_index
+            available = min(ring.write_index, end) - self._position
+            if available < chunk and end < ring.write_index:
+                await asyncio.sleep(limits.audio_wait_seconds)  # stopping: nothing more to send
+                continue
             if available < chunk:
                 await ring.wait_until_async(
                     self._position + chunk, timeout=limits.audio_wait_seconds

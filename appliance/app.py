@@ -67,7 +67,7 @@ class Appliance:
                     self.config, self.events, daemon.status_snapshot, daemon.web_control, stack
                 )
                 self.mqtt = await wiring.open_mqtt(
-                    self.config, self.events, daemon.web_control, parts.microphone, stack
+                    self.config, self.events, daemon.mqtt_control, parts.microphone, stack
                 )
             except Exception as exc:
                 log.error("start-up failed: %s", exc)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from appliance.config import Config
     from appliance.connection.tokens import TokenCoordinator
     from appliance.controls import EarconPlayer
-    from appliance.outbox.delivery import Outbox
+    from appliance.controls.mute import MuteSwitch
+    from appliance.controls.person import PersonControls
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
     from appliance.spool.uploader import Uploader
@@ -49,8 +50,10 @@ class Components:
     tokens: Mapping[str, TokenCoordinator]
     #: How a press starts a session, per mode.
     sessions: Mapping[str, SessionFactory]
-    #: Delivery of finished transcripts off the device, when enabled.
-    outbox: Outbox | None = None
+    #: The speaker's volume and the microphone's mute, as a person set them.
+    person: PersonControls | None = None
+    #: The GPIO mute switch (opened by the daemon), when configured.
+    mute_switch: MuteSwitch | None = None
 
     @property
     def ring(self) -> RingBuffer:

@@ -64,10 +64,39 @@ class ModeChanged:
 
 @dataclasses.dataclass(frozen=True)
 class Earcon:
-    name: str  # start | stop | error | saved | mode
+    name: str  # start | stop | error | saved | mode | volume | muted | unmuted
 
 
-Action = StartSession | StopSession | Interrupt | ModeChanged | Earcon | EndTurn
+@dataclasses.dataclass(frozen=True)
+class ChangeVolume:
+    """Step the speaker's volume up (positive) or down (negative)."""
+
+    steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ToggleMute:
+    """Mute the microphone, or unmute it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MutedPress:
+    """A press that would start a session came while muted: tell the person, start nothing."""
+
+    mode: str
+
+
+Action = (
+    StartSession
+    | StopSession
+    | Interrupt
+    | ModeChanged
+    | Earcon
+    | ChangeVolume
+    | ToggleMute
+    | MutedPress
+    | EndTurn
+)
 
 
 class Controller:
@@ -80,6 +109,8 @@ class Controller:
         self.mode = mode
         self.phase = Phase.IDLE
         self.agent_speaking = False
+        #: The microphone is muted: no session may start (the daemon keeps this in step).
+        self.muted = False
         self._pending_mode: Mode | None = None
 
     # -- inputs ------------------------------------------------------------
@@ -172,9 +203,15 @@ class Controller:
             return self._switch_mode()
         if action == "end_turn":
             return self.request_end_turn()
+        if action in ("volume_up", "volume_down"):
+            return [ChangeVolume(1 if action == "volume_up" else -1)]
+        if action == "mute":
+            return [ToggleMute()]
         return []
 
     def _start(self, at: float) -> list[Action]:
+        if self.muted:
+            return [MutedPress(self.mode)]
         self.phase = Phase.ACTIVE
         return [Earcon("start"), StartSession(self.mode, at)]
 

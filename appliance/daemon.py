@@ -26,15 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.controller import (
     Action,
+    ChangeVolume,
     Earcon,
     EndTurn,
     Gesture,
     Interrupt,
     ModeChanged,
+    MutedPress,
     StartSession,
     StopSession,
+    ToggleMute,
 )
-from appliance.events import Event, Published, StateChanged, idle
+from appliance.events import ControlSource, ErrorReported, Event, Published, StateChanged, idle
 from appliance.exitcodes import ExitCode
 from appliance.logs import log_context
 from appliance.modes import MODE_LABELS
@@ -43,6 +46,7 @@ from appliance.session import Account, LiveControls, Session
 if TYPE_CHECKING:
     from appliance.audio.ring import RingBuffer
     from appliance.components import Components
+    from appliance.controls.person import PersonControls
     from appliance.modes import Mode
 
 log = logging.getLogger("appliance.daemon")
@@ -51,6 +55,9 @@ log = logging.getLogger("appliance.daemon")
 SESSION_STOP_TIMEOUT = 8.0
 #: Accounts of finished sessions kept for the page and status (oldest dropped first).
 DEFAULT_KEPT_ACCOUNTS = 20
+
+#: The page's and MQTT's volume and mute controls (:meth:`Daemon.control`).
+PERSON_ACTIONS = ("volume_up", "volume_down", "set_volume", "mute", "unmute", "toggle_mute")
 
 #: Notices from sessions, and the earcon each is announced with.
 NOTICE_EARCONS = {"new_conversation": "error", "spooled": "saved"}
@@ -118,6 +125,7 @@ class Daemon:
         notifier = self.components.notifier
         self.events.add_callback(self._follow_agent)
         try:
+            self._open_mute_switch()
             self._prefetch_for_mode()
             freeze_startup_objects()
             notifier.ready()
@@ -192,6 +200,55 @@ class Daemon:
                 self._publish_idle()
             elif isinstance(action, Earcon):
                 self.play_earcon(action.name)
+            elif isinstance(action, ChangeVolume):
+                if self.person is not None:
+                    self.person.step_volume(action.steps, "button")
+            elif isinstance(action, ToggleMute):
+                if self.person is not None:
+                    self.set_muted(not self.person.muted, "button")
+            elif isinstance(action, MutedPress):
+                self._tell_muted()
+
+    # ------------------------------------------------------------ volume and mute
+
+    @property
+    def person(self) -> PersonControls | None:
+        return self.components.person
+
+    def set_muted(self, muted: bool, source: ControlSource) -> bool:
+        """Mute or unmute the microphone; False when it already was so.
+
+        A running session ends at the sample the mute began, so nothing said
+        after it is sent or spooled; capture itself runs on (the watchdog).
+        """
+        person = self.person
+        if person is None or not person.set_muted(muted, source):
+            return False
+        self.controller.muted = person.muted
+        if muted and self._session is not None:
+            self.controller.request_stop()
+            self._session.request_stop(end_index=person.muted_from)
+        self._publish_idle()
+        return True
+
+    def _tell_muted(self) -> None:
+        """A press came while muted: the earcon and the page say why nothing starts."""
+        self.play_earcon("muted")
+        mode = self.controller.mode
+        detail = f"muted: unmute to start {MODE_LABELS.get(mode, mode)}"
+        self.events.publish(StateChanged(state="muted", mode=mode, detail=detail))
+
+    def _open_mute_switch(self) -> None:
+        switch = self.components.mute_switch
+        if switch is None:
+            return
+        try:
+            switch.start(lambda muted: self.set_muted(muted, "switch"))
+        except Exception as exc:  # no GPIO on this machine: say so, keep running
+            log.error("mute switch unavailable (%s); mute from the page or a gesture", exc)
+            self.events.publish(
+                ErrorReported(message=f"mute switch unavailable: {exc}", where="button")
+            )
 
     def _follow_agent(self, published: Published[Event]) -> None:
         """The agent's speaking state drives the controller's "interrupt" rule."""
@@ -226,6 +283,8 @@ class Daemon:
 
     def _start_session(self, action: StartSession) -> None:
         start_index = self.ring.preroll_index(action.press_time, self.config.audio.preroll_seconds)
+        if self.person is not None:  # the pre-roll never reaches back into a mute
+            start_index = max(start_index, min(self.person.unmuted_at, self.ring.write_index))
         session = self.components.sessions[action.mode](self.play_earcon)
         self._session = session
         self._session_task = asyncio.create_task(
@@ -292,14 +351,24 @@ class Daemon:
             out["spool"] = spool_unavailable(parts.spool_problem)
         if parts.uploader is not None:
             out["connection"] = "offline" if parts.uploader.offline else "online"
-        if parts.outbox is not None:
-            from appliance.web.snapshot import outbox_section
-
-            out["outbox"] = outbox_section(parts.outbox)
+        if self.person is not None:
+            out.update(self.person.snapshot())
         return out
 
     async def web_control(self, action: str, args: dict[str, str]) -> dict[str, Any]:
         """Controls from the local page (token-checked there): the same paths as the button."""
+        return await self.control(action, args, "page")
+
+    async def mqtt_control(self, action: str, args: dict[str, str]) -> dict[str, Any]:
+        """Commands from MQTT (checked by ``appliance.mqtt.commands``): as the page's."""
+        return await self.control(action, args, "mqtt")
+
+    async def control(
+        self, action: str, args: dict[str, str], source: ControlSource
+    ) -> dict[str, Any]:
+        """A control from the page or MQTT (``source``): the same paths as the button."""
+        if action in PERSON_ACTIONS:
+            return self._person_control(action, args, source)
         controller = self.controller
         parts = self.components
         refusals = {
@@ -324,6 +393,9 @@ class Daemon:
                 actions = controller.request_mode(mode)
             else:
                 actions = controller.request_switch_mode()
+            if any(isinstance(a, MutedPress) for a in actions):
+                self._carry_out(actions)
+                return {"ok": False, "error": "the microphone is muted"}
             if not actions and action in refusals:
                 return {"ok": False, "error": refusals[action]}
             self._carry_out(actions)
@@ -340,6 +412,24 @@ class Daemon:
                 parts.uploader.wake()
             return {"ok": True, "retried": count}
         return {"ok": True, "mode": controller.mode, "phase": controller.phase.value}
+
+    def _person_control(
+        self, action: str, args: dict[str, str], source: ControlSource
+    ) -> dict[str, Any]:
+        person = self.person
+        if person is None:
+            return {"ok": False, "error": "volume and mute are not available"}
+        if action == "set_volume":
+            text = args.get("percent", "")
+            if not text.isdigit() or int(text) > 100:
+                return {"ok": False, "error": "percent must be a whole number from 0 to 100"}
+            person.set_volume(int(text), source)
+        elif action in ("volume_up", "volume_down"):
+            person.step_volume(1 if action == "volume_up" else -1, source)
+        else:
+            muted = {"mute": True, "unmute": False}.get(action, not person.muted)
+            self.set_muted(muted, source)
+        return {"ok": True, **person.snapshot()}
 
     def _retune(self, args: dict[str, str]) -> dict[str, Any]:
         """The page's new key terms or turn silences for the running live session.
@@ -362,4 +452,9 @@ class Daemon:
 
     def _publish_idle(self) -> None:
         if self._session is None:
-            self.events.publish(idle(self.controller.mode))
+            if self.controller.muted:
+                mode = self.controller.mode
+                detail = f"muted ({MODE_LABELS.get(mode, mode)})"
+                self.events.publish(StateChanged(state="muted", mode=mode, detail=detail))
+            else:
+                self.events.publish(idle(self.controller.mode))

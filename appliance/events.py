@@ -32,7 +32,7 @@ SCHEMA_VERSION = 2
 SCHEMA_DOC = "docs/events.md"
 
 State = Literal[
-    "idle", "connecting", "listening", "agent_speaking", "recording", "offline", "error"
+    "idle", "connecting", "listening", "agent_speaking", "recording", "offline", "error", "muted"
 ]
 #: What a state is about: a button mode, or the uploader or spool under every mode.
 StateSource = Literal["live", "agent", "record", "upload", "spool"]
@@ -220,6 +220,34 @@ class MicLevel(Event):
     dbfs: float
 
 
+#: Who changed the volume or the mute: the button, the mute switch, the page or MQTT.
+ControlSource = Literal["button", "switch", "page", "mqtt", "start"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VolumeChanged(Event):
+    """The speaker's volume (replies and earcons), in percent and as the gain applied."""
+
+    kind: ClassVar[str] = "volume"
+    percent: int
+    gain: float
+    source: ControlSource
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MuteChanged(Event):
+    """The microphone was muted or unmuted; ``muted_seconds``: muted so far since the start.
+
+    Muted audio was never said to the device: no session sends or keeps it, and it is
+    not counted as lost.
+    """
+
+    kind: ClassVar[str] = "mute"
+    muted: bool
+    source: ControlSource
+    muted_seconds: float = 0.0
+
+
 #: Every kind of event, in the order docs/events.md lists them.
 SCHEMA: tuple[type[Event], ...] = (
     StateChanged,
@@ -234,6 +262,8 @@ SCHEMA: tuple[type[Event], ...] = (
     SessionPhase,
     ErrorReported,
     MicLevel,
+    VolumeChanged,
+    MuteChanged,
 )
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in SCHEMA}
 

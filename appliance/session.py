@@ -29,8 +29,12 @@ class Session(Protocol):
         """Run from ring sample ``start_index`` until stopped; the account (None if refused)."""
         ...
 
-    def request_stop(self) -> None:
-        """End soon and cleanly (Terminate, session end, the recording made durable)."""
+    def request_stop(self, *, end_index: int | None = None) -> None:
+        """End soon and cleanly (Terminate, session end, the recording made durable).
+
+        ``end_index``: no audio from this ring index on is sent or kept (a mute
+        began there); None: up to where the ring is when the session sees the stop.
+        """
         ...
 
     def interrupt(self) -> None:

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from appliance.cloud.tokens import TokenKind
     from appliance.config import Config
     from appliance.connection.tokens import TokenCoordinator
+    from appliance.controls import EarconPlayer
     from appliance.mqtt.bridge import ControlFn as MqttControlFn
     from appliance.mqtt.bridge import MqttBridge
-    from appliance.outbox.delivery import Outbox
     from appliance.protocol.retry import RetryLimits
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
@@ -141,7 +141,7 @@ async def build(
             missing = StateChanged(state="error", mode=controller.mode, detail="microphone missing")
             events.publish(missing)
             events.publish(ErrorReported(message=f"microphone lost: {detail}", where="capture"))
-        elif state.value == "running" and controller.phase is Phase.IDLE:
+        elif state.value == "running" and controller.phase is Phase.IDLE and not controller.muted:
             events.publish(idle(controller.mode))
 
     loop = asyncio.get_running_loop()
@@ -177,6 +177,25 @@ async def build(
     earcons = None
     if speaker is not None and config.earcons.enabled:
         earcons = EarconPlayer(config.earcons, speaker)
+    # The microphone's level for the page's meter (and MQTT), measured off the capture thread.
+    from appliance.audio.meter import publish_levels
+
+    _in_background(
+        stack, publish_levels(microphone, events, config.audio.level_interval_seconds), "level"
+    )
+
+    # The volume and mute a person set, kept in the state directory.
+    from appliance.controls.person import PersonControls
+
+    person = PersonControls(config, microphone.ring, speaker, events, _earcon_player(earcons))
+    person.start()
+    controller.muted = person.muted
+    mute_switch = None
+    if config.mute.switch:
+        from appliance.controls.mute import MuteSwitch
+
+        mute_switch = MuteSwitch(config.mute)
+        _on_close(stack, mute_switch.close)
 
     # The button (GPIO or keyboard).
     if config.button.enabled or config.button.keyboard:
@@ -204,7 +223,6 @@ async def build(
 
     # Spool and uploader: the safety net under every mode.
     spool, spool_problem, uploader = await open_spool(config, events, stack)
-    outbox = open_outbox(config, events, spool, uploader, stack)
     open_summaries(config, events, spool, uploader, stack)
 
     # Tokens: one coordinator per streamed product, sharing one long-lived HTTP client
@@ -248,7 +266,8 @@ async def build(
         sessions=session_factories(
             config, events, microphone.ring, speaker, spool, spool_problem, tokens
         ),
-        outbox=outbox,
+        person=person,
+        mute_switch=mute_switch,
     )
 
 
@@ -307,7 +326,6 @@ async def open_mqtt(
         _in_background(stack, _logged(removal, "removing MQTT discovery"), "mqtt-removal")
         return None
     from appliance import __version__
-    from appliance.mqtt.level import publish_levels
 
     mqtt = bridge.MqttBridge(
         settings,
@@ -320,8 +338,6 @@ async def open_mqtt(
         control=control,
     )
     _in_background(stack, mqtt.run(), "mqtt")
-    levels = publish_levels(microphone, events, settings.level_interval_seconds)
-    _in_background(stack, levels, "mqtt-level")
     return mqtt
 
 
@@ -416,55 +432,6 @@ def open_summaries(
     return worker
 
 
-def open_outbox(
-    config: Config,
-    events: EventBus,
-    spool: Spool | None,
-    uploader: Uploader | None,
-    stack: contextlib.AsyncExitStack,
-) -> Outbox | None:
-    """The outbox, when enabled: its queue lives in the spool database, so no spool, no outbox.
-
-    It hears of a finished recording from the uploader (before the row says completed)
-    and of a finished live session from the event bus; it closes before the spool does.
-    """
-    if not config.outbox.enabled:
-        return None
-    if spool is None:
-        log.error("outbox enabled but the spool is unavailable: no transcript is delivered")
-        events.publish(ErrorReported(message="outbox off: no spool", where="upload"))
-        return None
-    from appliance.outbox.delivery import Outbox
-    from appliance.outbox.destinations import destination_for
-
-    destination = destination_for(config.outbox, config.outbox_auth)
-    outbox = Outbox(spool, config, destination, events)
-    if uploader is not None:
-        uploader.on_transcript = _each(uploader.on_transcript, outbox.recording_done)
-    events.add_callback(outbox.follow)
-    _on_close(stack, lambda: events.remove_callback(outbox.follow))
-    _in_background(stack, outbox.run(), "outbox")
-    return outbox
-
-
-def _each(*hooks: Callable[[Any, Any], object] | None) -> Callable[[Any, Any], None]:
-    """One transcript hook that calls each of ``hooks`` in turn (None ones skipped); one
-    that fails keeps none of the others from running, and its error is raised after."""
-
-    def call(row: Any, transcript: Any) -> None:
-        failure: Exception | None = None
-        for hook in hooks:
-            try:
-                if hook is not None:
-                    hook(row, transcript)
-            except Exception as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-
-    return call
-
-
 def session_factories(
     config: Config,
     events: EventBus,
@@ -504,6 +471,19 @@ def session_factories(
         return Recording(ring, spool, events=events)
 
     return {"live": live, "agent": agent, "record": record}
+
+
+def _earcon_player(earcons: EarconPlayer | None) -> Callable[[str], None]:
+    """How the person's controls confirm a change: an earcon, never an exception."""
+
+    def play(name: str) -> None:
+        if earcons is not None:
+            try:
+                earcons.play(name)
+            except Exception:
+                log.exception("earcon %s failed", name)
+
+    return play
 
 
 def _wait_first_audio(microphone: Microphone) -> bool:

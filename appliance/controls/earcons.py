@@ -4,7 +4,10 @@ Rendered once with numpy (int16 mono, default 24 kHz, the playback rate) and
 cached; played by writing the bytes to the playback stream. Each has a
 raised-cosine fade in and out so it never clicks. A rising chirp means
 "started", a falling one "stopped", a low double tone "error", three rising
-blips "kept offline for later", two equal blips "mode changed".
+blips "kept offline for later", two equal blips "mode changed", one short
+tone "the volume is now this loud" (played at the new volume), two falling
+low tones "muted" (also the answer to a press while muted), two rising ones
+"unmuted".
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RATE = 24000
 FADE_SECONDS = 0.008
-EARCON_NAMES = ("start", "stop", "error", "saved", "mode")
+EARCON_NAMES = ("start", "stop", "error", "saved", "mode", "volume", "muted", "unmuted")
 
 # (start Hz, end Hz, seconds) per tone; None = a gap of that many seconds.
 _SHAPES: dict[str, list[tuple[float, float, float] | float]] = {
@@ -30,6 +33,9 @@ _SHAPES: dict[str, list[tuple[float, float, float] | float]] = {
     "error": [(330.0, 330.0, 0.15), 0.06, (330.0, 330.0, 0.15)],
     "saved": [(660.0, 660.0, 0.06), 0.03, (880.0, 880.0, 0.06), 0.03, (1100.0, 1100.0, 0.06)],
     "mode": [(880.0, 880.0, 0.06), 0.05, (880.0, 880.0, 0.06)],
+    "volume": [(740.0, 740.0, 0.15)],
+    "muted": [(523.0, 523.0, 0.08), 0.04, (392.0, 392.0, 0.12)],
+    "unmuted": [(392.0, 392.0, 0.08), 0.04, (523.0, 523.0, 0.12)],
 }
 
 

@@ -31,6 +31,7 @@ GREEN: Color = (0.0, 1.0, 0.0)
 CYAN: Color = (0.0, 0.8, 1.0)
 RED: Color = (1.0, 0.0, 0.0)
 AMBER: Color = (1.0, 0.35, 0.0)
+MAGENTA: Color = (0.8, 0.0, 0.8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,7 @@ _PLAIN: dict[str, LedPattern] = {
     "recording": LedPattern("blink", on_time=0.9, off_time=0.1),  # on, with a short wink
     "offline": LedPattern("blink", on_time=0.1, off_time=1.9),
     "error": LedPattern("blink", on_time=0.08, off_time=0.08),
+    "muted": LedPattern("blink", on_time=0.05, off_time=0.45),  # a quick flicker
 }
 
 _PWM: dict[str, LedPattern] = {
@@ -67,6 +69,7 @@ _PWM: dict[str, LedPattern] = {
     "recording": LedPattern("blink", on_time=0.9, off_time=0.1),
     "offline": LedPattern("blink", on_time=0.1, off_time=1.9),
     "error": LedPattern("blink", on_time=0.08, off_time=0.08),
+    "muted": LedPattern("steady", color=(0.3, 0.3, 0.3)),  # half bright: on, but not hearing
 }
 
 _RGB: dict[str, LedPattern] = {
@@ -77,6 +80,7 @@ _RGB: dict[str, LedPattern] = {
     "recording": LedPattern("steady", color=RED),
     "offline": LedPattern("blink", color=AMBER, on_time=0.1, off_time=1.9),
     "error": LedPattern("blink", color=RED, on_time=0.08, off_time=0.08),
+    "muted": LedPattern("steady", color=MAGENTA),
 }
 
 _TABLES = {"led": _PLAIN, "pwm": _PWM, "rgb": _RGB}

@@ -26,7 +26,13 @@ COMMANDS: dict[str, str] = {
     "interrupt": "interrupt",
     "mode": "set_mode",
     "retry": "retry_spool",
+    "volume": "set_volume",
+    "mute": "toggle_mute",
 }
+#: What a ``mute`` payload may say, and the action each asks for.
+MUTE_PAYLOADS = {"": "toggle_mute", "toggle": "toggle_mute", "on": "mute", "off": "unmute"}
+#: What a ``volume`` payload may say besides a percent.
+VOLUME_STEPS = {"up": "volume_up", "down": "volume_down"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +75,8 @@ def parse(name: str, payload: bytes) -> Command | Refused:
             return Refused(name, "a JSON payload must be an object")
         fields = loaded
     elif text:
-        fields = {"mode": text} if name == "mode" else {"id": text} if name == "retry" else {}
+        key = {"mode": "mode", "retry": "id", "volume": "percent", "mute": "muted"}.get(name)
+        fields = {key: text} if key else {}
     request_id = fields.get("request_id")
     if request_id is not None and (
         not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_CHARS
@@ -83,6 +90,18 @@ def parse(name: str, payload: bytes) -> Command | Refused:
         if mode not in MODES:
             return Refused(name, f"mode must be one of {', '.join(MODES)} or next", request_id)
         args["mode"] = str(mode)
+    elif name == "volume":
+        value = str(fields.get("percent", "")).strip().lower()
+        if value in VOLUME_STEPS:
+            return Command(name, VOLUME_STEPS[value], {}, request_id)
+        if not value.isdigit() or int(value) > 100:
+            return Refused(name, "volume must be a percent from 0 to 100, up or down", request_id)
+        args["percent"] = str(int(value))
+    elif name == "mute":
+        value = str(fields.get("muted", "")).strip().lower()
+        if value not in MUTE_PAYLOADS:
+            return Refused(name, "mute must be on, off or toggle", request_id)
+        return Command(name, MUTE_PAYLOADS[value], {}, request_id)
     elif name == "retry" and fields.get("id") is not None:
         ident = fields["id"]
         if not isinstance(ident, str) or not ident or len(ident) > 100:

@@ -198,7 +198,7 @@ class Refusal:
         self.events = events
         self.on_notice = on_notice
 
-    def request_stop(self) -> None:
+    def request_stop(self, *, end_index: int | None = None) -> None:
         pass
 
     def interrupt(self) -> None:

@@ -42,6 +42,8 @@ DEFAULT_HISTORY_ERRORS = 10
 #: What a page may ask for in ``?kinds=``: prefixes of event kinds (``turn.`` is both turns).
 FEED_KINDS = (
     "state", "session", "turn.", "agent.", "spool", "upload.", "recording.", "error", "level",
+    "summary",
+    "volume", "mute",
 )  # fmt: skip
 #: Events after which the status view is out of date.
 STATUS_KINDS: Kinds = (StateChanged, SessionPhase, SpoolStatus, UploadProgress, ErrorReported)

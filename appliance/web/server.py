@@ -89,6 +89,12 @@ CONTROL_ACTIONS = (
     "retry_spool",
     "end_turn",
     "retune",
+    "volume_up",
+    "volume_down",
+    "set_volume",
+    "mute",
+    "unmute",
+    "toggle_mute",
 )
 
 _CSP = (
