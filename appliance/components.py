@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from appliance.controls import EarconPlayer
     from appliance.controls.mute import MuteSwitch
     from appliance.controls.person import PersonControls
+    from appliance.outbox.delivery import Outbox
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
     from appliance.spool.uploader import Uploader
@@ -50,6 +51,8 @@ class Components:
     tokens: Mapping[str, TokenCoordinator]
     #: How a press starts a session, per mode.
     sessions: Mapping[str, SessionFactory]
+    #: Delivery of finished transcripts off the device, when enabled.
+    outbox: Outbox | None = None
     #: The speaker's volume and the microphone's mute, as a person set them.
     person: PersonControls | None = None
     #: The GPIO mute switch (opened by the daemon), when configured.

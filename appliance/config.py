@@ -25,6 +25,7 @@ import difflib
 import ipaddress
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -619,6 +620,33 @@ class UploadConfig:
 
 
 @dataclasses.dataclass
+class OutboxConfig:
+    """Delivery of each finished transcript off the device: POSTed to a URL or given to a
+    command. Nothing is sent while it is disabled."""
+
+    enabled: bool = setting(False)
+    url: str | None = setting(None, doc="receives each transcript as JSON (POST); or command")
+    allow_insecure: bool = setting(False, doc="allow a plain http:// url to a non-loopback host")
+    auth_header: str = setting("Authorization", doc="header the credential is sent in")
+    auth_file: Path | None = setting(
+        None, doc="file (mode 0600) holding that header's value, e.g. 'Bearer ...'"
+    )
+    command: list[str] = setting([], doc="argv (no shell) given each transcript as JSON on stdin")
+    timeout_seconds: float = setting(30.0, minimum=1, maximum=600, unit=" s", doc="per attempt")
+    retry_floor_seconds: float = setting(
+        5.0, minimum=0.1, maximum=3600, unit=" s", doc="no retry sooner than this after a failure"
+    )
+    retry_base_seconds: float = setting(10.0, minimum=0.1, maximum=3600, unit=" s")
+    retry_cap_seconds: float = setting(3600.0, minimum=1, maximum=86400, unit=" s")
+    max_attempts: int | None = setting(
+        None, minimum=1, maximum=100_000, doc="then failed; null = retried until delivered"
+    )
+    summary_wait_seconds: float = setting(
+        120.0, minimum=0, maximum=86400, unit=" s", doc="wait this long for a summary to be stored"
+    )
+
+
+@dataclasses.dataclass
 class WebConfig:
     """Local captions and status page."""
 
@@ -722,6 +750,7 @@ class Config:
     spool: SpoolConfig = section(SpoolConfig)
     history: HistoryConfig = section(HistoryConfig)
     upload: UploadConfig = section(UploadConfig)
+    outbox: OutboxConfig = section(OutboxConfig)
     web: WebConfig = section(WebConfig)
     exports: ExportsConfig = section(ExportsConfig)
     mqtt: MqttConfig = section(MqttConfig)
@@ -733,6 +762,8 @@ class Config:
     api_key: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
     broker_credential: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
     mqtt_password: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
+    # The value of outbox.auth_header, read from outbox.auth_file.
+    outbox_auth: Secret | None = dataclasses.field(default=None, metadata={"internal": True})
     # What the loader would have the user fix without refusing the file (logged by the daemon).
     warnings: list[ConfigProblem] = dataclasses.field(
         default_factory=list, metadata={"internal": True}
@@ -1209,6 +1240,7 @@ class _Loader:
                 )
             if tool.kind == "command" and not tool.command:
                 self.problem(node_of(base), f"{base}.command", "a command tool needs a command")
+        self._check_outbox(config, node_of)
         for i, term in enumerate(config.live.keyterms_prompt):
             if len(term) > 50:
                 self.problem(
@@ -1257,6 +1289,26 @@ class _Loader:
         self._check_echo_cancel(config.audio.echo_cancel, node_of)
         for key in _WRITTEN_PATHS:
             self._check_stays_inside(key, node_of(key))
+
+    def _check_outbox(
+        self, config: Config, node_of: typing.Callable[[str], yaml.Node | None]
+    ) -> None:
+        """An enabled outbox has exactly one destination: a URL (http/https) or a command."""
+        box = config.outbox
+        if not box.enabled:
+            return
+        if (box.url is None) == (not box.command):
+            self.problem(
+                node_of("outbox"), "outbox.url", "an enabled outbox needs a url or a command (one)"
+            )
+        if isinstance(box.url, str):
+            self._check_url(
+                box.url, ("http", "https"), box.allow_insecure, "outbox.url", node_of("outbox.url")
+            )
+        if not _HEADER_NAME.fullmatch(box.auth_header):
+            self.problem(
+                node_of("outbox.auth_header"), "outbox.auth_header", "not an HTTP header name"
+            )
 
     def _check_stays_inside(self, key: str, node: yaml.Node | None) -> None:
         """A relative path the daemon writes must not climb out of the configuration's
@@ -1356,6 +1408,11 @@ def _resolve_secrets(config: Config, loader: _Loader, root: yaml.Node | None) ->
             required=False,
             what="the MQTT password",
         )
+    outbox = config.outbox
+    if outbox.enabled and outbox.auth_file is not None:
+        config.outbox_auth = _read_private_secret(
+            loader, root, "outbox.auth_file", outbox.auth_file, "the outbox credential"
+        )
     config.api_key = _read_secret(
         loader,
         root,
@@ -1426,11 +1483,30 @@ def _read_secret(
     return None
 
 
+def _read_private_secret(
+    loader: _Loader, root: yaml.Node | None, key: str, file: Path, what: str
+) -> Secret | None:
+    """A secret from a file only its owner can read (0600 or 0400); a looser one is refused,
+    not merely warned about: it is a credential for somebody else's server."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        mode = 0  # _read_secret says why it cannot be read
+    loose = loose_permissions(file, mode) if mode else None
+    if loose:
+        loader.problem(_find_node(root, key), key, f"{what}: {loose}")
+        return None
+    return _read_secret(loader, root, key, file, "", env=None, required=True, what=what)
+
+
 # --------------------------------------------------------------------------
 # Helpers
 
 _INVALID = object()
 _INLINE_SECRET_KEYS = ("api_key", "key", "token", "credential", "password")
+# An HTTP header name (RFC 9110's token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
 
 
 def _default_of(field: dataclasses.Field[Any]) -> Any:

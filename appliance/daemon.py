@@ -351,6 +351,10 @@ class Daemon:
             out["spool"] = spool_unavailable(parts.spool_problem)
         if parts.uploader is not None:
             out["connection"] = "offline" if parts.uploader.offline else "online"
+        if parts.outbox is not None:
+            from appliance.web.snapshot import outbox_section
+
+            out["outbox"] = outbox_section(parts.outbox)
         if self.person is not None:
             out.update(self.person.snapshot())
         return out

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from appliance.controls import EarconPlayer
     from appliance.mqtt.bridge import ControlFn as MqttControlFn
     from appliance.mqtt.bridge import MqttBridge
+    from appliance.outbox.delivery import Outbox
     from appliance.protocol.retry import RetryLimits
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
@@ -223,6 +224,7 @@ async def build(
 
     # Spool and uploader: the safety net under every mode.
     spool, spool_problem, uploader = await open_spool(config, events, stack)
+    outbox = open_outbox(config, events, spool, uploader, stack)
     open_summaries(config, events, spool, uploader, stack)
 
     # Tokens: one coordinator per streamed product, sharing one long-lived HTTP client
@@ -268,6 +270,7 @@ async def build(
         ),
         person=person,
         mute_switch=mute_switch,
+        outbox=outbox,
     )
 
 
@@ -430,6 +433,55 @@ def open_summaries(
         uploader.on_transcript = worker.queue_after(uploader.on_transcript)
     _in_background(stack, worker.run(), "summaries")
     return worker
+
+
+def open_outbox(
+    config: Config,
+    events: EventBus,
+    spool: Spool | None,
+    uploader: Uploader | None,
+    stack: contextlib.AsyncExitStack,
+) -> Outbox | None:
+    """The outbox, when enabled: its queue lives in the spool database, so no spool, no outbox.
+
+    It hears of a finished recording from the uploader (before the row says completed)
+    and of a finished live session from the event bus; it closes before the spool does.
+    """
+    if not config.outbox.enabled:
+        return None
+    if spool is None:
+        log.error("outbox enabled but the spool is unavailable: no transcript is delivered")
+        events.publish(ErrorReported(message="outbox off: no spool", where="upload"))
+        return None
+    from appliance.outbox.delivery import Outbox
+    from appliance.outbox.destinations import destination_for
+
+    destination = destination_for(config.outbox, config.outbox_auth)
+    outbox = Outbox(spool, config, destination, events)
+    if uploader is not None:
+        uploader.on_transcript = _each(uploader.on_transcript, outbox.recording_done)
+    events.add_callback(outbox.follow)
+    _on_close(stack, lambda: events.remove_callback(outbox.follow))
+    _in_background(stack, outbox.run(), "outbox")
+    return outbox
+
+
+def _each(*hooks: Callable[[Any, Any], object] | None) -> Callable[[Any, Any], None]:
+    """One transcript hook that calls each of ``hooks`` in turn (None ones skipped); one
+    that fails keeps none of the others from running, and its error is raised after."""
+
+    def call(row: Any, transcript: Any) -> None:
+        failure: Exception | None = None
+        for hook in hooks:
+            try:
+                if hook is not None:
+                    hook(row, transcript)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    return call
 
 
 def session_factories(

@@ -23,7 +23,12 @@ from appliance.cloud import rest
 from appliance.exitcodes import ExitCode
 from appliance.spool.ids import InvalidId
 from appliance.spool.spool import Spool, SpoolError
-from appliance.spool.store import RecordingRow
+from appliance.spool.store import (
+    DELIVERY_PENDING,
+    DELIVERY_STATES,
+    DeliveryRow,
+    RecordingRow,
+)
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -84,6 +89,32 @@ def format_table(rows: list[RecordingRow], now: float | None = None) -> str:
     )
 
 
+def format_deliveries(rows: list[DeliveryRow], now: float | None = None) -> str:
+    """The outbox's part of ``appliance spool list``: each transcript's delivery, newest first."""
+    now = time.time() if now is None else now
+    header = ("OUTBOX", "ID", "STATE", "AGE", "TRIES", "NOTE")
+    lines = [header]
+    for r in rows:
+        note = r.last_error or ""
+        if r.state == DELIVERY_PENDING and r.next_attempt_at > now:
+            note = f"next try in {_age(r.next_attempt_at - now)}; " + note
+        lines.append(
+            (
+                r.item_kind,
+                r.item_id,
+                r.state,
+                _age(now - r.created_at),
+                str(r.attempts),
+                note.rstrip("; ")[:NOTE_WIDTH],
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
 def spool_command(config: Config, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one spool action; an unusable spool is a one-line message and exit 1."""
     out = out or sys.stdout
@@ -106,12 +137,19 @@ def _spool_action(spool: Spool, args: argparse.Namespace, out: TextIO) -> int:
     action = args.spool_command
     if action == "list":
         rows = spool.list()
-        if not rows:
+        deliveries = spool.store.deliveries()
+        if not rows and not deliveries:
             print(f"the spool at {spool.root} is empty", file=out)
             return ExitCode.OK
-        print(format_table(rows), file=out)
-        status = spool.status()
-        print(f"\n{status['waiting']} waiting, {_size(status['bytes'])} on disk", file=out)
+        if rows:
+            print(format_table(rows), file=out)
+            status = spool.status()
+            print(f"\n{status['waiting']} waiting, {_size(status['bytes'])} on disk", file=out)
+        if deliveries:
+            print(("\n" if rows else "") + format_deliveries(deliveries), file=out)
+            counts = spool.store.delivery_counts()
+            shown = ", ".join(f"{counts.get(s, 0)} {s}" for s in DELIVERY_STATES)
+            print(f"\noutbox: {shown}", file=out)
         return ExitCode.OK
     if action == "retry":
         if args.all == bool(args.id):
@@ -120,6 +158,9 @@ def _spool_action(spool: Spool, args: argparse.Namespace, out: TextIO) -> int:
         if args.all:
             ids = spool.retry_all()
             print(f"{len(ids)} recording(s) queued again", file=out)
+            again = spool.store.retry_failed_deliveries()
+            if again:
+                print(f"{again} failed delivery(ies) queued again", file=out)
             return ExitCode.OK
         try:
             row = spool.get(args.id)

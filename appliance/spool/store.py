@@ -31,6 +31,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
@@ -87,7 +88,32 @@ CREATE TABLE IF NOT EXISTS uploads (
     upload_url TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    item_kind TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    payload TEXT,
+    delivered_at REAL,
+    PRIMARY KEY (item_kind, item_id, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_at);
 """
+# Each statement above is ``IF NOT EXISTS`` and runs at every open: that is the migration
+# of an older database (a table added later, such as ``deliveries``, appears on its first
+# open by a newer version; nothing existing is touched).
+
+# The states of a transcript's delivery off the device (``appliance.outbox``).
+DELIVERY_PENDING = "pending"
+DELIVERY_DELIVERED = "delivered"
+DELIVERY_FAILED = "failed"
+DELIVERY_STATES = (DELIVERY_PENDING, DELIVERY_DELIVERED, DELIVERY_FAILED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +173,40 @@ class Columns(TypedDict, total=False):
     next_attempt_at: float
     completed_at: float | None
     audio_deleted: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryRow:
+    """One transcript's delivery to one destination (its row in ``deliveries``).
+
+    ``destination`` is a digest of where it goes, never the URL or command itself;
+    ``payload`` is the body, fixed at the first attempt so that every attempt with
+    one idempotency key sends the same bytes (dropped once delivered).
+    """
+
+    item_kind: str
+    item_id: str
+    destination: str
+    idempotency_key: str
+    state: str
+    created_at: float
+    updated_at: float
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    payload: str | None
+    delivered_at: float | None
+
+
+class DeliveryColumns(TypedDict, total=False):
+    """Columns a delivery write sets."""
+
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    payload: str | None
+    delivered_at: float | None
 
 
 class StateConflict(RuntimeError):
@@ -415,6 +475,136 @@ class Store:
             cur = self._db.execute(
                 "DELETE FROM uploads WHERE NOT EXISTS (SELECT 1 FROM recordings "
                 "WHERE recordings.content_hash = uploads.content_hash)"
+            )
+        return cur.rowcount
+
+    # -- deliveries (the outbox) ---------------------------------------------------
+
+    def add_delivery(
+        self, item_kind: str, item_id: str, destination: str, key: str, not_before: float = 0.0
+    ) -> bool:
+        """Queue one transcript for ``destination``; False if it is queued (or done) already."""
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO deliveries (item_kind, item_id, destination, "
+                "idempotency_key, state, created_at, updated_at, next_attempt_at) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (item_kind, item_id, destination, key, DELIVERY_PENDING, now, now, not_before),
+            )
+        return cur.rowcount == 1
+
+    def delivery(self, item_kind: str, item_id: str, destination: str) -> DeliveryRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM deliveries WHERE item_kind = ? AND item_id = ? AND destination = ?",
+                (item_kind, item_id, destination),
+            ).fetchone()
+        return DeliveryRow(**dict(row)) if row else None
+
+    def deliveries(self, limit: int | None = None) -> list[DeliveryRow]:
+        """Deliveries, newest first (all, or the ``limit`` newest)."""
+        query = "SELECT * FROM deliveries ORDER BY created_at DESC, item_id DESC"
+        args: tuple[Any, ...] = ()
+        if limit is not None:
+            query += " LIMIT ?"
+            args = (limit,)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [DeliveryRow(**dict(r)) for r in rows]
+
+    def delivery_counts(self) -> dict[str, int]:
+        """How many deliveries are in each state."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM deliveries GROUP BY state"
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def due_deliveries(
+        self, destination: str, now: float, limit: int
+    ) -> tuple[list[DeliveryRow], float | None]:
+        """Pending deliveries to ``destination`` due at ``now`` (oldest first), and when the
+        next one not yet due is."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM deliveries WHERE destination = ? AND state = ? "
+                "AND next_attempt_at <= ? ORDER BY created_at, item_id LIMIT ?",
+                (destination, DELIVERY_PENDING, now, limit),
+            ).fetchall()
+            later = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? "
+                "AND state = ? AND next_attempt_at > ?",
+                (destination, DELIVERY_PENDING, now),
+            ).fetchone()
+        return [DeliveryRow(**dict(r)) for r in rows], later[0] if later else None
+
+    def update_delivery(
+        self, row: DeliveryRow, expect: str, **fields: Unpack[DeliveryColumns]
+    ) -> None:
+        """Set ``fields`` of ``row``'s delivery if it is still in state ``expect`` (atomic)."""
+        values: dict[str, Any] = {**fields, "updated_at": time.time()}
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._lock:
+            cur = self._db.execute(
+                f"UPDATE deliveries SET {sets} WHERE item_kind = ? AND item_id = ? "
+                "AND destination = ? AND state = ?",
+                (*values.values(), row.item_kind, row.item_id, row.destination, expect),
+            )
+        if cur.rowcount != 1:
+            raise StateConflict(f"{row.item_kind} {row.item_id}: delivery not {expect}")
+
+    def retarget_deliveries(self, destination: str, key_for: Callable[[str, str], str]) -> int:
+        """Move pending deliveries of another destination (the configuration changed) to
+        ``destination``, each with its new key ``key_for(kind, id)``; how many moved.
+
+        One already queued there keeps its row and the old one goes. Delivered and
+        failed rows stay as they were: history of where things went.
+        """
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT item_kind, item_id, destination FROM deliveries "
+                    "WHERE state = ? AND destination != ?",
+                    (DELIVERY_PENDING, destination),
+                ).fetchall()
+                for kind, item_id, old in rows:
+                    self._db.execute(
+                        "UPDATE OR IGNORE deliveries SET destination = ?, idempotency_key = ?, "
+                        "attempts = 0, next_attempt_at = 0, payload = NULL, last_error = NULL, "
+                        "updated_at = ? WHERE item_kind = ? AND item_id = ? AND destination = ?",
+                        (destination, key_for(kind, item_id), now, kind, item_id, old),
+                    )
+                    self._db.execute(
+                        "DELETE FROM deliveries WHERE item_kind = ? AND item_id = ? "
+                        "AND destination = ?",
+                        (kind, item_id, old),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def retry_failed_deliveries(self) -> int:
+        """Send every failed delivery round again (attempts reset); how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = 0, "
+                "updated_at = ? WHERE state = ?",
+                (DELIVERY_PENDING, time.time(), DELIVERY_FAILED),
+            )
+        return cur.rowcount
+
+    def forget_deliveries(self, before: float, limit: int) -> int:
+        """Drop delivered rows delivered before ``before`` (at most ``limit``); how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries "
+                "WHERE state = ? AND delivered_at <= ? LIMIT ?)",
+                (DELIVERY_DELIVERED, before, limit),
             )
         return cur.rowcount
 

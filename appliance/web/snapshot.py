@@ -4,7 +4,8 @@
 microphone level); the server puts it under whatever ``status()`` returns, so
 the daemon only has to add what events do not carry (connection, spool).
 ``spool_section`` turns the spool into the rows the page shows, and
-``spool_unavailable`` says why there is none.
+``spool_unavailable`` says why there is none; ``outbox_section`` shows what the
+outbox delivered, is delivering and failed to deliver.
 """
 
 from __future__ import annotations
@@ -66,6 +67,34 @@ def spool_section(spool: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]
                 "detail": r.last_error or "",
             }
             for r in rows[:limit]
+        ],
+    }
+
+
+def outbox_section(outbox: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]:
+    """``{"destination", "pending", "delivered", "failed", "items": [{"kind", "id", "state",
+    "attempts", "detail"}]}`` from an ``appliance.outbox.delivery.Outbox``, newest first
+    (the destination only as "url" or "command": the URL may hold a secret)."""
+    try:
+        counts = outbox.store.delivery_counts()
+        rows = outbox.store.deliveries(limit)
+    except (sqlite3.Error, OSError) as exc:
+        return {"available": False, "problem": f"cannot read the outbox: {exc}", "items": []}
+    return {
+        "available": True,
+        "destination": outbox.destination.kind,
+        "pending": counts.get("pending", 0),
+        "delivered": counts.get("delivered", 0),
+        "failed": counts.get("failed", 0),
+        "items": [
+            {
+                "kind": r.item_kind,
+                "id": r.item_id,
+                "state": r.state,
+                "attempts": r.attempts,
+                "detail": r.last_error or "",
+            }
+            for r in rows
         ],
     }
 
