@@ -184,6 +184,9 @@ class Outbox:
                         log.info("%s %s changed while being delivered", row.item_kind, row.item_id)
                     except (sqlite3.Error, OSError) as exc:
                         await self._postpone(row, exc)
+                if due and self.events is not None:
+                    # The page and status line re-read the spool (and so the outbox).
+                    await asyncio.to_thread(self.spool.publish_status)
                 self._busy = False
                 await self._forget_old()
                 if due:
