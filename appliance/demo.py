@@ -50,6 +50,7 @@ from appliance.events import (
     EventBus,
     Published,
     SpoolStatus,
+    SummaryStored,
     TurnFinal,
     TurnPartial,
 )
@@ -70,6 +71,7 @@ AGENT_PRESS_BEFORE_SPEECH = 1.0
 TRAIL_SECONDS = 2.0  # silence after the digits, so the last turn can end
 UPLOAD_TIMEOUT = 60.0
 AGENT_TIMEOUT = 30.0
+SUMMARY_TIMEOUT = 30.0
 
 WORDS = {
     "one": "1",
@@ -103,6 +105,7 @@ class ModeResult:
     got: str = ""
     detail: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # beyond the digits
+    summaries: list[str] = field(default_factory=list)  # the LLM Gateway's, as stored
 
     @property
     def ok(self) -> bool:
@@ -196,6 +199,7 @@ def _demo_config(
     config.button.enabled = False
     config.button.keyboard = False
     config.upload.poll_seconds = 0.2
+    config.summary.enabled = True  # a summary of the live session and of the recording
     config.live.speaker_labels = True
     config.api_key = register_secret(Secret(key, source="demo"))
     return config
@@ -246,6 +250,8 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
                 words_to_digits(line) for line in result.detail if line.startswith("final")
             )
             result.problems += _live_problems(result, digits)
+        if mode in ("live", "record"):
+            await _expect_summary(config, result, digits)
         else:
             assert config.audio.output_file is not None  # the demo's config sets it
             heard = dtmf.decode_digits(*dtmf.read_wav(config.audio.output_file))
@@ -280,6 +286,29 @@ async def _print_events(feed: AsyncIterable[Published[Event]], result: ModeResul
             print(f"    {line}")
         elif isinstance(event, SpoolStatus) and event.states:
             print(f"    spool: {dict(event.states)}")
+        elif isinstance(event, SummaryStored):
+            result.summaries.append(event.text)
+            print(f"    summary of the {event.source} ({event.model}):")
+            for line in event.text.splitlines():
+                print(f"      {line}")
+
+
+async def _expect_summary(config: Config, result: ModeResult, digits: str) -> None:
+    """With summaries on and the key on the device, one summary, naming the digits said."""
+    if not config.summary.enabled:
+        return
+    if config.api_key is None:
+        print("    summary: none (summaries need the API key on the device, not a broker)")
+        return
+    try:
+        await _wait_for(lambda: bool(result.summaries), SUMMARY_TIMEOUT)
+    except TimeoutError:
+        result.problems.append("no summary was made")
+        return
+    # The emulator's gateway answers with the digits it read, as bullets, then action items.
+    said = "".join(ch for ch in result.summaries[0].split("Action items")[0] if ch.isdigit())
+    if said != digits:
+        result.problems.append(f"the summary names {said!r}, not {digits!r}")
 
 
 def _key_term(digits: str) -> str:

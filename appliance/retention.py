@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 HISTORY_DIRS = ("transcripts", "conversations")
 #: Only these files are ever deleted (every other name is not ours).
 HISTORY_SUFFIX = ".jsonl"
+#: A live session's summary beside its JSONL (``appliance.summary.stored``) goes by age too.
+SUMMARY_SUFFIX = ".summary.json"
 #: A file written this recently is a session in progress: never deleted.
 DEFAULT_KEEP_RECENT_SECONDS = 600.0
 
@@ -133,7 +135,7 @@ class HistoryRetention:
             except FileNotFoundError:
                 continue
             for entry in entries:
-                if not entry.name.endswith(HISTORY_SUFFIX):
+                if not entry.name.endswith((HISTORY_SUFFIX, SUMMARY_SUFFIX)):
                     continue
                 with contextlib.suppress(OSError):
                     st = entry.stat(follow_symlinks=False)

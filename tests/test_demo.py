@@ -23,6 +23,10 @@ def test_demo_runs_every_mode_and_reports_success() -> None:
     # Two speakers, and the key term set mid-session spells the later turn.
     assert "final [A]: Two." in proc.stdout and "final [B]: SEVEN." in proc.stdout
     assert "retune: key terms ['SEVEN'] (UpdateConfiguration)" in proc.stdout
+    # A summary of the live session (a bullet per turn) and of the recording (one turn).
+    model = "claude-haiku-4-5-20251001"
+    assert f"summary of the session ({model}):\n      Summary:\n      - 2\n" in proc.stdout
+    assert f"summary of the recording ({model}):\n      Summary:\n      - 27\n" in proc.stdout
 
 
 async def _agent_demo_as_on_a_device(monkeypatch: pytest.MonkeyPatch, lead: float) -> int:
