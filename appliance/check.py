@@ -28,7 +28,7 @@ import numpy as np
 
 from appliance.audio.server import PIPEWIRE_ALSA_DEFAULT, find_sound_server
 from appliance.audio.watchdog import StreamLimits
-from appliance.config import Config, ConfigError, find_config_path, load_config
+from appliance.config import Config, ConfigError, LedConfig, find_config_path, load_config
 from appliance.exitcodes import ExitCode
 
 #: How long the cloud probe may take before the device counts as offline.
@@ -41,6 +41,7 @@ SILENT_DBFS = -70.0
 FIRST_BLOCK_TIMEOUT_SECONDS = StreamLimits().startup_grace
 TONE_HZ = 440.0
 TONE_SECONDS = 0.6
+RING_SHOW_SECONDS = 0.3  # long enough to see every LED of the ring light
 DEFAULT_OUTPUT_RATE = 24000
 
 OK, FAIL, WARN, SKIP = "✓", "✗", "!", "–"
@@ -185,6 +186,9 @@ def check_microphone(report: Report, config: Config, seconds: float) -> None:
         audio.input_device,
         audio.input_rate,
         channel=audio.input_channel,
+        channels=audio.input_channels,
+        mix_channels=None if audio.input_mix is None else tuple(audio.input_mix),
+        sample_format=audio.input_format,
         block_ms=audio.block_ms,
         history_seconds=max(2.0, seconds + 1.0),
     )
@@ -212,7 +216,10 @@ def check_microphone(report: Report, config: Config, seconds: float) -> None:
                 break
             time.sleep(LEVEL_INTERVAL_SECONDS)
         overflows = f", {capture.overflows} overflows" if capture.overflows else ""
-        detail = f"{capture.device_label}, loudest {loudest:.0f} dBFS{overflows}"
+        detail = (
+            f"{capture.device_label}, {capture.plan.describe()}, loudest {loudest:.0f} dBFS"
+            f"{overflows}"
+        )
         if loudest < SILENT_DBFS:
             report.line(WARN, "microphone", detail + " (silent: muted or unplugged?)")
         else:
@@ -305,9 +312,13 @@ def check_gpio(report: Report, config: Config) -> None:
     wanted: list[tuple[str, Any]] = []
     if button.enabled:
         wanted.append((f"button on GPIO{button.pin}", ("button", button.pin)))
-    if led.kind != "none":
+    if led.kind == "apa102":
+        check_led_ring(report, led)
+    elif led.kind != "none":
         pins = ",".join(map(str, led.pins))
         wanted.append((f"{led.kind} LED on GPIO{pins}", ("led", led.kind, led.pins)))
+    if not wanted and led.kind == "apa102":
+        return
     if not wanted:
         how = "keyboard (Enter on stdin)" if button.keyboard else "none"
         report.line(SKIP, "GPIO", f"no button or LED configured; button input: {how}")
@@ -342,6 +353,30 @@ def check_gpio(report: Report, config: Config) -> None:
         finally:
             if device is not None:
                 device.close()
+
+
+def check_led_ring(report: Report, led: LedConfig) -> None:
+    """Open the HAT's APA102 ring, light it briefly in white at its brightness, and close it."""
+    from appliance.controls.apa102 import APA102Ring, LedRingUnavailable
+
+    where = f"/dev/spidev{led.spi_bus}.{led.spi_device}"
+    try:
+        ring = APA102Ring(
+            led.count,
+            bus=led.spi_bus,
+            device=led.spi_device,
+            speed_hz=led.spi_speed_hz,
+            brightness=led.brightness,
+        )
+    except LedRingUnavailable as exc:
+        report.line(FAIL, "LED ring", str(exc))
+        return
+    try:
+        ring.on()
+        time.sleep(RING_SHOW_SECONDS)
+    finally:
+        ring.close()
+    report.line(OK, "LED ring", f"APA102 ring of {led.count} on {where} (lit white briefly)")
 
 
 # -------------------------------------------------------------------- cloud

@@ -137,7 +137,8 @@ BUTTON_ACTIONS: tuple[ButtonAction, ...] = get_args(ButtonAction)
 Region = Literal["edge", "us", "eu"]
 AudioSource = Literal["pyaudio", "file"]
 AudioSink = Literal["pyaudio", "file", "none"]
-LedKind = Literal["none", "led", "pwm", "rgb"]
+LedKind = Literal["none", "led", "pwm", "rgb", "apa102"]
+CaptureFormat = Literal["int16", "int32"]
 ToolKind = Literal["http", "command"]
 HttpMethod = Literal["GET", "POST"]
 MqttQos = Literal[0, 1]
@@ -254,6 +255,15 @@ class AudioConfig:
         None, minimum=8000, maximum=192000, doc="capture rate; null = a rate the device supports"
     )
     input_channel: int = setting(0, minimum=0, maximum=31, doc="channel of a multi-channel mic")
+    input_channels: int | None = setting(
+        None, minimum=1, maximum=32, doc="channels opened; null = enough for those used"
+    )
+    input_mix: list[int] | None = setting(
+        None, doc="channels averaged instead of input_channel, e.g. [0, 1]; [] = all opened"
+    )
+    input_format: CaptureFormat = setting(
+        "int16", choices=get_args(CaptureFormat), doc="int32 = S32_LE (mic HATs); ring stays int16"
+    )
     block_ms: int = setting(
         100, minimum=5, maximum=200, unit=" ms", doc="capture callback period (CPU vs latency)"
     )
@@ -317,11 +327,19 @@ class ButtonConfig:
 
 @dataclasses.dataclass
 class LedConfig:
-    """State LED: a plain LED, a PWM LED or an RGB LED."""
+    """State LED: a plain LED, a PWM LED, an RGB LED or an APA102 ring (mic HATs, SPI)."""
 
     kind: LedKind = setting("none", choices=get_args(LedKind))
     pins: list[int] = setting([], doc="one pin, or red/green/blue pins for rgb")
     active_high: bool = setting(True)
+    spi_bus: int = setting(0, minimum=0, maximum=6, doc="apa102: /dev/spidev<bus>.<device>")
+    spi_device: int = setting(1, minimum=0, maximum=3, doc="apa102: 1 on ReSpeaker HATs")
+    spi_speed_hz: int = setting(8_000_000, minimum=10_000, maximum=32_000_000, unit=" Hz")
+    count: int = setting(3, minimum=1, maximum=255, doc="apa102: LEDs (2-mic 3, 4-mic 12)")
+    brightness: float = setting(0.25, minimum=0, maximum=1, doc="apa102: global brightness")
+    frame_rate: int = setting(
+        30, minimum=5, maximum=100, unit=" Hz", doc="apa102: ring updates a second while fading"
+    )
 
 
 @dataclasses.dataclass
@@ -1267,12 +1285,13 @@ class _Loader:
             self.problem(
                 node_of("audio.source"), "audio.input_file", "source 'file' needs audio.input_file"
             )
+        self._check_capture_channels(config.audio, node_of)
         if config.audio.sink == "file" and config.audio.output_file is None:
             self.problem(
                 node_of("audio.sink"), "audio.output_file", "sink 'file' needs audio.output_file"
             )
         led = config.led
-        wanted = {"none": 0, "led": 1, "pwm": 1, "rgb": 3}[led.kind]
+        wanted = {"none": 0, "led": 1, "pwm": 1, "rgb": 3, "apa102": 0}[led.kind]
         if len(led.pins) != wanted:
             self.problem(
                 node_of("led.pins") or node_of("led.kind"),
@@ -1289,6 +1308,33 @@ class _Loader:
         self._check_echo_cancel(config.audio.echo_cancel, node_of)
         for key in _WRITTEN_PATHS:
             self._check_stays_inside(key, node_of(key))
+
+    def _check_capture_channels(
+        self, audio: AudioConfig, node_of: typing.Callable[[str], yaml.Node | None]
+    ) -> None:
+        """The channels kept or mixed exist among those opened, each once."""
+        opened = audio.input_channels
+        if audio.input_mix is None:
+            if opened is not None and audio.input_channel >= opened:
+                self.problem(
+                    node_of("audio.input_channel"),
+                    "audio.input_channel",
+                    f"channel {audio.input_channel} is not among the {opened} opened"
+                    " (channels count from 0)",
+                )
+            return
+        key = "audio.input_mix"
+        if len(set(audio.input_mix)) != len(audio.input_mix):
+            self.problem(node_of(key), key, "each channel can be mixed in only once")
+        for i, channel in enumerate(audio.input_mix):
+            limit = opened if opened is not None else 32
+            if not 0 <= channel < limit:
+                where = f"the {opened} opened" if opened is not None else "channels 0..31"
+                self.problem(
+                    node_of(f"{key}[{i}]") or node_of(key),
+                    f"{key}[{i}]",
+                    f"channel {channel} is not among {where}",
+                )
 
     def _check_outbox(
         self, config: Config, node_of: typing.Callable[[str], yaml.Node | None]

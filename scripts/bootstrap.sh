@@ -4,7 +4,7 @@
 # and the package itself in editable mode.
 #
 #   scripts/bootstrap.sh          the daemon's runtime
-#   scripts/bootstrap.sh --dev    plus the dev, bench, mqtt and broker extras: the emulator
+#   scripts/bootstrap.sh --dev    plus the dev, bench, mqtt, broker and hats extras: the emulator
 #                                 (the demo), pytest, the benchmark's comparison (the assemblyai
 #                                 SDK) and the token broker's server (uvicorn)
 #   scripts/bootstrap.sh --test   plus the Debian tools only the tests use (Chromium,
@@ -69,7 +69,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 extras=""
-[ "$dev" = 1 ] && extras="[dev,bench,mqtt,broker]"
+[ "$dev" = 1 ] && extras="[dev,bench,mqtt,broker,hats]"
 stamp=".venv/.installed${extras}"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

@@ -1,10 +1,11 @@
 """Always-on microphone capture into the ring buffer, surviving device loss.
 
 The PortAudio callback does one thing: copy the block (one channel of it,
-through a numpy view) into the preallocated :class:`RingBuffer` and note the
-time and status flags.  Everything else, level metering, noticing that the
-device died, reopening it with backoff, happens in a supervisor thread or on
-demand in the caller's thread.
+through a numpy view, or a 32-bit or multi-channel block converted by its
+:class:`~appliance.audio.channels.ChannelPlan`) into the preallocated
+:class:`RingBuffer` and note the time and status flags.  Everything else,
+level metering, noticing that the device died, reopening it with backoff,
+happens in a supervisor thread or on demand in the caller's thread.
 
 A USB microphone that is unplugged does not kill the process: the capture
 goes to ``LOST``, tells the ``on_state`` callback, retries with exponential
@@ -22,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import pyaudio
 
+from appliance.audio.channels import ChannelPlan, SampleFormat, plan_for
 from appliance.audio.devices import PREFERRED_INPUT_RATES, choose_rate, find_device
 from appliance.audio.ring import DEFAULT_HISTORY_SECONDS, RingBuffer
 from appliance.audio.stream import (
@@ -66,6 +68,9 @@ def measure_level(samples: np.ndarray) -> Level:
         return max(SILENCE_DBFS, 20.0 * float(np.log10(v / 32768.0))) if v > 0 else SILENCE_DBFS
 
     return Level(db(rms), db(peak))
+
+
+_PORTAUDIO_FORMATS: dict[SampleFormat, int] = {"int16": pyaudio.paInt16, "int32": pyaudio.paInt32}
 
 
 class Microphone(Protocol):
@@ -113,12 +118,16 @@ class AudioCapture(SupervisedStream, RingSource):
 
     ``device``: name substring (None = default input).  ``rate``: None picks
     the first of ``preferred_rates`` the device supports.  ``channels``: how
-    many channels to open (None = ``channel + 1``); ``channel``: which one is
-    kept.  ``start()`` opens the device (raising if it cannot be opened the
-    first time, because the ring's rate depends on it) and creates ``ring``;
-    losses after that are retried forever with backoff, at the same rate.
-    ``limits``: how long a (re)opened device may take to deliver steadily,
-    and how long it may then go quiet (:class:`StreamLimits`).
+    many channels to open (None = just enough, see
+    :func:`~appliance.audio.channels.plan_for`); ``channel``: which one is
+    kept, unless ``mix_channels`` names the ones averaged instead (empty: all
+    opened).  ``sample_format``: ``int16`` (S16_LE) or ``int32`` (S32_LE, mic
+    HATs); the ring is int16 either way.  ``start()`` opens the device
+    (raising if it cannot be opened the first time, because the ring's rate
+    depends on it) and creates ``ring``; losses after that are retried
+    forever with backoff, at the same rate.  ``limits``: how long a
+    (re)opened device may take to deliver steadily, and how long it may then
+    go quiet (:class:`StreamLimits`).
     """
 
     kind = "capture"
@@ -132,6 +141,8 @@ class AudioCapture(SupervisedStream, RingSource):
         *,
         channels: int | None = None,
         channel: int = 0,
+        mix_channels: tuple[int, ...] | None = None,
+        sample_format: SampleFormat = "int16",
         block_ms: int = DEFAULT_BLOCK_MS,
         history_seconds: float = DEFAULT_HISTORY_SECONDS,
         preferred_rates: tuple[int, ...] = PREFERRED_INPUT_RATES,
@@ -153,8 +164,13 @@ class AudioCapture(SupervisedStream, RingSource):
             raise ValueError("channel must be within channels")
         self.device_name = device
         self.requested_rate = rate
-        self.channels = channels if channels is not None else channel + 1
+        self.requested_channels = channels
         self.channel = channel
+        self.mix_channels = mix_channels
+        self.sample_format: SampleFormat = sample_format
+        # Checked now (a wrong channel list fails at construction); settled at the first
+        # open, where mixing every channel learns how many the device has.
+        self.plan: ChannelPlan = plan_for(sample_format, channel, mix_channels, channels, 1)
         self.history_seconds = history_seconds
         self.preferred_rates = preferred_rates
 
@@ -170,9 +186,7 @@ class AudioCapture(SupervisedStream, RingSource):
         now = time.monotonic()
         if status & pyaudio.paInputOverflow:
             self.overflows += 1
-        samples = np.frombuffer(in_data, dtype=np.int16)
-        if self.channels > 1:
-            samples = samples[self.channel :: self.channels]
+        samples = self.plan.to_ring(in_data)
         self.ring.write(samples, now - frame_count / self.rate)
         self.blocks += 1
         self.last_callback_time = now
@@ -181,18 +195,33 @@ class AudioCapture(SupervisedStream, RingSource):
     def _open_stream(self, pa: pyaudio.PyAudio, first: bool) -> pyaudio.Stream:
         info = find_device(pa, self.device_name, "input")
         if first:
+            self.plan = plan_for(
+                self.sample_format,
+                self.channel,
+                self.mix_channels,
+                self.requested_channels,
+                info.max_input_channels,
+            )
+        pa_format = _PORTAUDIO_FORMATS[self.plan.sample_format]
+        if first:
             self.rate = choose_rate(
-                pa, info, "input", self.channels, self.requested_rate, self.preferred_rates
+                pa,
+                info,
+                "input",
+                self.plan.channels,
+                self.requested_rate,
+                self.preferred_rates,
+                pa_format,
             )
             self.ring = RingBuffer(self.rate, self.history_seconds)
         else:
             # The ring's rate is fixed: the device must come back at the same rate.
-            choose_rate(pa, info, "input", self.channels, self.rate, ())
+            choose_rate(pa, info, "input", self.plan.channels, self.rate, (), pa_format)
         self.device_label = f"{info.name} (#{info.index}) {self.rate} Hz"
         return pa.open(
             rate=self.rate,
-            channels=self.channels,
-            format=pyaudio.paInt16,
+            channels=self.plan.channels,
+            format=pa_format,
             input=True,
             input_device_index=info.index,
             frames_per_buffer=max(1, self.rate * self.block_ms // 1000),

@@ -65,14 +65,19 @@ def _info(
 
 
 def is_rate_supported(
-    pa: pyaudio.PyAudio, index: int, kind: Kind, channels: int, rate: int
+    pa: pyaudio.PyAudio,
+    index: int,
+    kind: Kind,
+    channels: int,
+    rate: int,
+    sample_format: int = pyaudio.paInt16,
 ) -> bool:
-    """Ask PortAudio whether ``index`` opens int16 at ``rate`` with ``channels``."""
+    """Ask PortAudio whether ``index`` opens ``sample_format`` at ``rate`` with ``channels``."""
     try:
         if kind == "input":
             return bool(
                 pa.is_format_supported(
-                    rate, input_device=index, input_channels=channels, input_format=pyaudio.paInt16
+                    rate, input_device=index, input_channels=channels, input_format=sample_format
                 )
             )
         return bool(
@@ -136,19 +141,32 @@ def choose_rate(
     channels: int,
     requested: int | None,
     preferred: Sequence[int],
+    sample_format: int = pyaudio.paInt16,
 ) -> int:
     """``requested`` if the device takes it, else the first preferred rate it takes.
 
-    Falls back to the device's default rate; raises if even that is refused.
+    Falls back to the device's default rate; raises if even that is refused
+    (at ``channels`` in ``sample_format``, a PortAudio format constant).
     """
     if requested:
-        if is_rate_supported(pa, device.index, kind, channels, requested):
+        if is_rate_supported(pa, device.index, kind, channels, requested, sample_format):
             return requested
-        raise DeviceNotFound(f"{device.name!r} does not support {requested} Hz {kind}")
+        raise DeviceNotFound(
+            f"{device.name!r} does not support {requested} Hz {kind}"
+            f" ({channels} channel(s), {_format_name(sample_format)})"
+        )
     for rate in (*preferred, device.default_rate):
-        if is_rate_supported(pa, device.index, kind, channels, rate):
+        if is_rate_supported(pa, device.index, kind, channels, rate, sample_format):
             return rate
-    raise DeviceNotFound(f"{device.name!r} supports none of the rates {list(preferred)}")
+    raise DeviceNotFound(
+        f"{device.name!r} supports none of the rates {list(preferred)} {kind}"
+        f" ({channels} channel(s), {_format_name(sample_format)})"
+    )
+
+
+def _format_name(sample_format: int) -> str:
+    names = {pyaudio.paInt16: "S16_LE", pyaudio.paInt32: "S32_LE"}
+    return names.get(sample_format, f"PortAudio format {sample_format}")
 
 
 def _selected(pa: pyaudio.PyAudio, name: str | None, kind: Kind) -> int | None:

@@ -1,7 +1,8 @@
 """The state LED: what the device is doing, readable from across the room.
 
 One table maps each device state to a pattern for each kind of LED (a plain
-LED can only blink, a PWM LED can also dim and pulse, an RGB LED adds colour);
+LED can only blink, a PWM LED can also dim and pulse, an RGB LED adds colour,
+and a mic HAT's APA102 ring shows the RGB patterns on every LED);
 :func:`pattern_for` is pure and every state gets a pattern distinct from every
 other on the same LED. :class:`StateLed` applies patterns with gpiozero's
 own background blink/pulse threads, so nothing here runs per frame.
@@ -83,11 +84,11 @@ _RGB: dict[str, LedPattern] = {
     "muted": LedPattern("steady", color=MAGENTA),
 }
 
-_TABLES = {"led": _PLAIN, "pwm": _PWM, "rgb": _RGB}
+_TABLES = {"led": _PLAIN, "pwm": _PWM, "rgb": _RGB, "apa102": _RGB}
 
 
 def pattern_for(led_kind: str, state: str) -> LedPattern:
-    """The pattern an LED of ``led_kind`` (led|pwm|rgb) shows for a device ``state``."""
+    """The pattern an LED of ``led_kind`` (led|pwm|rgb|apa102) shows for a device ``state``."""
     table = _TABLES.get(led_kind)
     if table is None:
         return LedPattern("off")
@@ -108,6 +109,9 @@ class StateLed:
         kind, pins = self.config.kind, self.config.pins
         if kind == "none" or self.device is not None:
             return
+        if kind == "apa102":
+            self._open_ring()
+            return
         import gpiozero  # imported only when an LED is configured
 
         high = self.config.active_high
@@ -118,6 +122,25 @@ class StateLed:
         elif kind == "rgb":
             self.device = gpiozero.RGBLED(pins[0], pins[1], pins[2], active_high=high)
         log.info("state LED: %s on GPIO %s", kind, ",".join(map(str, pins)))
+
+    def _open_ring(self) -> None:
+        """The HAT's ring; without spidev or SPI the device runs unlit (check says why)."""
+        from appliance.controls.apa102 import APA102Ring, LedRingUnavailable
+
+        c = self.config
+        try:
+            self.device = APA102Ring(
+                c.count,
+                bus=c.spi_bus,
+                device=c.spi_device,
+                speed_hz=c.spi_speed_hz,
+                brightness=c.brightness,
+                frame_rate=c.frame_rate,
+            )
+        except LedRingUnavailable as exc:
+            log.error("state LED ring off: %s", exc)
+            return
+        log.info("state LED: APA102 ring of %d on SPI %d.%d", c.count, c.spi_bus, c.spi_device)
 
     def close(self) -> None:
         if self.device is not None:
@@ -138,7 +161,7 @@ class StateLed:
 
     def _apply(self, p: LedPattern) -> None:
         led, kind = self.device, self.config.kind
-        if kind == "rgb":
+        if kind in ("rgb", "apa102"):
             if p.kind == "steady":
                 led.color = p.color
             elif p.kind == "blink":
