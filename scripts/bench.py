@@ -3,6 +3,7 @@
 
     scripts/bootstrap.sh --dev && .venv/bin/pip install -e '.[dev,bench]'
     .venv/bin/python scripts/bench.py [--quick] [--minutes N] [--reps N] [--soak]
+    sudo .venv/bin/python scripts/bench.py --budget [--budget-minutes N]   # Pi-class budget
 
 Runs against a private PulseAudio (null sinks) and the local emulator on
 loopback, writes BENCHMARKS.md. The work is in scripts/bench/runner.py.

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,14 +243,22 @@ class Harness:
         return self.emu.api_key
 
     def spawn(
-        self, variant: Variant, trace: Path, notify: NotifyListener, cpus: set[int] | None = None
+        self,
+        variant: Variant,
+        trace: Path,
+        notify: NotifyListener,
+        cpus: set[int] | None = None,
+        before_exec: Callable[[], None] | None = None,
     ) -> subprocess.Popen[str]:
+        """Start a workload; ``before_exec`` runs in the child first (joining a cgroup)."""
         assert self.stack is not None
         env = dict(self.stack.env, NOTIFY_SOCKET=notify.path, PYTHONPATH=str(ROOT))
         if variant.full_alsa:
             env["ALSA_CONFIG_PATH"] = self.stack.full_alsa_config_path
 
         def pin() -> None:
+            if before_exec is not None:
+                before_exec()
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
 
@@ -833,6 +842,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--soak-plot", type=Path, default=ROOT / "docs" / "soak-rss.png")
     parser.add_argument(
+        "--budget",
+        action="store_true",
+        help="only the Pi-class budget: each mode and the SDK pipeline on 10%% of one core "
+        "and 128 MB (cgroups, needs root); writes its section of --output",
+    )
+    parser.add_argument("--budget-minutes", type=float, default=10.0, metavar="N")
+    parser.add_argument(
         "--try",
         dest="patches",
         action="append",
@@ -857,6 +873,10 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     if args.soak_sessions:
         return session_soak(args)
+    if args.budget:
+        from scripts.bench import budget
+
+        return budget.main(args)
     started = time.monotonic()
     h = Harness(args)
     notes: list[str] = [
