@@ -3,7 +3,9 @@
 One line per part, ✓ or ✗ with what to do about it, in the order a person
 would fix things: configuration, credential, sound server (PipeWire,
 PulseAudio or plain ALSA), microphone (with a live level),
-speaker (optional test tone), GPIO, the cloud, the spool. Exit codes:
+speaker (optional test tone), echo cancellation, with ``--loopback`` the
+speaker as the microphone hears it (appliance/loopback_check.py), GPIO,
+the cloud, the spool. Exit codes:
 0 all good, 3 configuration invalid, 5 something failed, 6 only the cloud is
 unreachable (the device still works: recordings are kept for later).
 """
@@ -86,10 +88,19 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     report.line(OK, "configuration", f"{config.source} (mode: {config.mode})")
 
     config = check_credential(report, path, config)
+    # Every stream the check opens goes where the daemon's go: through the canceller.
+    from appliance.audio import echo_cancel
+
+    echo_cancel.select(config.audio.echo_cancel.source, config.audio.echo_cancel.sink)
     check_sound_server(report, config)
     seconds = max(0.0, float(getattr(args, "seconds", 2.0) or 0.0))
     check_microphone(report, config, seconds)
     check_speaker(report, config, bool(getattr(args, "tone", False)))
+    from appliance.loopback_check import check_echo_cancel, check_loopback
+
+    echo_cancel_active = check_echo_cancel(report, config)
+    if getattr(args, "loopback", False):
+        check_loopback(report, config, echo_cancel_active)
     check_gpio(report, config)
     check_cloud(report, config)
     check_summary(report, config)

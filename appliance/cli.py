@@ -118,13 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="give the key only to a local token broker (broker extra); the device "
         "holds just its credential",
     )
-    p.add_argument(
-        "--exports",
-        metavar="DIR",
-        default=None,
-        help="write the live session's and the recording's TXT/MD/SRT/VTT/JSON exports here "
-        "(default: a new temporary directory, kept)",
-    )
 
     command(
         "emulator",
@@ -148,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         _check,
     )
     p.add_argument("--tone", action="store_true", help="play a short test tone")
+    p.add_argument(
+        "--loopback",
+        action="store_true",
+        help="play DTMF through the speaker and decode it from the microphone: latency, "
+        "echo, clipping, noise floor, and the agent.echo to use",
+    )
     p.add_argument("--seconds", type=float, default=2.0, help="how long to show the mic level")
 
     p = command("spool", "Inspect and manage recordings waiting for transcription.", _spool)

@@ -71,3 +71,42 @@ def status(source: str, sink: str, modules: str, sources: str, sinks: str) -> Ec
         sink_present=sink in short_list_names(sinks),
         module=module,
     )
+
+
+def _blocks(listing: str, heading: str) -> list[tuple[str, dict[str, str]]]:
+    """``pactl list`` long output as (number, {field or property: value}) per ``heading`` block."""
+    blocks: list[tuple[str, dict[str, str]]] = []
+    for raw in listing.splitlines():
+        line = raw.strip()
+        if line.startswith(heading + " #"):
+            blocks.append((line.removeprefix(heading + " #"), {}))
+        elif blocks and ": " in line and " = " not in line:
+            key, _, value = line.partition(": ")
+            blocks[-1][1].setdefault(key, value)
+        elif blocks and " = " in line:
+            key, _, value = line.partition(" = ")
+            blocks[-1][1].setdefault(key, value.strip('"'))
+    return blocks
+
+
+def master_source(sources: str, source: str, source_outputs: str = "") -> str | None:
+    """The raw microphone under the canceller's ``source``; None when it cannot be told.
+
+    From ``pactl list sources`` and ``pactl list source-outputs``: PulseAudio's
+    module names it in the source's ``device.master_device``; PipeWire's
+    records from it with a stream in the source's ``node.group``.
+    """
+    listed = _blocks(sources, "Source")
+    fields = next((f for _, f in listed if f.get("Name") == source), None)
+    if fields is None:
+        return None
+    if fields.get("device.master_device"):
+        return fields["device.master_device"]
+    group = fields.get("node.group")
+    if not group:
+        return None
+    for _, stream in _blocks(source_outputs, "Source Output"):
+        if stream.get("node.group") == group:
+            index = stream.get("Source")
+            return next((f.get("Name") for n, f in listed if n == index), None)
+    return None

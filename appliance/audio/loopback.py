@@ -6,8 +6,11 @@ recording to :func:`analyse`. The digits decoded from the recording say
 whether the speaker is heard at all; the lag of the probe's best match
 (cross-correlation) is the round trip from writing the probe to hearing it;
 the level over the matched span is the echo a reply would make; the quiet
-before the probe is the noise floor. From those comes the echo setting to
-recommend for the voice agent.
+before the probe is the noise floor. With an echo canceller the speaker is
+judged on the canceller's raw microphone and the echo on its cancelled
+source, recorded over the same time (a canceller removes the probe too, so
+its source alone cannot tell a working canceller from a dead speaker). From
+those comes the echo setting to recommend for the voice agent.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ PROBE_AMPLITUDE = 0.5
 MAX_LATENCY_SECONDS = 1.0
 #: The quietest block the decoder takes for a tone: far below speech, above a quiet room.
 DECODE_MIN_DBFS = -70.0
-#: An echo at most this loud (RMS over the probe) is ~25 dB under speech at arm's
-#: length (about -25 dBFS), too quiet to pass for the person talking: full duplex is safe.
+#: An echo at most this loud (RMS over the probe, at the source the daemon records) is
+#: ~25 dB under speech at arm's length (about -25 dBFS), too quiet to pass for the person
+#: talking: full duplex is safe.
 FULL_DUPLEX_MAX_ECHO_DBFS = -50.0
 #: A sample at either end of the int16 range is clipped.
 CLIP_LEVEL = 32767
@@ -61,12 +65,17 @@ def probe_seconds() -> float:
 
 @dataclass(frozen=True)
 class LoopbackResult:
-    """The measured path; ``latency_s`` is None when the probe was not heard."""
+    """The measured path; ``latency_s`` is None when the probe was not heard.
+
+    ``echo_dbfs`` is the probe at the microphone; ``cancelled_echo_dbfs`` what
+    is left of it at the canceller's source (None without a canceller).
+    """
 
     expected: str
     decoded: str
     latency_s: float | None
     echo_dbfs: float
+    cancelled_echo_dbfs: float | None
     noise_floor_dbfs: float
     clipped_samples: int
     recommendation: Recommendation
@@ -76,6 +85,13 @@ class LoopbackResult:
     def heard(self) -> bool:
         """Every digit came back, in order: the speaker reaches the microphone."""
         return self.decoded == self.expected
+
+    @property
+    def suppression_db(self) -> float | None:
+        """How far the canceller lowered the probe."""
+        if self.cancelled_echo_dbfs is None:
+            return None
+        return self.echo_dbfs - self.cancelled_echo_dbfs
 
 
 def dbfs(samples: np.ndarray) -> float:
@@ -111,29 +127,44 @@ def best_lag(recording: np.ndarray, probe: np.ndarray, max_lag: int) -> int:
 
 
 def recommend(
-    heard: bool, echo_dbfs: float, echo_cancel_active: bool
+    heard: bool, echo_dbfs: float, cancelled_echo_dbfs: float | None
 ) -> tuple[Recommendation, str]:
-    """``agent.echo`` for this path, and why."""
+    """``agent.echo`` for this path, and why: full duplex only when the echo the daemon
+    records (after the canceller, if there is one) is at most FULL_DUPLEX_MAX_ECHO_DBFS."""
+    limit = f"{FULL_DUPLEX_MAX_ECHO_DBFS:.0f} dBFS"
     if not heard:
         return "half_duplex", "the speaker was not heard, so the echo is unknown"
-    if echo_cancel_active:
-        return "full_duplex", "echo cancellation is active"
+    if cancelled_echo_dbfs is not None:
+        if cancelled_echo_dbfs <= FULL_DUPLEX_MAX_ECHO_DBFS:
+            return "full_duplex", f"echo cancellation leaves at most {limit} of the echo"
+        return (
+            "half_duplex",
+            f"echo cancellation leaves more than {limit} of the echo: the agent would hear "
+            "its own replies",
+        )
     if echo_dbfs <= FULL_DUPLEX_MAX_ECHO_DBFS:
-        return "full_duplex", f"the echo is at most {FULL_DUPLEX_MAX_ECHO_DBFS:.0f} dBFS"
+        return "full_duplex", f"the echo is at most {limit}"
     return (
         "half_duplex",
-        f"the echo is above {FULL_DUPLEX_MAX_ECHO_DBFS:.0f} dBFS and no echo cancellation is "
-        "active: the agent would hear its own replies",
+        f"the echo is above {limit} and no echo cancellation is active: the agent would "
+        "hear its own replies",
     )
 
 
 def analyse(
-    recording: np.ndarray, rate: int, probe_start: int, *, echo_cancel_active: bool = False
+    recording: np.ndarray,
+    rate: int,
+    probe_start: int,
+    *,
+    cancelled: np.ndarray | None = None,
+    cancelled_probe_start: int = 0,
 ) -> LoopbackResult:
     """Measure the path from ``recording`` (mono int16 at ``rate``).
 
     ``probe_start`` is the recording's sample index at which the probe was
     written to the speaker; what comes before it is the room's quiet.
+    ``cancelled``: the echo canceller's source over the same time (its probe
+    written at ``cancelled_probe_start``), measured at the same lag.
     """
     recording = np.asarray(recording, dtype=np.int16).reshape(-1)
     probe_start = max(0, min(probe_start, len(recording)))
@@ -143,19 +174,23 @@ def analyse(
     decoded = decoded_digits(after, rate)
     heard = decoded == PROBE_DIGITS
     latency_s: float | None = None
+    lag, span = 0, len(probe) + max_lag  # unheard: the whole time the probe may sound
     if heard:
         lag = best_lag(after, probe, max_lag)
         latency_s = lag / rate
-        echo = after[lag : lag + len(probe)]
-    else:
-        echo = after[: len(probe) + max_lag]
-    echo_dbfs = dbfs(echo)
-    recommendation, reason = recommend(heard, echo_dbfs, echo_cancel_active)
+        span = len(probe)
+    echo_dbfs = dbfs(after[lag : lag + span])
+    cancelled_echo_dbfs = None
+    if cancelled is not None:
+        start = max(0, cancelled_probe_start) + lag
+        cancelled_echo_dbfs = dbfs(np.asarray(cancelled, dtype=np.int16)[start : start + span])
+    recommendation, reason = recommend(heard, echo_dbfs, cancelled_echo_dbfs)
     return LoopbackResult(
         expected=PROBE_DIGITS,
         decoded=decoded,
         latency_s=latency_s,
         echo_dbfs=echo_dbfs,
+        cancelled_echo_dbfs=cancelled_echo_dbfs,
         noise_floor_dbfs=dbfs(recording[:probe_start]),
         clipped_samples=clipped(recording),
         recommendation=recommendation,

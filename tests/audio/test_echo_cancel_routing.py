@@ -63,3 +63,60 @@ def test_the_configuration_wants_both_source_and_sink(tmp_path: Path, given: str
         load_config(path, resolve_secrets=False)
     (problem,) = caught.value.problems
     assert "both its source and its sink" in problem.message
+
+
+LONG_SOURCES = """Source #0
+\tState: RUNNING
+\tName: mic.monitor
+\tProperties:
+\t\tdevice.class = "monitor"
+Source #4
+\tName: ec_source
+\tProperties:
+\t\tdevice.master_device = "mic.monitor"
+\t\tdevice.class = "filter"
+Source #5
+\tName: other_filter
+\tProperties:
+\t\tdevice.master_device = "usb_mic"
+"""
+
+
+def test_the_cancellers_raw_microphone_is_its_master_device() -> None:
+    assert echo_cancel.master_source(LONG_SOURCES, "ec_source") == "mic.monitor"
+
+
+def test_a_source_without_a_master_has_none() -> None:
+    assert echo_cancel.master_source(LONG_SOURCES, "mic.monitor") is None
+    assert echo_cancel.master_source(LONG_SOURCES, "absent") is None
+
+
+PIPEWIRE_SOURCES = """Source #43
+\tName: mic.monitor
+\tProperties:
+\t\tnode.name = "mic"
+Source #67
+\tName: ec_source
+\tProperties:
+\t\tnode.name = "ec_source"
+\t\tnode.group = "echo-cancel-11459-13"
+"""
+PIPEWIRE_SOURCE_OUTPUTS = """Source Output #58
+\tSource: 48
+\tProperties:
+\t\tnode.group = "loopback-536870915"
+Source Output #64
+\tSource: 43
+\tProperties:
+\t\tnode.name = "echo-cancel-capture"
+\t\tnode.group = "echo-cancel-11459-13"
+"""
+
+
+def test_pipewires_raw_microphone_is_what_the_cancellers_group_records() -> None:
+    found = echo_cancel.master_source(PIPEWIRE_SOURCES, "ec_source", PIPEWIRE_SOURCE_OUTPUTS)
+    assert found == "mic.monitor"
+
+
+def test_without_its_streams_pipewires_raw_microphone_is_unknown() -> None:
+    assert echo_cancel.master_source(PIPEWIRE_SOURCES, "ec_source") is None

@@ -85,9 +85,29 @@ def test_a_loud_echo_without_cancellation_recommends_half_duplex() -> None:
     assert result.recommendation == "half_duplex"
 
 
-def test_a_loud_echo_with_cancellation_active_recommends_full_duplex() -> None:
-    result = analyse(recording(0.05, -12.0), RATE, QUIET, echo_cancel_active=True)
+def test_a_canceller_that_removes_the_echo_recommends_full_duplex() -> None:
+    """The raw microphone hears the probe; the cancelled source has next to nothing of it."""
+    raw = recording(0.05, -12.0)
+    result = analyse(raw, RATE, QUIET, cancelled=(raw // 1000), cancelled_probe_start=QUIET)
+    assert result.heard
+    assert result.suppression_db is not None and abs(result.suppression_db - 60.0) < 1.0
     assert result.recommendation == "full_duplex"
+
+
+def test_a_canceller_that_leaves_the_echo_recommends_half_duplex() -> None:
+    raw = recording(0.05, -12.0)
+    result = analyse(raw, RATE, QUIET, cancelled=(raw // 4), cancelled_probe_start=QUIET)
+    assert result.cancelled_echo_dbfs is not None
+    assert result.cancelled_echo_dbfs > FULL_DUPLEX_MAX_ECHO_DBFS
+    assert result.recommendation == "half_duplex"
+
+
+def test_the_cancelled_echo_is_measured_where_the_probe_is_heard() -> None:
+    """The cancelled source's own timeline: its probe may start elsewhere in its recording."""
+    raw = recording(0.2, -12.0, noise_dbfs=-90.0)
+    shifted = np.concatenate([np.zeros(RATE, dtype=np.int16), raw])
+    result = analyse(raw, RATE, QUIET, cancelled=shifted, cancelled_probe_start=QUIET + RATE)
+    assert result.suppression_db is not None and abs(result.suppression_db) < 0.1
 
 
 def test_a_faint_echo_recommends_full_duplex() -> None:
@@ -98,5 +118,6 @@ def test_a_faint_echo_recommends_full_duplex() -> None:
 
 
 def test_an_unheard_speaker_is_not_full_duplex_even_with_cancellation() -> None:
-    result = analyse(np.zeros(3 * RATE, dtype=np.int16), RATE, QUIET, echo_cancel_active=True)
+    silence = np.zeros(3 * RATE, dtype=np.int16)
+    result = analyse(silence, RATE, QUIET, cancelled=silence, cancelled_probe_start=QUIET)
     assert result.recommendation == "half_duplex"
