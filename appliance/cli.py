@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="give the key only to a local token broker (broker extra); the device "
         "holds just its credential",
     )
+    p.add_argument(
+        "--exports",
+        metavar="DIR",
+        default=None,
+        help="write the live session's and the recording's TXT/MD/SRT/VTT/JSON exports here "
+        "(default: a new temporary directory, kept)",
+    )
 
     command(
         "emulator",

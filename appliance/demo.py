@@ -11,6 +11,9 @@ simulated button presses:
   digit's word in capitals) that the later turns are spelled with, on the same
   connection (``UpdateConfiguration``, no reconnect);
 - record: the same, then the recording is uploaded and transcribed;
+- after the live and the record run, the session and the recording are exported
+  (TXT, Markdown, SRT, VTT and JSON, as ``appliance sessions export`` makes them)
+  into ``--exports DIR`` (default: a new temporary directory that is kept);
 - agent: press, the greeting plays, then the digits are the question (half
   duplex silences what is said over the greeting, as on a device), the agent's
   reply is "heard" in the speaker file, a long press ends the conversation.
@@ -32,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -72,6 +76,8 @@ TRAIL_SECONDS = 2.0  # silence after the digits, so the last turn can end
 UPLOAD_TIMEOUT = 60.0
 AGENT_TIMEOUT = 30.0
 SUMMARY_TIMEOUT = 30.0
+#: The modes whose session or recording is exported (the agent keeps no transcript).
+EXPORTED_MODES = frozenset({"live", "record"})
 
 WORDS = {
     "one": "1",
@@ -120,7 +126,16 @@ def run_demo(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     modes = [args.mode] if args.mode else ["live", "record", "agent"]
     logging.getLogger("appliance").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
-    return asyncio.run(_demo(digits, modes, args.config, broker=getattr(args, "broker", False)))
+    exports = getattr(args, "exports", None)
+    return asyncio.run(
+        _demo(
+            digits,
+            modes,
+            args.config,
+            broker=getattr(args, "broker", False),
+            exports_dir=Path(exports) if exports else None,
+        )
+    )
 
 
 async def _demo(
@@ -130,11 +145,15 @@ async def _demo(
     *,
     broker: bool = False,
     work_dir: Path | None = None,
+    exports_dir: Path | None = None,
 ) -> int:
-    """``work_dir`` (tests) keeps the device's and the broker's files; else a temporary one."""
+    """``work_dir`` (tests) keeps the device's and the broker's files; else a temporary one.
+    The exports go to ``exports_dir``, else to a temporary directory left in place."""
     from appliance.emulator import DEMO_API_KEY, EmulatorThread
 
     results: list[ModeResult] = []
+    if exports_dir is None and EXPORTED_MODES.intersection(modes):
+        exports_dir = Path(tempfile.mkdtemp(prefix="appliance-demo-exports-"))
     with contextlib.ExitStack() as stack:
         tmp = work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="appliance-demo-"))
         emulator = stack.enter_context(EmulatorThread(time_scale=0.1))
@@ -175,12 +194,14 @@ async def _demo(
             if credential_file is not None and broker_base is not None:
                 _use_broker(config, broker_base, credential_file)
             print(f"--- {mode}: press, speak, stop")
-            result = await _run_mode(config, mode, digits)
+            result = await _run_mode(config, mode, digits, exports_dir)
             results.append(result)
             print(
                 f"    {'OK ' if result.ok else 'FAIL'} said {result.expected}, "
                 f"got {result.got or '(nothing)'}\n"
             )
+    if exports_dir is not None and EXPORTED_MODES.intersection(modes):
+        print(f"exports kept in {exports_dir}")
     print("summary: " + ", ".join(f"{r.mode} {'ok' if r.ok else 'FAILED'}" for r in results))
     return ExitCode.OK if all(r.ok for r in results) else ExitCode.FAILURE
 
@@ -216,7 +237,9 @@ def _use_broker(config: Config, broker_base: str, credential_file: Path) -> None
     config.endpoints.rest_url = broker_base  # recordings through the broker's proxy
 
 
-async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
+async def _run_mode(
+    config: Config, mode: str, digits: str, exports_dir: Path | None = None
+) -> ModeResult:
     events = EventBus()
     app = Appliance(config, events=events)
     result = ModeResult(mode, digits)
@@ -250,8 +273,12 @@ async def _run_mode(config: Config, mode: str, digits: str) -> ModeResult:
                 words_to_digits(line) for line in result.detail if line.startswith("final")
             )
             result.problems += _live_problems(result, digits)
-        if mode in ("live", "record"):
+        if mode in EXPORTED_MODES:
             await _expect_summary(config, result, digits)
+            if exports_dir is not None:
+                result.problems += await asyncio.to_thread(
+                    _write_exports, config, daemon, exports_dir / mode
+                )
         else:
             assert config.audio.output_file is not None  # the demo's config sets it
             heard = dtmf.decode_digits(*dtmf.read_wav(config.audio.output_file))
@@ -309,6 +336,37 @@ async def _expect_summary(config: Config, result: ModeResult, digits: str) -> No
     said = "".join(ch for ch in result.summaries[0].split("Action items")[0] if ch.isdigit())
     if said != digits:
         result.problems.append(f"the summary names {said!r}, not {digits!r}")
+
+
+def _write_exports(config: Config, daemon: Daemon, folder: Path) -> list[str]:
+    """Every session and recording the run kept, in every export format, into ``folder``
+    (what ``appliance sessions export`` writes, summary included); the problems, if any."""
+    from appliance.history.archive import Archive, NotFound
+    from appliance.transcripts.exports import FORMATS
+
+    archive = Archive.from_config(config, daemon.components.spool)
+    entries = archive.entries()
+    if not entries:
+        return ["nothing to export"]
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    problems = []
+    for entry in entries:
+        for fmt in FORMATS:
+            try:
+                name, text = archive.export(entry.id, fmt)
+            except NotFound as exc:
+                problems.append(f"no {fmt} export of {entry.id}: {exc}")
+                continue
+            _write_private(folder / name, text)
+        print(f"    exports: {folder / entry.kind}-{entry.id}.{{{','.join(FORMATS)}}}")
+    return problems
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Transcripts are private: mode 0600, as ``appliance sessions export -o`` writes them."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _key_term(digits: str) -> str:

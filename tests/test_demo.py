@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +14,9 @@ import pytest
 from appliance.config import Config
 
 
-def test_demo_runs_every_mode_and_reports_success() -> None:
+def test_demo_runs_every_mode_and_reports_success(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "appliance", "demo", "--digits", "2 7"],
+        [sys.executable, "-m", "appliance", "demo", "--digits", "2 7", "--exports", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -27,6 +30,33 @@ def test_demo_runs_every_mode_and_reports_success() -> None:
     model = "claude-haiku-4-5-20251001"
     assert f"summary of the session ({model}):\n      Summary:\n      - 2\n" in proc.stdout
     assert f"summary of the recording ({model}):\n      Summary:\n      - 27\n" in proc.stdout
+    assert f"exports kept in {tmp_path}" in proc.stdout
+    _expect_exports(tmp_path / "live", "session", speakers=True)
+    _expect_exports(tmp_path / "record", "recording", speakers=False)
+
+
+def _expect_exports(folder: Path, kind: str, *, speakers: bool) -> None:
+    """One item, in each format, well-formed, saying the digits spoken (2 7), summary included."""
+    from appliance.demo import words_to_digits
+
+    (txt,) = folder.glob(f"{kind}-*.txt")
+    stem = txt.with_suffix("")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{stem.name}.{fmt}" for fmt in ("txt", "md", "srt", "vtt", "json")
+    )
+    assert words_to_digits(txt.read_text()) == "27"
+    markdown = stem.with_suffix(".md").read_text()
+    assert markdown.startswith(f"# {kind.capitalize()} ") and "## Summary" in markdown
+    if speakers:
+        assert "Speaker A:" in markdown and "Speaker B:" in markdown
+    srt = stem.with_suffix(".srt").read_text()
+    assert re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n", srt), srt
+    vtt = stem.with_suffix(".vtt").read_text()
+    cue_time = r"(\d\d:)?\d\d:\d\d\.\d{3}"  # WebVTT's hours are optional (the API's omit them)
+    assert re.match(rf"WEBVTT\s*\n\n{cue_time} --> {cue_time}\n", vtt), vtt
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert data["kind"] == kind and data["summary"] is not None
+    assert all(p.stat().st_mode & 0o077 == 0 for p in folder.iterdir())  # transcripts are private
 
 
 async def _agent_demo_as_on_a_device(monkeypatch: pytest.MonkeyPatch, lead: float) -> int:

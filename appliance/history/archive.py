@@ -118,12 +118,13 @@ class Archive:
         self.caption_limits = caption_limits
 
     @classmethod
-    def from_config(cls, config: Config) -> Archive:
-        """The archive of a configured device; the spool is opened (as a viewer) on first use."""
+    def from_config(cls, config: Config, spool_open: Spool | None = None) -> Archive:
+        """The archive of a configured device; the spool is opened (as a viewer) on first use,
+        unless the caller's process holds it open already (``spool_open``: the daemon's)."""
         from appliance.config import caption_limits
         from appliance.spool.spool import Spool, SpoolError
 
-        opened: list[Spool] = []
+        opened: list[Spool] = [] if spool_open is None else [spool_open]
 
         def spool() -> Spool | None:
             if not opened:

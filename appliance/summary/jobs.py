@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS summaries (
     PRIMARY KEY (source, source_id)
 );
 CREATE INDEX IF NOT EXISTS summaries_state ON summaries(state);
+CREATE TABLE IF NOT EXISTS summary_queue (opened_at REAL NOT NULL);
 """
 
 
@@ -75,6 +76,32 @@ class SummaryJobs:
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT INTO summary_queue (opened_at) "
+                "SELECT COALESCE((SELECT MIN(created_at) FROM summaries), ?) "
+                "WHERE NOT EXISTS (SELECT 1 FROM summary_queue)",
+                (time.time(),),
+            )
+            row = self._db.execute("SELECT MIN(opened_at) FROM summary_queue").fetchone()
+        #: When summaries were first queued on this device: what came before was never meant
+        #: to be summarised (sessions from before summaries were turned on are not caught up).
+        self.opened_at: float = row[0]
+
+    @classmethod
+    def if_present(cls, path: Path) -> SummaryJobs | None:
+        """The queue of the spool database at ``path`` if summaries were ever queued there
+        (the spool commands: looking creates nothing, so it moves no one's ``opened_at``)."""
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            try:
+                found = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'summaries'"
+                ).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+        return cls(path) if found else None
 
     def close(self) -> None:
         with self._lock:
@@ -138,6 +165,24 @@ class SummaryJobs:
                 (*sets.values(), job.source, job.source_id, expect),
             )
         return cur.rowcount == 1
+
+    def counts(self) -> dict[str, int]:
+        """How many summaries are in each state (every state, zeros included)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM summaries GROUP BY state"
+            ).fetchall()
+        found = {state: n for state, n in rows}
+        return {state: int(found.get(state, 0)) for state in STATES}
+
+    def newest(self, limit: int | None = None) -> list[SummaryJob]:
+        """Every summary (at most ``limit``), the most recently changed first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM summaries ORDER BY updated_at DESC LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [SummaryJob(**dict(r)) for r in rows]
 
     def retry(self, source: Source, source_id: str) -> bool:
         """A person's retry of a failed summary (an unknown outcome included): ask again."""

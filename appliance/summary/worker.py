@@ -3,7 +3,13 @@
 What queues a summary: the end of a live session (its ``session`` event,
 phase ``ended``) and a field recording's transcript (the uploader's
 ``on_transcript``, called before the recording is marked completed, so a
-crash in between queues it again, and queueing is idempotent). Each summary
+crash in between queues it again, and queueing is idempotent). A live
+session whose end was never seen (the process died during it, or between its
+end and the queueing) is caught up at the next start: every session
+transcript on disk that was last written before this process started and
+after summaries were first queued on the device, with neither a row nor a
+stored summary, is queued then. Nothing else can be writing those files, and
+what the history's retention deleted is not there to be found. Each summary
 is a row of :mod:`appliance.summary.jobs` in the spool database; the worker
 takes due rows one at a time:
 
@@ -59,6 +65,8 @@ SUMMARISED_ORIGIN = "record"
 GAP_RECHECK_SECONDS = 5.0
 #: What the uploader calls with each completed recording and its transcript.
 TranscriptHook = Callable[[st.RecordingRow, dict[str, Any]], object]
+#: Live sessions' transcripts, under the state directory (``late.session_transcript_path``).
+TRANSCRIPTS_DIR = "transcripts"
 #: With nothing due, look again this often anyway.
 IDLE_RESCAN_SECONDS = 30.0
 #: States of a session's gap recordings that its summary waits for.
@@ -93,6 +101,9 @@ class SummaryWorker:
         self._retry = Backoff(limits, rng or random.Random())
         self._wake = asyncio.Event()
         self._busy = False
+        #: Session transcripts written before this are not this process's: caught up at start.
+        self.started_at = time.time()
+        self._recovered = False  # the start's recovery and catch-up are done
 
     # -- queueing (any thread) ---------------------------------------------
 
@@ -130,7 +141,10 @@ class SummaryWorker:
         """Make summaries until cancelled (a step cut short resumes after a restart)."""
         sessions = asyncio.create_task(self._follow_sessions(), name="summary-sessions")
         try:
+            self._recovered = False
             await asyncio.to_thread(self._recover)
+            await asyncio.to_thread(self.catch_up_sessions)
+            self._recovered = True
             while True:
                 self._wake.clear()
                 next_at = await self._work_once()
@@ -153,7 +167,9 @@ class SummaryWorker:
                     if task.done():
                         task.result()
                         return
-                    if not self._busy and not self.jobs.in_states(sj.PENDING, sj.REQUESTING):
+                    if not self._recovered or self._busy:
+                        continue
+                    if not self.jobs.in_states(sj.PENDING, sj.REQUESTING):
                         return
             finally:
                 task.cancel()
@@ -189,6 +205,33 @@ class SummaryWorker:
                 f"{sj.UNKNOWN_OUTCOME}: the process stopped while the gateway was asked; "
                 "retry it to ask (and pay) again",
             )
+
+    def catch_up_sessions(self) -> list[str]:
+        """Queue the summaries of finished sessions whose end was never seen (module doc);
+        the session ids queued."""
+        folder = self.paths.state_dir / TRANSCRIPTS_DIR
+        try:
+            found = [p for p in folder.iterdir() if p.suffix == ".jsonl"]
+        except OSError:
+            return []  # no session was ever transcribed here
+        queued: list[str] = []
+        for path in found:
+            session_id = path.stem
+            try:
+                session_transcript_path(self.paths.state_dir, session_id)  # one of ours?
+                written = path.stat().st_mtime
+            except (ValueError, OSError):
+                continue
+            if not self.jobs.opened_at <= written < self.started_at:
+                continue
+            if self.paths.read("session", session_id) is not None:
+                continue
+            if self.jobs.add("session", session_id):
+                log.warning(
+                    "summary of session %s queued at start (its end was not seen)", session_id
+                )
+                queued.append(session_id)
+        return queued
 
     async def _work_once(self) -> float | None:
         """Do every due summary; the time the next one is due, if any."""
