@@ -151,8 +151,9 @@ async def build(
     loop = asyncio.get_running_loop()
     microphone: Microphone = await asyncio.to_thread(open_source, config, on_capture_state, loop)
     _on_close(stack, microphone.stop)
-    if not await asyncio.to_thread(_wait_first_audio, microphone):
-        raise RuntimeError("the microphone delivered no audio")
+    # The first block lands a block's length after the stream opens (100 ms): the other
+    # parts open meanwhile, and the end of the build waits for it (READY means audio).
+    first_audio = _first_audio(microphone, loop)
     speaker: AudioPlayback | None = await asyncio.to_thread(open_sink, config, loop)
     if speaker is not None:
         _on_close(stack, speaker.stop)
@@ -255,6 +256,10 @@ async def build(
         )
         _on_close(stack, tokens[mode].aclose)
 
+    try:
+        await asyncio.wait_for(first_audio, FIRST_AUDIO_TIMEOUT)
+    except TimeoutError:
+        raise RuntimeError("the microphone delivered no audio") from None
     return Components(
         config=config,
         events=events,
@@ -541,8 +546,21 @@ def _earcon_player(earcons: EarconPlayer | None) -> Callable[[str], None]:
     return play
 
 
-def _wait_first_audio(microphone: Microphone) -> bool:
-    return microphone.ring.wait_until(1, timeout=FIRST_AUDIO_TIMEOUT)
+def _first_audio(microphone: Microphone, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """Done on ``loop`` once the microphone's first block is in its ring (no thread waits)."""
+    arrived: asyncio.Future[None] = loop.create_future()
+
+    def resolve() -> None:
+        if not arrived.done():
+            arrived.set_result(None)
+
+    def landed() -> None:  # on the capture thread
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(resolve)
+
+    cancel = microphone.ring.call_when_written(1, landed)
+    arrived.add_done_callback(lambda _: cancel())
+    return arrived
 
 
 def _on_close(stack: contextlib.AsyncExitStack, close: Callable[[], object]) -> None:
