@@ -648,6 +648,11 @@ def main() -> None:
     # trio whenever it is installed (~3.5 MB): a device, and a developer's SDK program,
     # have no trio. Measure what they would load.
     sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+    # Likewise httpx imports its command-line client (click, rich, pygments: 43 ms here)
+    # whenever click and rich are installed, which only the dev extra (import-linter) and
+    # the broker's uvicorn do; a device (`appliance[mqtt]`) has neither.
+    for name in ("click", "rich"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workload", choices=("floor", "transport", "sdk", "live", "daemon"))
     parser.add_argument("--mode", default="live", help="daemon: live, agent or record")
