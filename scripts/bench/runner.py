@@ -849,6 +849,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--budget-minutes", type=float, default=10.0, metavar="N")
     parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="only start-up: process start to READY=1 per mode, RSS and the import profile; "
+        "writes its section of --output",
+    )
+    parser.add_argument("--startup-runs", type=int, default=7, metavar="N")
+    parser.add_argument(
         "--try",
         dest="patches",
         action="append",
@@ -877,6 +884,10 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.bench import budget
 
         return budget.main(args)
+    if args.startup:
+        from scripts.bench import startup
+
+        return startup.main(args)
     started = time.monotonic()
     h = Harness(args)
     notes: list[str] = [
