@@ -158,10 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("spool", "Inspect and manage recordings waiting for transcription.", _spool)
     spool_sub = p.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
-    listing = spool_sub.add_parser("list", help="recordings with state, size, age and attempts")
-    retry = spool_sub.add_parser("retry", help="retry failed recordings")
-    retry.add_argument("id", nargs="?", help="recording id")
-    retry.add_argument("--all", action="store_true", help="retry every failed recording")
+    listing = spool_sub.add_parser(
+        "list", help="recordings, deliveries and summaries with state, age and attempts"
+    )
+    retry = spool_sub.add_parser(
+        "retry",
+        help="retry a failed recording, delivery or summary (a summary whose outcome is "
+        "unknown may be charged twice)",
+    )
+    retry.add_argument("id", nargs="?", help="recording id, or a live session's id (its summary)")
+    retry.add_argument(
+        "--all",
+        action="store_true",
+        help="retry every failed recording, delivery and summary (not a summary whose "
+        "outcome is unknown: give its id)",
+    )
     purge = spool_sub.add_parser("purge", help="delete the audio of completed recordings")
     purge.add_argument(
         "--completed",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from appliance.service import ServiceNotifier
     from appliance.spool import Spool
     from appliance.spool.uploader import Uploader
+    from appliance.summary.worker import SummaryWorker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Components:
     sessions: Mapping[str, SessionFactory]
     #: Delivery of finished transcripts off the device, when enabled.
     outbox: Outbox | None = None
+    #: The summary worker, when summaries are enabled and can be made (a key and a spool).
+    summaries: SummaryWorker | None = None
     #: The speaker's volume and the microphone's mute, as a person set them.
     person: PersonControls | None = None
     #: The GPIO mute switch (opened by the daemon), when configured.

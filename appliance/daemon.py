@@ -355,6 +355,19 @@ class Daemon:
             from appliance.web.snapshot import outbox_section
 
             out["outbox"] = outbox_section(parts.outbox)
+        if parts.summaries is not None:
+            from appliance.web.snapshot import summaries_section
+
+            out["summaries"] = summaries_section(parts.summaries.jobs)
+        elif parts.config.summary.enabled:
+            from appliance.web.snapshot import summaries_unavailable
+
+            out["summaries"] = summaries_unavailable(
+                "summaries need the API key on the device (the LLM Gateway takes no "
+                "temporary token, and a token broker does not forward it)"
+                if parts.config.api_key is None
+                else "summaries need the spool, which is unavailable"
+            )
         if self.person is not None:
             out.update(self.person.snapshot())
         return out

@@ -229,7 +229,7 @@ async def build(
     # Spool and uploader: the safety net under every mode.
     spool, spool_problem, uploader = await open_spool(config, events, stack)
     outbox = open_outbox(config, events, spool, uploader, stack)
-    open_summaries(config, events, spool, uploader, stack)
+    summaries = open_summaries(config, events, spool, uploader, stack)
 
     # Tokens: one coordinator per streamed product, sharing one long-lived HTTP client
     # (a client per token costs CPU and a new connection); it is closed after them.
@@ -279,6 +279,7 @@ async def build(
         person=person,
         mute_switch=mute_switch,
         outbox=outbox,
+        summaries=summaries,
     )
 
 

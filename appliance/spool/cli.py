@@ -2,7 +2,10 @@
 
 The spool commands open the spool as a *viewer* (no lock, no recovery), so
 they are safe while the daemon runs: they read rows and nudge states, and the
-daemon's uploader picks the change up on its next scan.
+daemon's uploader picks the change up on its next scan. The summaries queued
+in the same database (``appliance.summary.jobs``) are listed and retried here
+too: ``retry <id>`` takes a recording id or a live session's id and asks again
+for whatever of it failed (the recording, else its summary).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from appliance.spool.store import (
 
 if TYPE_CHECKING:
     from appliance.config import Config
+    from appliance.summary.jobs import SummaryJob, SummaryJobs
 
 T = TypeVar("T")
 
@@ -115,6 +119,41 @@ def format_deliveries(rows: list[DeliveryRow], now: float | None = None) -> str:
     )
 
 
+def format_summaries(rows: list[SummaryJob], now: float | None = None) -> str:
+    """The summaries' part of ``appliance spool list``: each one's state, newest first."""
+    from appliance.summary.jobs import PENDING
+
+    now = time.time() if now is None else now
+    header = ("SUMMARY", "ID", "STATE", "AGE", "TRIES", "NOTE")
+    lines = [header]
+    for r in rows:
+        note = r.last_error or ""
+        if r.state == PENDING and r.next_attempt_at > now:
+            note = f"next try in {_age(r.next_attempt_at - now)}; " + note
+        lines.append(
+            (
+                r.source,
+                r.source_id,
+                r.state,
+                _age(now - r.created_at),
+                str(r.attempts),
+                note.rstrip("; ")[:NOTE_WIDTH],
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+#: What ``spool retry`` says before asking again for a summary whose outcome is unknown.
+CHARGED_TWICE_WARNING = (
+    "its first request may have been answered (and charged) without the answer reaching "
+    "the device: asking again may charge twice"
+)
+
+
 def spool_command(config: Config, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one spool action; an unusable spool is a one-line message and exit 1."""
     out = out or sys.stdout
@@ -123,22 +162,31 @@ def spool_command(config: Config, args: argparse.Namespace, out: TextIO | None =
     except SpoolError as exc:
         print(f"spool unavailable: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
+    from appliance.summary.jobs import SummaryJobs
+
+    summaries: SummaryJobs | None = None
     try:
-        return _spool_action(spool, args, out)
+        summaries = SummaryJobs.if_present(spool.store.path)
+        return _spool_action(spool, summaries, args, out)
     except (sqlite3.Error, OSError, SpoolError) as exc:
         print(f"spool unavailable: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     finally:
         with contextlib.suppress(sqlite3.Error):
+            if summaries is not None:
+                summaries.close()
             spool.close()
 
 
-def _spool_action(spool: Spool, args: argparse.Namespace, out: TextIO) -> int:
+def _spool_action(
+    spool: Spool, summaries: SummaryJobs | None, args: argparse.Namespace, out: TextIO
+) -> int:
     action = args.spool_command
     if action == "list":
         rows = spool.list()
         deliveries = spool.store.deliveries()
-        if not rows and not deliveries:
+        jobs = summaries.newest() if summaries is not None else []
+        if not rows and not deliveries and not jobs:
             print(f"the spool at {spool.root} is empty", file=out)
             return ExitCode.OK
         if rows:
@@ -150,10 +198,15 @@ def _spool_action(spool: Spool, args: argparse.Namespace, out: TextIO) -> int:
             counts = spool.store.delivery_counts()
             shown = ", ".join(f"{counts.get(s, 0)} {s}" for s in DELIVERY_STATES)
             print(f"\noutbox: {shown}", file=out)
+        if jobs:
+            assert summaries is not None
+            print(("\n" if rows or deliveries else "") + format_summaries(jobs), file=out)
+            counts = summaries.counts()
+            print("\nsummaries: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=out)
         return ExitCode.OK
     if action == "retry":
         if args.all == bool(args.id):
-            print("give a recording id or --all (not both)", file=sys.stderr)
+            print("give a recording or session id, or --all (not both)", file=sys.stderr)
             return ExitCode.USAGE
         if args.all:
             ids = spool.retry_all()
@@ -161,26 +214,66 @@ def _spool_action(spool: Spool, args: argparse.Namespace, out: TextIO) -> int:
             again = spool.store.retry_failed_deliveries()
             if again:
                 print(f"{again} failed delivery(ies) queued again", file=out)
+            if summaries is not None:
+                _retry_failed_summaries(summaries, out)
             return ExitCode.OK
-        try:
-            row = spool.get(args.id)
-        except InvalidId as exc:
-            print(str(exc), file=sys.stderr)
-            return ExitCode.USAGE
-        if row is None:
-            print(f"no recording {args.id}", file=sys.stderr)
-            return ExitCode.FAILURE
-        if not spool.retry(row.id):
-            print(f"{row.id} is {row.state}, not failed; nothing to retry", file=sys.stderr)
-            return ExitCode.FAILURE
-        print(f"{row.id} queued again", file=out)
-        return ExitCode.OK
+        return _retry_one(spool, summaries, args.id, out)
     if action == "purge":
         ids = spool.purge_completed()
         print(f"audio of {len(ids)} completed recording(s) deleted; transcripts kept", file=out)
         return ExitCode.OK
     print(f"unknown spool action {action!r}", file=sys.stderr)
     return ExitCode.USAGE
+
+
+def _retry_one(spool: Spool, summaries: SummaryJobs | None, item_id: str, out: TextIO) -> int:
+    """Retry what failed of one recording (itself, else its summary) or one session (its
+    summary); an id that is not of our shape is a usage error before anything is read."""
+    from appliance.history.archive import parse_id
+    from appliance.summary.jobs import FAILED, UNKNOWN_OUTCOME
+
+    try:
+        kind, item_id = parse_id(item_id)
+    except InvalidId as exc:
+        print(str(exc), file=sys.stderr)
+        return ExitCode.USAGE
+    row = spool.get(item_id) if kind == "recording" else None
+    if row is not None and spool.retry(row.id):
+        print(f"{row.id} queued again", file=out)
+        return ExitCode.OK
+    job = summaries.get(kind, item_id) if summaries is not None else None
+    if job is not None and job.state == FAILED:
+        if (job.last_error or "").startswith(UNKNOWN_OUTCOME):
+            print(f"the summary of {kind} {item_id}: {CHARGED_TWICE_WARNING}", file=out)
+        if summaries is not None and summaries.retry(kind, item_id):
+            print(f"the summary of {kind} {item_id} queued again", file=out)
+            return ExitCode.OK
+    if row is None and job is None:
+        print(f"no {kind} {item_id} in the spool", file=sys.stderr)
+        return ExitCode.FAILURE
+    states = [f"{item_id} is {row.state}"] if row is not None else []
+    if job is not None:
+        states.append(f"its summary is {job.state}")
+    print(f"{', '.join(states)}: nothing failed, nothing to retry", file=sys.stderr)
+    return ExitCode.FAILURE
+
+
+def _retry_failed_summaries(summaries: SummaryJobs, out: TextIO) -> None:
+    """``retry --all``: failed summaries whose request was surely not taken are asked again;
+    one whose outcome is unknown only by its id (it may be charged twice)."""
+    from appliance.summary.jobs import FAILED, UNKNOWN_OUTCOME
+
+    failed = summaries.in_states(FAILED)
+    unknown = [j for j in failed if (j.last_error or "").startswith(UNKNOWN_OUTCOME)]
+    again = sum(summaries.retry(j.source, j.source_id) for j in failed if j not in unknown)
+    if again:
+        print(f"{again} failed summary(ies) queued again", file=out)
+    for j in unknown:
+        print(
+            f"the summary of {j.source} {j.source_id} has an unknown outcome, so --all leaves "
+            f"it: 'appliance spool retry {j.source_id}' asks again ({CHARGED_TWICE_WARNING})",
+            file=out,
+        )
 
 
 class _Bar:

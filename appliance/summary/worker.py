@@ -25,7 +25,7 @@ takes due rows one at a time:
   seen (a timeout or a dropped connection once it was sent; a process that
   died in ``requesting``, even between the answer and its file) is not sent
   again by itself: the row fails with ``summary outcome unknown`` and waits
-  for a person (``SummaryJobs.retry``). A summary is cheap, but paying for it
+  for a person (``appliance spool retry <id>``). A summary is cheap, but paying for it
   twice without being asked is what this rules out. A refusal that proves the
   request was not taken (connection refused, 429, 408, 5xx) is retried with
   full-jitter backoff like the uploader's (429 after its ``Retry-After``),

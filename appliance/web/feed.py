@@ -29,6 +29,7 @@ from appliance.events import (
     SessionPhase,
     SpoolStatus,
     StateChanged,
+    SummaryStored,
     TurnFinal,
     TurnPartial,
     UploadProgress,
@@ -47,7 +48,14 @@ FEED_KINDS = (
     "volume", "mute",
 )  # fmt: skip
 #: Events after which the status view is out of date.
-STATUS_KINDS: Kinds = (StateChanged, SessionPhase, SpoolStatus, UploadProgress, ErrorReported)
+STATUS_KINDS: Kinds = (
+    StateChanged,
+    SessionPhase,
+    SpoolStatus,
+    UploadProgress,
+    ErrorReported,
+    SummaryStored,
+)
 #: Per-word timings and confidences are for machines; the page shows the text.
 _DROPPED_FIELDS = frozenset({"words"})
 

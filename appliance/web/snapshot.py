@@ -5,7 +5,8 @@ microphone level); the server puts it under whatever ``status()`` returns, so
 the daemon only has to add what events do not carry (connection, spool).
 ``spool_section`` turns the spool into the rows the page shows, and
 ``spool_unavailable`` says why there is none; ``outbox_section`` shows what the
-outbox delivered, is delivering and failed to deliver.
+outbox delivered, is delivering and failed to deliver; ``summaries_section``
+counts the summaries by state and names the failed ones a person can retry.
 """
 
 from __future__ import annotations
@@ -97,6 +98,35 @@ def outbox_section(outbox: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, An
             for r in rows
         ],
     }
+
+
+def summaries_section(jobs: Any, limit: int = DEFAULT_SPOOL_ROWS) -> dict[str, Any]:
+    """``{"available", "pending", "requesting", "completed", "failed", "skipped", "failed_items":
+    [{"kind", "id", "attempts", "detail"}]}`` from an ``appliance.summary.jobs.SummaryJobs``
+    (the failed ones newest first: they wait for ``appliance spool retry <id>``)."""
+    try:
+        counts = jobs.counts()
+        failed = [j for j in jobs.newest(limit) if j.state == "failed"]
+    except (sqlite3.Error, OSError) as exc:
+        return summaries_unavailable(f"cannot read the summaries: {exc}")
+    return {
+        "available": True,
+        **counts,
+        "failed_items": [
+            {
+                "kind": j.source,
+                "id": j.source_id,
+                "attempts": j.attempts,
+                "detail": j.last_error or "",
+            }
+            for j in failed
+        ],
+    }
+
+
+def summaries_unavailable(problem: str) -> dict[str, Any]:
+    """The summaries part of the page when they are enabled but none can be made, and why."""
+    return {"available": False, "problem": problem, "failed_items": []}
 
 
 def account_section(account: Account) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def test_list_shows_state_size_age_attempts(tmp_path, config_file, capsys):
 def test_retry_refuses_ids_that_are_not_ours(tmp_path, config_file, capsys):
     owner_spool(tmp_path)
     assert main(["spool", "retry", "../../etc/passwd", "-c", str(config_file)]) == 2
-    assert "not a recording id" in capsys.readouterr().err
+    assert "not a session or recording id" in capsys.readouterr().err
 
 
 def test_retry_and_purge(tmp_path, config_file, capsys):
