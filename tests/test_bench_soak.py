@@ -40,3 +40,18 @@ def test_the_soak_section_replaces_its_old_self_and_keeps_the_rest(tmp_path: Pat
     assert text.count("## Session soak") == 1
     assert text.index("## CPU") < text.index("## Session soak") < text.index("## Targets")
     assert "kept" in text and "also kept" in text and "![RSS against sessions]" in text
+
+
+def test_cpu_growth_that_the_machine_slowing_down_explains_is_taken_out() -> None:
+    samples = [Sample(0, "idle", "", 0.0, 60.0, 30, 9, 18, 0.0, 1, 0.005)]
+    for i in range(1, 301):
+        mode, end = CYCLE[(i - 1) % len(CYCLE)]
+        slow = 1.0 if i <= 100 else 1.2  # others' work arrived on the cores
+        samples.append(Sample(i, mode, end, 1.0, 60.0, 30, 9, 18, 0.05 * slow, 4, 0.005 * slow))
+    result = SoakResult(sessions=300, planned=300, wall_minutes=7.0, samples=samples)
+    summary = summarise(result)
+    assert summary["cpu"]["live"][2] == pytest.approx(20.0)
+    first, last, pct = summary["cpu_per_machine_speed"]["live"]
+    assert first == pytest.approx(10.0) == last and pct == pytest.approx(0.0)
+    lines = section(result, summary, None, None, "a 2-core box")
+    assert any("machine-speed units" in line and "+0.0 %" in line for line in lines)

@@ -7,9 +7,9 @@ three mode switches, two of them mid-session) while two page clients follow
 ``/feed``: one stays connected (it tells the driver when a session started and
 ended), one reconnects every :data:`RECONNECT_SECONDS`. After every session,
 with the daemon idle again, it samples the process: RSS, open fds and threads
-(``/proc``), CPU since the previous sample, and, through a SIGUSR1 the
-workload answers (``workloads.py daemon --stats-file``), its asyncio tasks
-and the secret registry's size. The report gives first against last
+(``/proc``), and, through a SIGUSR1 the workload answers (``workloads.py
+daemon --stats-file``), its asyncio tasks, the secret registry's size and its
+CPU clock (CPU since the previous sample). The report gives first against last
 sessions and the growth per 1,000 sessions, and a PNG of RSS against the
 session count (matplotlib, the ``bench`` extra).
 """
@@ -75,6 +75,9 @@ class Sample:
     tasks: int | None
     cpu_s: float  # since the previous sample
     tokens_registered: int | None
+    #: CPU-s of the driver's fixed :func:`machine_speed` loop, taken with the sample: how
+    #: slow the machine was then (others' work on the cores, the host's neighbours).
+    calibration_s: float = math.nan
 
 
 @dataclass
@@ -89,6 +92,29 @@ class SoakResult:
 
 
 # ----------------------------------------------------------------------------- the process
+
+
+#: Rounds of :func:`machine_speed` per sample (the fastest is kept).
+CALIBRATION_ROUNDS = 3
+
+
+def machine_speed() -> float:
+    """CPU-s of a fixed pure-Python loop (the fastest of a few), on the driver's own core.
+
+    The same work costs more CPU when the machine is busy (shared caches, memory
+    bandwidth, a VM's neighbours): between two 110-session runs five minutes
+    apart the daemon's CPU per session differed by 19 % here with nothing changed.
+    Dividing by this loop's cost at the same moment takes that out of the
+    first-against-last comparison.
+    """
+    best = math.inf
+    for _ in range(CALIBRATION_ROUNDS):
+        start = time.process_time()
+        total = 0
+        for i in range(100_000):
+            total += i * i % 7
+        best = min(best, time.process_time() - start)
+    return best
 
 
 def proc_sample(pid: int) -> tuple[float, int, int, float]:
@@ -273,16 +299,20 @@ def _drive(
     result: SoakResult,
 ) -> None:
     pid = proc.pid
-    last_cpu = proc_sample(pid)[3]
+    last_cpu: float | None = None
 
     def sample(index: int, mode: str, end: str, wall: float) -> None:
         nonlocal last_cpu
         stats = ask_stats(pid, stats_file, index + 1)
-        rss, fds, threads, cpu = proc_sample(pid)
+        rss, fds, threads, ticks_cpu = proc_sample(pid)
+        calibration = machine_speed()
+        cpu = float(stats.get("cpu_s", ticks_cpu))  # the process clock when it answers
+        if last_cpu is None:
+            last_cpu = cpu
         secrets = stats.get("secrets") or {}
         result.samples.append(
             Sample(index, mode, end, wall, rss, fds, threads, stats.get("tasks"),
-                   cpu - last_cpu, secrets.get("tokens"))
+                   cpu - last_cpu, secrets.get("tokens"), calibration)
         )  # fmt: skip
         last_cpu = cpu
 
@@ -360,14 +390,30 @@ def summarise(result: SoakResult) -> dict[str, Any]:
         if values:
             out[name] = (values[0], values[-1], max(values))
     cpu: dict[str, tuple[float, float, float]] = {}
+    steady: dict[str, tuple[float, float, float]] = {}
     for mode in MODES:
-        runs = [s.cpu_s for s in done if s.mode == mode]
+        runs = [s for s in done if s.mode == mode]
         if len(runs) >= 2:
             j = max(1, min(k, len(runs) // 3))
-            a, b = statistics.fmean(runs[:j]), statistics.fmean(runs[-j:])
-            cpu[mode] = (a, b, (b - a) / a * 100 if a else math.nan)
+            # Medians: one session that met a slow moment of the machine moves a mean.
+            a, b = (_median([s.cpu_s for s in part]) for part in (runs[:j], runs[-j:]))
+            cpu[mode] = (a, b, _growth(a, b))
+            # The same, in units of the machine's speed at the time (machine_speed).
+            a, b = (
+                _median([s.cpu_s / s.calibration_s for s in part if s.calibration_s > 0])
+                for part in (runs[:j], runs[-j:])
+            )
+            steady[mode] = (a, b, _growth(a, b))
     out["cpu"] = cpu
+    out["cpu_per_machine_speed"] = steady
+    calibration = [s.calibration_s for s in done if s.calibration_s > 0]
+    if calibration:
+        out["calibration"] = (_median(calibration[:k]), _median(calibration[-k:]))
     return out
+
+
+def _growth(first: float, last: float) -> float:
+    return (last - first) / first * 100 if first and math.isfinite(first) else math.nan
 
 
 def plot(result: SoakResult, path: Path) -> str | None:
@@ -430,8 +476,25 @@ def section(result: SoakResult, summary: dict[str, Any], image: str | None, why:
             lines.append(f"| {label} (first, last; max) | {a} | {b} | max {top} |")
     for mode, (a, b, pct) in summary["cpu"].items():
         lines.append(
-            f"| CPU per {mode} session and idle gap (CPU-s) | {a:.3f} | {b:.3f} | {pct:+.1f} % |"
+            f"| CPU per {mode} session and idle gap (median CPU-s) | {a:.4f} | {b:.4f} "
+            f"| {pct:+.1f} % |"
         )
+    for mode, (a, b, pct) in summary.get("cpu_per_machine_speed", {}).items():
+        if math.isfinite(pct):
+            lines.append(
+                f"| CPU per {mode} session in machine-speed units (median) | {a:.2f} | {b:.2f} "
+                f"| {pct:+.1f} % |"
+            )
+    if "calibration" in summary:
+        a, b = summary["calibration"]
+        lines += [
+            "",
+            "The machine-speed unit is the CPU one fixed pure-Python loop took in the "
+            f"driver, measured with each sample (median {a * 1000:.1f} ms over the first "
+            f"sessions, {b * 1000:.1f} ms over the last): the same work costs more CPU "
+            "while other work shares the cores, so the raw rows mix the daemon's growth "
+            "with the machine's load at the time.",
+        ]
     modes = ", ".join(f"{m} {c}" for m, c in summary["modes"].items())
     lines += ["", f"Sessions by mode: {modes}; {summary['switches']} mode switches."]
     if image:
