@@ -22,8 +22,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from appliance.cloud import tls
 from appliance.protocol.retry import (
     DEFAULT_RETRY_LIMITS,
@@ -34,6 +32,8 @@ from appliance.protocol.retry import (
 from appliance.secrets import Secret
 
 if TYPE_CHECKING:
+    import httpx
+
     from appliance.config import Config
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -100,6 +100,8 @@ class RestTimeouts:
     pool: float = DEFAULT_POOL_TIMEOUT
 
     def httpx(self) -> httpx.Timeout:
+        import httpx
+
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
 
 
@@ -170,17 +172,29 @@ class RestClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or RestTimeouts()
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": api_key.reveal()},
-            timeout=self.timeouts.httpx(),
-            transport=transport,
-            follow_redirects=False,
-            # The process's one TLS context, or none for a plain http:// base (emulator).
-            verify=tls.verify_for(self.base_url),
-        )
+        self._api_key = api_key
+        self._transport = transport
+        # Made at the first request: httpx and its client cost 50-100 ms of a start-up
+        # whose first upload, if any, comes later (every mode opens the uploader).
+        self._http: httpx.AsyncClient | None = None
         #: Every request of this client waits out the last failure's floor or Retry-After.
         self.gate = FailureGate(retry)
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={"Authorization": self._api_key.reveal()},
+                timeout=self.timeouts.httpx(),
+                transport=self._transport,
+                follow_redirects=False,
+                # The process's one TLS context, or none for a plain http:// base (emulator).
+                verify=tls.verify_for(self.base_url),
+            )
+        return self._http
 
     @classmethod
     def from_config(cls, config: Config) -> RestClient:
@@ -200,7 +214,8 @@ class RestClient:
         raise Permanent("no API key configured for pre-recorded transcription")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def __aenter__(self) -> RestClient:
         return self
@@ -209,6 +224,8 @@ class RestClient:
         await self.aclose()
 
     async def _request(self, method: str, path: str, what: str, **kw: Any) -> httpx.Response:
+        import httpx
+
         await self._wait_for_gate()
         try:
             response = await self._client.request(method, path, **kw)
@@ -242,6 +259,8 @@ class RestClient:
 
     async def probe(self) -> None:
         """Cheap reachability check (any HTTP answer means the network is back)."""
+        import httpx
+
         await self._wait_for_gate()
         try:
             await self._client.get("/v2/transcript", params={"limit": 1})

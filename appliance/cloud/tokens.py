@@ -39,22 +39,34 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Literal, Protocol, TypedDict, Unpack, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, Unpack, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from appliance import __version__
 from appliance.cloud import tls
 from appliance.protocol.retry import parse_retry_after
 from appliance.secrets import Secret, redact, register_token
 
+if TYPE_CHECKING:
+    # Imported at the first request: httpx costs 50-100 ms of a start-up that mints
+    # its first token only after READY=1.
+    import httpx
+
 log = logging.getLogger(__name__)
 
 TokenKind = Literal["streaming", "agent"]
 
-#: Explicit timeouts for token requests: a press must not hang on a dead network.
-DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=5.0, write=5.0, pool=2.0)
+#: Explicit timeouts for token requests (seconds): a press must not hang on a dead network.
+DEFAULT_TIMEOUTS = {"connect": 3.0, "read": 5.0, "write": 5.0, "pool": 2.0}
+
+
+def default_timeout() -> httpx.Timeout:
+    """:data:`DEFAULT_TIMEOUTS` as the ``httpx.Timeout`` every token request uses."""
+    import httpx
+
+    return httpx.Timeout(**DEFAULT_TIMEOUTS)
+
+
 #: How long a broker's token is assumed to stay redeemable when it does not say.
 DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS = 60.0
 #: Bounds the documented API puts on the minting parameters.
@@ -124,7 +136,7 @@ class SharedHttpClient:
     a configuration to mix plain and TLS token URLs, each kind gets its own client.
     """
 
-    def __init__(self, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, timeout: httpx.Timeout | None = None) -> None:
         self._timeout = timeout
         self._clients: dict[bool, httpx.AsyncClient] = {}  # by "needs TLS"
         self.created = 0  # clients made so far (one, unless closed and used again)
@@ -134,7 +146,10 @@ class SharedHttpClient:
         secure = tls.needs_tls(url)
         client = self._clients.get(secure)
         if client is None or client.is_closed:
-            client = httpx.AsyncClient(timeout=self._timeout, verify=tls.verify_for(url))
+            import httpx
+
+            timeout = self._timeout or default_timeout()
+            client = httpx.AsyncClient(timeout=timeout, verify=tls.verify_for(url))
             self._clients[secure] = client
             self.created += 1
         return client
@@ -189,7 +204,7 @@ class _HttpTokenSource:
         *,
         lifetime_seconds: float,
         client: httpx.AsyncClient | SharedHttpClient | None,
-        timeout: httpx.Timeout,
+        timeout: httpx.Timeout | None,
         redeemable_seconds: float | None = None,
     ) -> None:
         self.url = url
@@ -214,6 +229,8 @@ class _HttpTokenSource:
         return {}
 
     async def fetch(self) -> Secret:
+        import httpx
+
         where = _safe_url(self.url)
         holder = self._client
         client = holder.client_for(self.url) if isinstance(holder, SharedHttpClient) else holder
@@ -222,7 +239,7 @@ class _HttpTokenSource:
                 self.url,
                 params=self._params,
                 headers={**self._headers, **self._extra_headers()},
-                timeout=self._timeout,
+                timeout=self._timeout or default_timeout(),
             )
         except httpx.TimeoutException as exc:
             raise TokenTransientError(
@@ -273,7 +290,7 @@ class MintOptions(TypedDict, total=False):
     expires_in_seconds: int
     max_session_duration_seconds: int | None
     client: httpx.AsyncClient | SharedHttpClient | None
-    timeout: httpx.Timeout
+    timeout: httpx.Timeout | None
 
 
 class MintedTokens(_HttpTokenSource):
@@ -288,7 +305,7 @@ class MintedTokens(_HttpTokenSource):
         expires_in_seconds: int = 600,
         max_session_duration_seconds: int | None = None,
         client: httpx.AsyncClient | SharedHttpClient | None = None,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout: httpx.Timeout | None = None,
     ) -> None:
         low, high = EXPIRES_IN_RANGE
         if not low <= expires_in_seconds <= high:
@@ -335,7 +352,7 @@ class BrokerTokens(_HttpTokenSource):
         kind: TokenKind = "streaming",
         lifetime_seconds: float = DEFAULT_BROKER_TOKEN_LIFETIME_SECONDS,
         client: httpx.AsyncClient | SharedHttpClient | None = None,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout: httpx.Timeout | None = None,
         checkin: CheckIn | None = None,
     ) -> None:
         self.checkin = checkin if checkin is not None else CheckIn()
