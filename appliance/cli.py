@@ -309,7 +309,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _spool(args: argparse.Namespace) -> int:
     config = load(args, resolve_secrets=False)
-    from appliance.spool.cli import spool_command
+    from appliance.spool_commands import spool_command
 
     return spool_command(config, args)
 
@@ -323,7 +323,7 @@ def _sessions(args: argparse.Namespace) -> int:
 
 def _transcribe(args: argparse.Namespace) -> int:
     config = load(args)
-    from appliance.spool.cli import transcribe_command
+    from appliance.spool_commands import transcribe_command
 
     return transcribe_command(config, args)
 

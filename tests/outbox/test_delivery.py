@@ -16,8 +16,8 @@ from pathlib import Path
 from appliance.events import ErrorReported, EventBus, SessionPhase
 from appliance.protocol.outbox import idempotency_key
 from appliance.spool import store as st
-from appliance.spool.cli import spool_command
 from appliance.spool.uploader import Uploader
+from appliance.spool_commands import spool_command
 from appliance.web.snapshot import outbox_section
 from tests.events import collect
 from tests.spool.helpers import client_for, make_spool, record_digits, upload_config
