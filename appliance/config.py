@@ -412,12 +412,8 @@ class LiveConfig:
     prompt: str | None = setting(None, doc="u3-rt-pro only, e.g. 'Transcribe Spanish'")
     domain: str | None = setting(None, doc="e.g. medical-v1")
     speaker_labels: bool = setting(False, doc="each turn says who spoke (A, B, ...)")
-    min_turn_silence: int | None = setting(
-        None, minimum=0, maximum=MAX_TURN_SILENCE_MS, unit=" ms"
-    )
-    max_turn_silence: int | None = setting(
-        None, minimum=0, maximum=MAX_TURN_SILENCE_MS, unit=" ms"
-    )
+    min_turn_silence: int | None = setting(None, minimum=0, maximum=MAX_TURN_SILENCE_MS, unit=" ms")
+    max_turn_silence: int | None = setting(None, minimum=0, maximum=MAX_TURN_SILENCE_MS, unit=" ms")
     end_of_turn_confidence_threshold: float | None = setting(
         None, minimum=0, maximum=1, doc="not u3-rt-pro (it ignores it)"
     )
@@ -1552,7 +1548,6 @@ _INVALID = object()
 _INLINE_SECRET_KEYS = ("api_key", "key", "token", "credential", "password")
 # An HTTP header name (RFC 9110's token).
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
-
 
 
 def _default_of(field: dataclasses.Field[Any]) -> Any:

@@ -37,9 +37,7 @@ State = Literal[
 #: What a state is about: a button mode, or the uploader or spool under every mode.
 StateSource = Literal["live", "agent", "record", "upload", "spool"]
 SessionPhaseName = Literal["started", "ended", "resumed", "new_conversation"]
-ErrorSource = Literal[
-    "capture", "button", "spool", "live", "agent", "record", "upload", "summary"
-]
+ErrorSource = Literal["capture", "button", "spool", "live", "agent", "record", "upload", "summary"]
 
 
 class Word(TypedDict):
