@@ -141,6 +141,22 @@ def interpreter_start_s(runs: int) -> float:
     return statistics.median(times)
 
 
+def cli_import(runs: int) -> tuple[float, float]:
+    """``import appliance.cli`` in a fresh interpreter: (ms, RSS MiB after), medians."""
+    code = (
+        "import time; t = time.perf_counter(); import appliance.cli; "
+        "d = time.perf_counter() - t; import resource; "
+        "print(d * 1000, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    ms, rss = [], []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        a, b = out.stdout.split()
+        ms.append(float(a))
+        rss.append(float(b))
+    return statistics.median(ms), statistics.median(rss)
+
+
 def run_startup(h: Any, runs: int) -> list[ModeStartup]:
     from scripts.bench.runner import ROOT
 
@@ -177,7 +193,8 @@ def _median(values: list[float]) -> float:
 
 
 def section(results: list[ModeStartup], floor_s: float, machine: str, when: str,
-            command: str, load: float) -> list[str]:  # fmt: skip
+            command: str, load: float, cli: tuple[float, float] = (math.nan, math.nan),
+            ) -> list[str]:  # fmt: skip
     """The BENCHMARKS.md section, as lines."""
     lines = [
         HEADING,
@@ -207,6 +224,8 @@ def section(results: list[ModeStartup], floor_s: float, machine: str, when: str,
     lines += [
         "",
         f"- Floor: `python -c pass` (interpreter and site) takes {floor_s:.3f} s here.",
+        f"- `import appliance.cli` alone (every command's entry; each subcommand imports "
+        f"what it needs): {cli[0]:.1f} ms, max RSS {cli[1]:.1f} MiB after it.",
         "",
         "Costliest imports on the way to READY=1 (cumulative, i.e. with what each pulls in; "
         "the package's modules and what they import directly):",
@@ -242,10 +261,11 @@ def main(args: Any) -> int:
     finally:
         h.stop()
     floor = interpreter_start_s(args.startup_runs)
+    cli = cli_import(args.startup_runs)
     info = machine_info()
     machine = f"{info.get('cpu', 'this machine')}, {info.get('cores', '?')} cores"
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     command = f"scripts/bench.py --startup --startup-runs {args.startup_runs}"
-    write_section(args.output, section(results, floor, machine, when, command, load), HEADING)
+    write_section(args.output, section(results, floor, machine, when, command, load, cli), HEADING)
     print(f"[bench] wrote the start-up section of {args.output}", flush=True)
     return 0
