@@ -231,12 +231,13 @@ class Daemon:
         self._publish_idle()
         return True
 
-    def _tell_muted(self) -> None:
-        """A press came while muted: the earcon and the page say why nothing starts."""
+    def _tell_muted(self) -> str:
+        """A press came while muted: the earcon and the page say why nothing starts (returned)."""
         self.play_earcon("muted")
         mode = self.controller.mode
         detail = f"muted: unmute to start {MODE_LABELS.get(mode, mode)}"
         self.events.publish(StateChanged(state="muted", mode=mode, detail=detail))
+        return detail
 
     def _open_mute_switch(self) -> None:
         switch = self.components.mute_switch
@@ -411,8 +412,8 @@ class Daemon:
             else:
                 actions = controller.request_switch_mode()
             if any(isinstance(a, MutedPress) for a in actions):
-                self._carry_out(actions)
-                return {"ok": False, "error": "the microphone is muted"}
+                # The answer says what the feed's state says, whichever the page shows last.
+                return {"ok": False, "error": self._tell_muted()}
             if not actions and action in refusals:
                 return {"ok": False, "error": refusals[action]}
             self._carry_out(actions)
