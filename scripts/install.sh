@@ -170,10 +170,17 @@ install_packages() {
     return
   fi
   local missing=() wanted=() p
-  for p in "${APT_PACKAGES[@]}" "$LGPIO_APT"; do
+  for p in "${APT_PACKAGES[@]}"; do
     deb_installed "$p" || missing+=("$p")
   done
   lgpio_from=apt
+  if ! deb_installed "$LGPIO_APT"; then
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import lgpio' >/dev/null 2>&1; then
+      lgpio_from=pypi # an earlier run found no python3-lgpio; pip keeps the wheel current
+    else
+      missing+=("$LGPIO_APT")
+    fi
+  fi
   if [ "${#missing[@]}" -eq 0 ]; then
     note "apt packages already installed"
     return

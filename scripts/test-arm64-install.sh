@@ -155,6 +155,13 @@ if grep -Eq '^\+ systemctl (daemon-reload|restart|start)' "$work/install.log"; t
   die "image mode reloaded or started systemd"
 fi
 
+step "scripts/install.sh again (an image rebuilt or updated): nothing added twice"
+in_chroot bash "$SRC_IN_CHROOT/scripts/install.sh" --image | tee "$work/again.log"
+grep -q "apt packages already installed" "$work/again.log" || die "the second run went to apt again"
+grep -q "group gpio exists" "$work/again.log" || die "the second run added the gpio group again"
+grep -q "keeping existing /etc/appliance/config.yaml" "$work/again.log" ||
+  die "the second run did not keep the config"
+
 # ----------------------------------------------------------- the checks
 
 step "checks"
