@@ -29,8 +29,10 @@ set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 UNIT_NAME=appliance.service
 CREDENTIAL_NAME=assemblyai-api-key
+# python3-spidev: the APA102 LED rings of mic HATs (led.kind: apa102), a small C extension
+# that Debian and Raspberry Pi OS both build, so the Pi needs no compiler for it.
 APT_PACKAGES=(python3 python3-venv python3-pip python3-pyaudio python3-systemd
-  python3-gpiozero python3-numpy python3-yaml libportaudio2 alsa-utils)
+  python3-gpiozero python3-numpy python3-yaml python3-spidev libportaudio2 alsa-utils)
 # Only in the Raspberry Pi archive; elsewhere PyPI's wheel (aarch64, no compiler needed).
 LGPIO_APT=python3-lgpio
 LGPIO_PYPI=lgpio

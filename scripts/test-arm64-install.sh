@@ -169,9 +169,9 @@ step "checks"
 venv=/opt/appliance/venv
 in_chroot "$venv/bin/appliance" check --help >/dev/null || die "appliance check --help failed"
 echo "ok: appliance check --help"
-in_chroot "$venv/bin/python" -c 'import appliance, gpiozero, lgpio, pyaudio, numpy, soxr' ||
+in_chroot "$venv/bin/python" -c 'import appliance, gpiozero, lgpio, pyaudio, numpy, soxr, spidev' ||
   die "the daemon's imports fail"
-echo "ok: import appliance, gpiozero, lgpio, pyaudio, numpy, soxr"
+echo "ok: import appliance, gpiozero, lgpio, pyaudio, numpy, soxr, spidev"
 in_chroot "$venv/bin/python" -c 'from gpiozero.pins.lgpio import LGPIOFactory' ||
   die "gpiozero's lgpio pin factory does not import"
 echo "ok: gpiozero's lgpio pin factory imports"
