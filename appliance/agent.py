@@ -657,7 +657,8 @@ class VoiceAgentConversation:
 
     def _stop_now(self) -> None:
         self._stop_requested = True
-        self._apply(self.protocol.stop(self.clock(), "stopped"))
+        reason = "stopped" if self._stop_index is None else "muted"  # as live's account says
+        self._apply(self.protocol.stop(self.clock(), reason))
         self._wake.set()
 
     def _interrupt_now(self) -> None:
