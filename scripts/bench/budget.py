@@ -327,7 +327,9 @@ def section(results: list[BudgetResult], budget_text: str, machine: str, minutes
         "last digit are left out (cut by the start and end).",
         "- Periods throttled: the share of the group's CFS periods in the measured window "
         "in which it used up its quota (cpu.stat); peak memory is the group's own high-water "
-        "mark over the whole run (page cache included).",
+        "mark over the whole run: what the limit applies to, the pages charged to the group "
+        "(its heap and the page cache it brought in; library pages another process had "
+        "already read are charged to that one, so this is below the process's RSS).",
     ]
     return lines
 
@@ -387,6 +389,9 @@ def main(args: Any) -> int:
             results.append(r)
     finally:
         h.stop()
+    raw = h.tmp / "budget-results.json"
+    raw.write_text(json.dumps([dataclasses.asdict(r) for r in results], default=str))
+    print(f"[bench] the rows as JSON: {raw}", flush=True)
     info = machine_info()
     machine = f"{info.get('cpu', 'this machine')}, {info.get('cores', '?')} cores"
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
