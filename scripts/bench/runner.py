@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,8 @@ SDK_BLOCK_MS = 100
 SDK_FLOOR = "floor" if OUR_BLOCK_MS == SDK_BLOCK_MS else "floor100"
 #: How long a workload may take from spawn to READY=1 before the run is abandoned.
 READY_TIMEOUT_SECONDS = 20.0
+#: Idle target: CPU-s per minute above the capture floor with no session.
+IDLE_ABOVE_FLOOR_LIMIT = 0.1
 #: Time after the press before CPU is counted (connection set-up, first turn).
 WARMUP_SECONDS = 2.0
 #: Presses and drops per latency experiment.
@@ -92,6 +95,7 @@ def variants(
             workload("floor", "--block-ms", str(OUR_BLOCK_MS)),
             streams=False,
         ),
+        **idle_variants(file_source),
         "transport": Variant(
             "transport",
             f"yardstick: PyAudio callback ({OUR_BLOCK_MS} ms) -> asyncio -> websockets, "
@@ -185,6 +189,42 @@ def variants(
             trace_kind="ring",
         )
     return table
+
+
+def idle_variants(file_source: Path | None) -> dict[str, Variant]:
+    """The daemon with no session: capture into the ring, the page served, no one pressing.
+
+    A device spends most of its life here, so these rows sit next to the capture
+    floor they are held against.  The page is enabled but no client is connected.
+    """
+    port = str(free_port())
+    daemon = [*workload("daemon"), "--mode", "live", "--web-port", port, "--no-trace"]
+    table = {
+        "d-idle": Variant(
+            "d-idle",
+            "ours: `appliance run`, idle (no session), 48 kHz mic, page enabled",
+            daemon,
+            streams=False,
+            terminate=True,
+            floor="floor",
+        )
+    }
+    if file_source is not None:
+        table["d-idle-file"] = Variant(
+            "d-idle-file",
+            "ours: `appliance run`, idle (no session), paced file source, page enabled",
+            [*daemon, "--input-file", str(file_source)],
+            streams=False,
+            terminate=True,
+        )
+    return table
+
+
+def free_port() -> int:
+    """A loopback port free now (the page's; a run binds it again a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------------- one run
@@ -801,6 +841,14 @@ def targets(
                 verdict(worst, 60),
             )
         )
+    idle_above = above_floor(summary, "d-idle", floors)
+    rows.append(
+        (
+            f"idle (mic, page enabled) <= capture floor + {IDLE_ABOVE_FLOOR_LIMIT} CPU-s/min",
+            f"{fmt(idle_above)} above floor",
+            verdict(idle_above, IDLE_ABOVE_FLOOR_LIMIT),
+        )
+    )
     press = lat.get("press_live_prefetch", [])
     pm = median(press) if press else math.nan
     rows.append(
