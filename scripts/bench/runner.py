@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.audio.resample import AGENT_RATE
 from appliance.config import AudioConfig
 from scripts.bench.audiostack import MicFeeder, PulseStack, test_signal
 from scripts.bench.measure import RssSampler, Window, machine_info, median, percentile
@@ -36,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 #: The daemon's capture block: its floor is a bare capture with the same block.
 OUR_BLOCK_MS = AudioConfig().block_ms
+#: The agent's speaker as the daemon opens it (the spk sink takes 24 kHz as it is):
+#: its floor is a bare output stream of the same rate and block, fed silence.
+SPEAKER_RATE = AGENT_RATE
+SPEAKER_BLOCK_MS = AudioConfig().output_block_ms
 #: The SDK pipeline reads 100 ms at a time; its floor is ours when the blocks match.
 SDK_BLOCK_MS = 100
 SDK_FLOOR = "floor" if OUR_BLOCK_MS == SDK_BLOCK_MS else "floor100"
@@ -95,6 +100,15 @@ def variants(
             workload("floor", "--block-ms", str(OUR_BLOCK_MS)),
             streams=False,
         ),
+        "floor-playback": Variant(
+            "floor-playback",
+            f"playback floor: bare PyAudio output callback fed silence, "
+            f"{SPEAKER_RATE // 1000} kHz, {SPEAKER_BLOCK_MS} ms blocks (the agent's speaker)",
+            workload(
+                "playback-floor", "--rate", str(SPEAKER_RATE), "--block-ms", str(SPEAKER_BLOCK_MS)
+            ),
+            streams=False,
+        ),
         **idle_variants(file_source),
         "transport": Variant(
             "transport",
@@ -147,7 +161,7 @@ def variants(
         [*daemon, "--mode", "agent"],
         streams=True,
         terminate=True,
-        floor="floor",
+        floor="floor+floor-playback",
     )
     table["d-record"] = Variant(
         "d-record",
@@ -666,7 +680,8 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
         "ours: the ring's clock mapping, callback time of the block holding that sample).",
         "- Above floor: a variant's CPU minus a bare PyAudio capture with the same block size "
         f"(ours {OUR_BLOCK_MS} ms, the SDK pipeline 100 ms), i.e. the work each does with the "
-        "audio beyond the ALSA pulse plugin's own cost; the paced-file row has no audio stack.",
+        "audio beyond the ALSA pulse plugin's own cost; the paced-file row has no audio stack. "
+        "The voice agent's rows subtract the playback floor too (its speaker stays open).",
         "",
         "## CPU and memory",
         "",
@@ -791,11 +806,14 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
 
 
 def above_floor(summary: dict, key: str, floors: dict[str, str | None]) -> float:
-    """A variant's CPU minus the bare capture at its own block size (nan if it has none)."""
+    """A variant's CPU minus the bare capture at its own block size (nan if it has none).
+
+    ``a+b``: both floors (the agent's capture and its speaker)."""
     floor = floors.get(key)
-    if floor is None or key not in summary or floor not in summary:
+    parts = floor.split("+") if floor else []
+    if not parts or key not in summary or any(p not in summary for p in parts):
         return math.nan
-    return summary[key]["cpu"] - summary[floor]["cpu"]
+    return summary[key]["cpu"] - sum(summary[p]["cpu"] for p in parts)
 
 
 def targets(

@@ -12,11 +12,12 @@ Shared protocol with the harness (scripts/bench/runner.py):
   for the SDK pipeline; the ring's clock mapping for ours).
 
 ``floor`` is the cheapest possible always-on capture: a PyAudio callback that
-does nothing.  ``sdk`` is the pipeline a developer would write with the
-official ``assemblyai`` SDK: PyAudio blocking reads of 100 ms, ``audioop``
-resampling to 16 kHz, ``StreamingClient.stream``, and a plain reconnect on
-error.  ``live`` is ours through the public API: :class:`AudioCapture` into
-the ring and :class:`appliance.LiveTranscriber` (no spool, no files).
+does nothing; ``playback-floor`` the same for a speaker fed silence.  ``sdk``
+is the pipeline a developer would write with the official ``assemblyai`` SDK:
+PyAudio blocking reads of 100 ms, ``audioop`` resampling to 16 kHz,
+``StreamingClient.stream``, and a plain reconnect on error.  ``live`` is ours
+through the public API: :class:`AudioCapture` into the ring and
+:class:`appliance.LiveTranscriber` (no spool, no files).
 """
 
 from __future__ import annotations
@@ -105,6 +106,45 @@ def run_floor(args: argparse.Namespace) -> None:
     buttons.done.wait()
     close_capture(pa, stream)
     write_trace(args.trace, {"blocks": blocks, "overflows": overflows})
+
+
+def run_playback_floor(args: argparse.Namespace) -> None:
+    """The cheapest warm speaker: a PyAudio output callback handing back the same silence.
+
+    ``--rate`` and ``--block-ms`` as the agent's speaker opens them (24 kHz, 10 ms), so
+    the agent's CPU above both floors is the work it does with the audio itself.
+    """
+    import pyaudio
+
+    blocks = 0
+    underflows = 0
+    silence = b""
+
+    def callback(in_data, frame_count, time_info, status):
+        nonlocal blocks, underflows, silence
+        blocks += 1
+        if status & pyaudio.paOutputUnderflow:
+            underflows += 1
+        if len(silence) != 2 * frame_count:
+            silence = bytes(2 * frame_count)
+        return (silence, pyaudio.paContinue)
+
+    buttons = Buttons(lambda t: None)
+    pa = pyaudio.PyAudio()
+    stream = pa.open(
+        rate=args.rate,
+        channels=1,
+        format=pyaudio.paInt16,
+        output=True,
+        frames_per_buffer=args.rate * args.block_ms // 1000,
+        stream_callback=callback,
+    )
+    while blocks == 0 and not buttons.done.is_set():
+        time.sleep(0.01)
+    notify("READY=1")
+    buttons.done.wait()
+    close_capture(pa, stream)
+    write_trace(args.trace, {"blocks": blocks, "underruns": underflows})
 
 
 # --------------------------------------------------------------------------- transport
@@ -661,7 +701,9 @@ def main() -> None:
     for name in ("click", "rich"):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workload", choices=("floor", "transport", "sdk", "live", "daemon"))
+    parser.add_argument(
+        "workload", choices=("floor", "playback-floor", "transport", "sdk", "live", "daemon")
+    )
     parser.add_argument("--mode", default="live", help="daemon: live, agent or record")
     parser.add_argument("--input-file", help="daemon: the paced file source instead of the mic")
     parser.add_argument("--rate", type=int, default=MIC_RATE)
@@ -685,6 +727,7 @@ def main() -> None:
     args.ws_host = "ws" + args.http_url[4:]
     workloads = {
         "floor": run_floor,
+        "playback-floor": run_playback_floor,
         "transport": run_transport,
         "sdk": run_sdk,
         "live": run_live,
