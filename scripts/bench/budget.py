@@ -299,6 +299,8 @@ def section(results: list[BudgetResult], budget_text: str, machine: str, minutes
         st = r.stats
         throttled = "n/a" if st.throttled_fraction is None else f"{st.throttled_fraction:.0%}"
         peak = "n/a" if st.memory_peak_bytes is None else f"{st.memory_peak_bytes / 2**20:.1f}"
+        if st.memory_limit_hits:  # the kernel reclaimed (page cache) to stay under the limit
+            peak += f" (limit reached {st.memory_limit_hits}x)"
         pacing = r.violations.get("pacing", 0)
         codes = ", ".join(str(c) for c in r.close_codes) or "none"
         d = r.digits
