@@ -21,7 +21,10 @@ Both make their requests through one long-lived HTTP client
 (:class:`SharedHttpClient`, made on first use): the daemon gives every source
 the same one and closes it on shutdown; a source given none keeps its own
 (closed by its ``aclose()``). Its TLS context is the process's shared one
-(:mod:`appliance.cloud.tls`), made only if a token URL is ``https://``.
+(:mod:`appliance.cloud.tls`), made only if a token URL is ``https://``. That
+client is :class:`appliance.cloud.token_http.TokenHttpClient` (asyncio and
+h11), not httpx, which would stay resident (about 7 MB) in every mode that
+mints tokens; a source still takes an ``httpx.AsyncClient`` if given one.
 
 :class:`appliance.connection.tokens.TokenCoordinator` wraps either: it keeps
 a token ready (so a press costs no round trip), makes one request at a time and
@@ -44,6 +47,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from appliance import __version__
 from appliance.cloud import tls
+from appliance.cloud.token_http import (
+    HttpAnswer,
+    HttpRequestError,
+    HttpTimeout,
+    PhaseTimeouts,
+    TokenHttpClient,
+)
 from appliance.protocol.retry import parse_retry_after
 from appliance.secrets import Secret, redact, register_token
 
@@ -116,13 +126,14 @@ def _safe_url(url: str) -> str:
     return urlunsplit(parts._replace(query="", fragment=""))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response | HttpAnswer) -> float | None:
     """The server's Retry-After, unclamped (whoever sleeps on it clamps it)."""
-    return parse_retry_after(response.headers.get("Retry-After"))
+    # httpx's headers match any case; an HttpAnswer's names are lower-cased.
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 class SharedHttpClient:
-    """One long-lived ``httpx.AsyncClient`` for token requests, made on first use.
+    """One long-lived :class:`TokenHttpClient` for token requests, made on first use.
 
     Building a client costs tens of milliseconds of CPU (mostly its SSL
     context), and a fresh client also means a fresh TCP (and TLS) connection:
@@ -138,18 +149,25 @@ class SharedHttpClient:
 
     def __init__(self, timeout: httpx.Timeout | None = None) -> None:
         self._timeout = timeout
-        self._clients: dict[bool, httpx.AsyncClient] = {}  # by "needs TLS"
+        self._clients: dict[bool, TokenHttpClient] = {}  # by "needs TLS"
         self.created = 0  # clients made so far (one, unless closed and used again)
 
-    def client_for(self, url: str) -> httpx.AsyncClient:
+    @property
+    def timeouts(self) -> PhaseTimeouts:
+        """Per-phase timeouts of its requests: the given ones, else :data:`DEFAULT_TIMEOUTS`."""
+        if self._timeout is not None:
+            return PhaseTimeouts.of(self._timeout)
+        t = DEFAULT_TIMEOUTS
+        return PhaseTimeouts(connect=t["connect"], read=t["read"], write=t["write"])
+
+    def client_for(self, url: str) -> TokenHttpClient:
         """The client for requests to ``url``, made on first use."""
         secure = tls.needs_tls(url)
         client = self._clients.get(secure)
         if client is None or client.is_closed:
-            import httpx
-
-            timeout = self._timeout or default_timeout()
-            client = httpx.AsyncClient(timeout=timeout, verify=tls.verify_for(url))
+            if secure:
+                tls.verify_for(url)  # the shared context, made now rather than at a press
+            client = TokenHttpClient(user_agent=f"appliance/{__version__}")
             self._clients[secure] = client
             self.created += 1
         return client
@@ -229,16 +247,35 @@ class _HttpTokenSource:
         return {}
 
     async def fetch(self) -> Secret:
-        import httpx
-
         where = _safe_url(self.url)
         holder = self._client
-        client = holder.client_for(self.url) if isinstance(holder, SharedHttpClient) else holder
+        headers = {**self._headers, **self._extra_headers()}
+        response: httpx.Response | HttpAnswer
+        if isinstance(holder, SharedHttpClient):
+            timeouts = PhaseTimeouts.of(self._timeout) if self._timeout else holder.timeouts
+            try:
+                response = await holder.client_for(self.url).get(
+                    self.url, params=self._params, headers=headers, timeouts=timeouts
+                )
+            except HttpTimeout:
+                raise TokenTransientError(f"token request to {where} timed out") from None
+            except HttpRequestError as exc:
+                raise TokenTransientError(f"token request to {where} failed ({exc})") from None
+        else:
+            response = await self._fetch_with_httpx(holder, headers, where)
+        return self._token_from(response, where)
+
+    async def _fetch_with_httpx(
+        self, client: httpx.AsyncClient, headers: dict[str, str], where: str
+    ) -> httpx.Response:
+        """The request through an ``httpx.AsyncClient`` a caller gave."""
+        import httpx
+
         try:
-            response = await client.get(
+            return await client.get(
                 self.url,
                 params=self._params,
-                headers={**self._headers, **self._extra_headers()},
+                headers=headers,
                 timeout=self._timeout or default_timeout(),
             )
         except httpx.TimeoutException as exc:
@@ -249,6 +286,9 @@ class _HttpTokenSource:
             raise TokenTransientError(
                 f"token request to {where} failed ({type(exc).__name__})"
             ) from None
+
+    def _token_from(self, response: httpx.Response | HttpAnswer, where: str) -> Secret:
+        """The answer classified; its token, registered for redaction and never seen before."""
         status = response.status_code
         if status in (401, 403):
             raise TokenAuthError(f"token request to {where} refused: HTTP {status}", status)
