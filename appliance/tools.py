@@ -20,12 +20,15 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from appliance.cloud import tls
 from appliance.config import ToolConfig
+
+if TYPE_CHECKING:
+    # Imported at the first HTTP tool call: resident, httpx costs about 5 MB, which an
+    # agent with no HTTP tool (or none called yet) would carry for nothing.
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,8 @@ class ToolRunner:
                     result = await self._run_http(tool, arguments)
         except TimeoutError:
             result = {"error": f"tool {name!r} timed out after {tool.timeout_seconds:g} s"}
-        except (httpx.HTTPError, OSError, ValueError) as exc:
-            result = {"error": f"tool {name!r} failed: {exc.__class__.__name__}: {exc}"}
+        except (OSError, ValueError) as exc:
+            result = _failed(name, exc)
         if isinstance(result, dict) and "error" in result:
             self.failures += 1
             log.warning("tool %s failed: %s", name, result["error"])
@@ -91,6 +94,16 @@ class ToolRunner:
     # ------------------------------------------------------------------ HTTP
 
     async def _run_http(self, tool: ToolConfig, arguments: dict[str, Any]) -> object:
+        import httpx
+
+        try:
+            return await self._request(tool, arguments)
+        except httpx.HTTPError as exc:
+            return _failed(tool.name, exc)
+
+    async def _request(self, tool: ToolConfig, arguments: dict[str, Any]) -> object:
+        import httpx
+
         assert tool.url is not None
         timeout = httpx.Timeout(tool.timeout_seconds)
         request: dict[str, Any] = {"timeout": timeout}
@@ -158,6 +171,11 @@ class ToolRunner:
                 error["output"] = result
             return error
         return result
+
+
+def _failed(name: str, exc: Exception) -> dict[str, str]:
+    """The error result of a tool whose run raised ``exc``."""
+    return {"error": f"tool {name!r} failed: {exc.__class__.__name__}: {exc}"}
 
 
 def _as_result(body: bytes, truncated: bool, cap: int) -> object:

@@ -37,3 +37,15 @@ async def test_a_rest_client_never_used_closes_without_making_one() -> None:
     client = RestClient("http://127.0.0.1:9", Secret("k" * 32, "api key"))
     await client.aclose()
     assert client._http is None
+
+
+def test_the_agent_and_its_tool_runner_import_no_httpx_until_an_http_tool_runs() -> None:
+    modules = imported_after(
+        "import asyncio\n"
+        "import appliance.agent\n"
+        "from appliance.config import ToolConfig\n"
+        "from appliance.tools import ToolRunner\n"
+        "tool = ToolConfig(name='echo', kind='command', command=['cat'])\n"
+        "print(asyncio.run(ToolRunner([tool]).run('echo', {'a': 1})))"
+    )
+    assert "httpx" not in modules and "appliance.tools" in modules
