@@ -454,7 +454,9 @@ class VoiceAgentConversation:
                 continue
             try:
                 for action in actions:
-                    if isinstance(action, SendJson):
+                    if isinstance(action, proto.SendText):
+                        await ws.send(action.text)
+                    elif isinstance(action, SendJson):
                         await ws.send(json.dumps(action.message))
             except websockets.exceptions.ConnectionClosed:
                 self._resampler.reset()  # this chunk goes again on the next connection

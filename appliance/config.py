@@ -464,7 +464,9 @@ class AgentConfig:
     keyterms: list[str] = setting([])
     turn_detection: TurnDetectionConfig = section(TurnDetectionConfig)
     echo: Echo = setting("half_duplex", choices=get_args(Echo))
-    chunk_ms: int = setting(50, minimum=20, maximum=500, unit=" ms")
+    chunk_ms: int = setting(
+        100, minimum=20, maximum=500, unit=" ms", doc="microphone audio per input.audio"
+    )
     tools: list[ToolConfig] = setting([])
     max_conversation_seconds: float = setting(
         DEFAULT_AGENT_LIMITS.max_conversation_seconds, minimum=10, maximum=10800, unit=" s"

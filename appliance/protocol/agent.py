@@ -31,6 +31,7 @@ arithmetic in tests.  The asyncio runner is ``appliance.agent``.
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import enum
 import json
@@ -60,6 +61,9 @@ from appliance.protocol.vocabulary import (
 #: The Voice Agent API speaks PCM16 mono at 24 kHz both ways.
 AGENT_SAMPLE_RATE = 24_000
 SAMPLE_WIDTH_BYTES = 2
+#: ``input.audio`` around its base64 (field order as the reference's example).
+_INPUT_AUDIO_PREFIX = '{"type":"input.audio","audio":"'
+_INPUT_AUDIO_SUFFIX = '"}'
 
 #: ``session.error`` codes after which the session must not be resumed.
 NO_RESUME_CODES = frozenset(
@@ -108,6 +112,13 @@ class Phase(enum.Enum):
 
 # --------------------------------------------------------------------------
 # Actions: what the I/O layer must do.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendText:
+    """Send one text frame that is already a JSON message (the microphone's ``input.audio``)."""
+
+    text: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -181,7 +192,7 @@ class SessionError:
 
 
 Action = (
-    SendJson | Play | FlushPlayback | SpeakingChanged | UserTranscript | AgentTranscript
+    SendJson | SendText | Play | FlushPlayback | SpeakingChanged | UserTranscript | AgentTranscript
     | ReplyDone | CallTool | SessionReady | NewConversation | SessionError | Notice | Close
     | Connect | ReconnectAfter | Finish
 )  # fmt: skip
@@ -412,7 +423,10 @@ class AgentProtocol:
             self.stats.muted_chunks_sent += 1
         self.stats.audio_chunks_sent += 1
         self._fresh_audio = True
-        return [SendJson({"type": "input.audio", "audio": base64.b64encode(pcm).decode("ascii")})]
+        # Sent every chunk: built around its base64, which needs no JSON escaping, so the
+        # JSON encoder does not scan kilobytes of it each time.
+        encoded = binascii.b2a_base64(pcm, newline=False).decode("ascii")
+        return [SendText(_INPUT_AUDIO_PREFIX + encoded + _INPUT_AUDIO_SUFFIX)]
 
     def playback_drained(self, now: float) -> list[Action]:
         """The speaker has played everything it was given."""

@@ -24,6 +24,7 @@ from appliance.protocol.agent import (
     Play,
     ReplyDone,
     SendJson,
+    SendText,
     SessionError,
     SessionReady,
     SpeakingChanged,
@@ -51,7 +52,12 @@ def audio_msg(pcm: bytes = PCM, reply_id: str | None = "r1") -> str:
 
 
 def sends(actions) -> list[dict]:
-    return [a.message for a in actions if isinstance(a, SendJson)]
+    """The messages sent, as the server parses them (``input.audio`` comes pre-encoded)."""
+    return [
+        a.message if isinstance(a, SendJson) else json.loads(a.text)
+        for a in actions
+        if isinstance(a, SendJson | SendText)
+    ]
 
 
 def of(kind, actions) -> list:
@@ -113,6 +119,20 @@ def test_no_input_audio_before_session_ready():
     assert of(SessionReady, actions) == [SessionReady("sess_1", resumed=False)]
     sent = sends(proto.audio(PCM))
     assert sent == [{"type": "input.audio", "audio": base64.b64encode(PCM).decode()}]
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 2400, 4800])
+def test_input_audio_text_is_the_json_of_its_message(size):
+    """Built by concatenation, it must still parse as exactly one input.audio of the PCM."""
+    proto = make()
+    ready(proto)
+    pcm = random.Random(size).randbytes(size)
+    (action,) = proto.audio(pcm)
+    assert isinstance(action, SendText)
+    assert json.loads(action.text) == {
+        "type": "input.audio",
+        "audio": base64.b64encode(pcm).decode(),
+    }
 
 
 # ------------------------------------------------------------- reply audio
