@@ -363,6 +363,9 @@ def main(args: Any) -> int:
     if why:
         print(f"bench: {why}", flush=True)
         return 4
+    if os.geteuid() != 0:
+        print("bench: --budget makes cgroups and needs root (sudo)", flush=True)
+        return 4
 
     def stop(*_: object) -> None:
         raise SystemExit(143)  # SIGTERM: through the finally blocks, children stopped
