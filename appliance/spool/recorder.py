@@ -2,7 +2,10 @@
 
 The runner reads from ``start_index`` (the button press minus pre-roll) at
 the capture rate, writes into a spool recording and syncs at least once a
-second, so a power cut costs at most the last second. Audio the reader could
+second, so a power cut costs at most the last second. The copying runs on a
+thread of its own, woken by the ring's writer when a chunk is complete (or by
+a stop): the event loop is not woken while a recording runs, nor is a worker
+thread handed each chunk (measured: see BENCHMARKS.md, recording row). Audio the reader could
 not get from the ring (it fell behind the history) and audio the spool
 refused (full) are both counted and stored with the recording as gaps:
 never hidden. When the spool has room again, writing simply continues.
@@ -11,8 +14,11 @@ never hidden. When the spool has room again, writing simply continues.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import ClassVar
@@ -20,19 +26,20 @@ from typing import ClassVar
 import numpy as np
 
 from appliance import events as ev
-from appliance.audio.ring import RingBuffer
+from appliance.audio.ring import Reader, RingBuffer
 from appliance.logs import log_context
 from appliance.protocol.account import Account, AccountMode
 from appliance.spool.spool import RecordingWriter, Spool, SpoolFull
 
 log = logging.getLogger("appliance.spool.recorder")
 
-# Audio moved to the spool per wake-up. Durability comes from the writer's sync
-# (at least once a second), not from this; a larger chunk is fewer wake-ups and
-# thread hand-offs (measured: 0.1 s ~21 loop wake-ups/s, 0.25 s ~13).
+# Audio moved to the spool per wake-up of the copying thread. Durability comes
+# from the writer's sync (at least once a second), not from this; a larger chunk
+# is fewer wake-ups, a smaller one less audio only in RAM at a power cut.
 DEFAULT_CHUNK_SECONDS = 0.25
-# Wait this long for new samples before looking at the stop flag again.
-WAIT_SECONDS = 0.2
+# The copying thread looks at its flags at least this often, even if neither
+# the ring's writer nor a stop wakes it (a capture that stopped delivering).
+WAIT_SECONDS = 1.0
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -84,14 +91,15 @@ class Recording:
         self.chunk = max(1, round(ring.rate * chunk_seconds))
         self.session_id = session_id
         self._stop_at: int | None = None
-        self._stop = asyncio.Event()
+        self._abandon = False  # the run was cancelled: the thread stops where it is
+        self._wakeup = threading.Event()  # the copying thread's: a chunk, a stop
         self.writer: RecordingWriter | None = None
         self.account: RecordingAccount | None = None
 
     def request_stop(self, end_index: int | None = None) -> None:
         """End the recording at ``end_index`` (default: everything captured up to now)."""
         self._stop_at = self.ring.write_index if end_index is None else end_index
-        self._stop.set()
+        self._wakeup.set()
 
     def interrupt(self) -> None:
         """Nothing to interrupt: a recording never talks."""
@@ -115,36 +123,26 @@ class Recording:
         account.started_at = started_at
         self.account = account
         reader = ring.reader(start_index)
-        buf = np.empty(self.chunk, dtype=np.int16)
         self._publish(ev.SessionPhase(phase="started", mode="record", session_id=writer.id))
         self._publish(ev.StateChanged(state="recording", mode="record", detail=writer.id))
         with log_context(RECORDING_ID=writer.id, MODE="record"):
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_running_or_notify_cancel()  # a cancelled run cannot cancel it: it ends
+            copying = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._copy_thread, done, reader, writer, account),
+                name="recorder",
+                daemon=True,
+            )
+            copying.start()
             try:
-                while True:
-                    stop_at = self._stop_at
-                    if stop_at is not None and reader.position >= stop_at:
-                        break
-                    want = (
-                        self.chunk
-                        if stop_at is None
-                        else min(self.chunk, stop_at - reader.position)
-                    )
-                    if reader.available < want:
-                        if stop_at is None:
-                            await reader.wait_async(want, timeout=WAIT_SECONDS)
-                            continue
-                        if not await reader.wait_async(want, timeout=WAIT_SECONDS):
-                            continue
-                    result = reader.read(want, buf)
-                    if result.lost:
-                        account.lost_samples += result.lost
-                        writer.note_lost(result.lost)
-                        log.error("recorder fell behind: %d samples lost", result.lost)
-                    if len(result.samples):
-                        await self._write(writer, result.samples.copy(), account)
-                    account.end_index = reader.position
-                    account.captured_samples = account.end_index - start_index
+                await asyncio.wrap_future(done)
             finally:
+                # Cancelled (or failed): the thread stops before the writer is closed,
+                # which is not thread-safe.
+                self._abandon = True
+                self._wakeup.set()
+                await asyncio.to_thread(copying.join)
                 account.end_index = reader.position
                 account.captured_samples = account.end_index - start_index
                 await asyncio.to_thread(writer.close)
@@ -168,11 +166,53 @@ class Recording:
         if self.events is not None:
             self.events.publish(event)
 
-    async def _write(
+    def _copy_thread(
+        self,
+        done: concurrent.futures.Future[None],
+        reader: Reader,
+        writer: RecordingWriter,
+        account: RecordingAccount,
+    ) -> None:
+        try:
+            self._copy(reader, writer, account)
+        except BaseException as exc:  # handed to the loop, which re-raises it
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    def _copy(self, reader: Reader, writer: RecordingWriter, account: RecordingAccount) -> None:
+        """On the copying thread: ring -> recording, chunk by chunk, until the stop index."""
+        buf = np.empty(self.chunk, dtype=np.int16)
+        start_index = account.start_index
+        while not self._abandon:
+            # Cleared before the flags are read: a stop from now on wakes the wait below.
+            self._wakeup.clear()
+            stop_at = self._stop_at
+            if stop_at is not None and reader.position >= stop_at:
+                return
+            want = self.chunk if stop_at is None else min(self.chunk, stop_at - reader.position)
+            if reader.available < want:
+                cancel = self.ring.call_when_written(reader.position + want, self._wakeup.set)
+                try:
+                    self._wakeup.wait(WAIT_SECONDS)
+                finally:
+                    cancel()
+                continue
+            result = reader.read(want, buf)
+            if result.lost:
+                account.lost_samples += result.lost
+                writer.note_lost(result.lost)
+                log.error("recorder fell behind: %d samples lost", result.lost)
+            if len(result.samples):
+                self._write(writer, result.samples, account)
+            account.end_index = reader.position
+            account.captured_samples = account.end_index - start_index
+
+    def _write(
         self, writer: RecordingWriter, samples: np.ndarray, account: RecordingAccount
     ) -> None:
         try:
-            await asyncio.to_thread(writer.write, samples)
+            writer.write(samples)
         except SpoolFull:
             account.refused_samples += len(samples)
             account.lost_samples += len(samples)

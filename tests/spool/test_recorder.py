@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 import wave
 
 import numpy as np
@@ -76,3 +79,41 @@ def test_live_gap_keeps_session_and_offset(tmp_path):
     rid = writer.close()
     row = spool.get(rid)
     assert (row.origin, row.session_id, row.session_offset) == ("live-gap", "abc-123", 48000)
+
+
+async def test_copying_goes_on_while_the_event_loop_is_blocked(tmp_path):
+    # The copying thread is woken by the ring's writer, not by the loop: a busy loop
+    # (or one asleep) does not hold audio back from the spool.
+    spool = make_spool(tmp_path)
+    ring = RingBuffer(RATE, history_seconds=5)
+    rec = Recording(ring, spool)
+    task = asyncio.create_task(rec.run(0))
+    while rec.writer is None:
+        await asyncio.sleep(0.01)
+    for i in range(25):  # the loop runs nothing from here until the writer has it all
+        ring.write(signal_at(i * BLOCK, BLOCK), t_first=i * BLOCK / RATE)
+    deadline = time.monotonic() + 10
+    while rec.writer.samples_written < 25 * BLOCK and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert rec.writer.samples_written >= 25 * BLOCK - rec.chunk + 1
+    rec.request_stop()
+    account = await asyncio.wait_for(task, 10)
+    np.testing.assert_array_equal(read_all(spool, account.recording_id), signal_at(0, 25 * BLOCK))
+
+
+async def test_a_cancelled_recording_keeps_what_was_copied(tmp_path):
+    spool = make_spool(tmp_path)
+    ring = RingBuffer(RATE, history_seconds=5)
+    rec = Recording(ring, spool)
+    task = asyncio.create_task(rec.run(0))
+    fed = await feed(ring, 0, 50)
+    while rec.writer is None or rec.writer.samples_written < fed - rec.chunk + 1:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert not any(t.name == "recorder" for t in threading.enumerate())
+    row = spool.get(rec.writer.id)
+    assert row.state == st.READY
+    written = rec.writer.samples_written
+    np.testing.assert_array_equal(read_all(spool, row.id), signal_at(0, written))
