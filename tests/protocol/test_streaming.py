@@ -66,8 +66,12 @@ def turn(order, words, final=True, formatted=False, text=None):
     )
 
 
+#: The chunk these tests' frame arithmetic is written for (the device's default is larger).
+CHUNK_MS = 100
+
+
 def make(*, format_turns: bool = False, **overrides) -> StreamingSession:
-    limits = StreamingLimits(**overrides)
+    limits = StreamingLimits(**{"chunk_ms": CHUNK_MS, **overrides})
     policy = ReconnectPolicy(limits.reconnect, random.Random(1))
     return StreamingSession(limits, policy=policy, format_turns=format_turns)
 
