@@ -123,7 +123,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until :meth:`stop`; the exit code for the process."""
         notifier = self.components.notifier
-        self.events.add_callback(self._follow_agent)
+        self.events.add_callback(self._follow_agent, (StateChanged,))
         try:
             self._open_mute_switch()
             self._prefetch_for_mode()

@@ -307,7 +307,8 @@ class EventBus:
     def __init__(self, queue_length: int = DEFAULT_QUEUE_LENGTH) -> None:
         self._queue_length = queue_length
         self._subscribers: list[Subscription] = []
-        self._callbacks: list[Callable[[Published[Event]], None]] = []
+        self._callbacks: list[tuple[Callable[[Published[Event]], None], Kinds | None]] = []
+        self._watchers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._last: dict[type[Event], Published[Event]] = {}
@@ -326,8 +327,9 @@ class EventBus:
             callbacks = list(self._callbacks)
         for sub in subscribers:
             sub.offer(published)
-        for callback in callbacks:
-            callback(published)
+        for callback, kinds in callbacks:
+            if kinds is None or isinstance(event, kinds):
+                callback(published)
         return published
 
     def latest(self, kind: type[E]) -> Published[E] | None:
@@ -336,27 +338,68 @@ class EventBus:
             found = self._last.get(kind)
         return typing.cast("Published[E] | None", found)
 
-    def add_callback(self, callback: Callable[[Published[Event]], None]) -> None:
-        """Call ``callback(published)`` synchronously on publish (keep it quick, non-blocking)."""
+    def add_callback(
+        self, callback: Callable[[Published[Event]], None], kinds: Kinds | None = None
+    ) -> None:
+        """Call ``callback(published)`` synchronously on publish (keep it quick, non-blocking).
+
+        ``kinds``: only events of these kinds (all when None), so that a callback that
+        ignores the meter does not count as someone who wants it (:meth:`wants`).
+        """
         with self._lock:
-            self._callbacks.append(callback)
+            self._callbacks.append((callback, kinds))
+        self._listeners_changed()
 
     def remove_callback(self, callback: Callable[[Published[Event]], None]) -> None:
         with self._lock:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
+            self._callbacks = [(c, k) for c, k in self._callbacks if c != callback]
+        self._listeners_changed()
+
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether any subscriber or callback takes events of ``kind`` now.
+
+        A producer whose events cost work to make (the level meter) makes them only
+        while someone takes them.
+        """
+        with self._lock:
+            kinds = [s.kinds for s in self._subscribers] + [k for _, k in self._callbacks]
+        return any(k is None or issubclass(kind, k) for k in kinds)
+
+    def watch_listeners(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call ``watcher()`` (in the changing thread) whenever the listeners change.
+
+        Returns the function that stops watching.
+        """
+        with self._lock:
+            self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            with self._lock:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+
+        return unwatch
+
+    def _listeners_changed(self) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher()
 
     def subscribe(self, kinds: Kinds | None = None) -> Subscription:
         """A subscription on the running loop to ``kinds`` (all when None); ``async for`` it."""
         sub = Subscription(self, asyncio.get_running_loop(), kinds, self._queue_length)
         with self._lock:
             self._subscribers.append(sub)
+        self._listeners_changed()
         return sub
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
-            if sub in self._subscribers:
-                self._subscribers.remove(sub)
+            if sub not in self._subscribers:
+                return
+            self._subscribers.remove(sub)
+        self._listeners_changed()
 
 
 _LISTED = frozenset(SCHEMA)
@@ -378,6 +421,11 @@ class Subscription:
         self._queue: deque[Published[Event]] = deque(maxlen=length)
         self._wakeup = asyncio.Event()
         self.dropped = 0
+
+    @property
+    def kinds(self) -> Kinds | None:
+        """The kinds this subscriber takes (None: all)."""
+        return self._kinds
 
     def offer(self, published: Published[Event]) -> None:
         if self._kinds is not None and not isinstance(published.event, self._kinds):

@@ -239,7 +239,7 @@ async def build(
     token_http = SharedHttpClient()
     _on_close(stack, token_http.aclose)
     checkin = CheckIn()  # what a token broker hears of this device: version, backlog, errors
-    events.add_callback(checkin.observe)
+    events.add_callback(checkin.observe, (SpoolStatus, ErrorReported))
     tokens: dict[str, TokenCoordinator] = {}
     products: tuple[tuple[str, TokenKind, float], ...] = (
         ("live", "streaming", config.live.max_session_seconds),
@@ -469,7 +469,7 @@ def open_outbox(
     outbox = Outbox(spool, config, destination, events)
     if uploader is not None:
         uploader.on_transcript = _each(uploader.on_transcript, outbox.recording_done)
-    events.add_callback(outbox.follow)
+    events.add_callback(outbox.follow, Outbox.FOLLOWS)
     _on_close(stack, lambda: events.remove_callback(outbox.follow))
     _in_background(stack, outbox.run(), "outbox")
     return outbox

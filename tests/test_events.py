@@ -168,3 +168,38 @@ def test_a_removed_callback_is_not_called_again() -> None:
     bus.remove_callback(callback)
     bus.publish(MicLevel(dbfs=-2.0))
     assert seen == ["level"]
+
+
+def test_a_callback_given_kinds_gets_only_those() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+    bus.add_callback(lambda published: seen.append(published.kind), (StateChanged,))
+    bus.publish(MicLevel(dbfs=-1.0))
+    bus.publish(StateChanged(state="idle", mode="live"))
+    assert seen == ["state"]
+
+
+async def test_wants_a_kind_while_a_subscriber_or_callback_takes_it() -> None:
+    bus = EventBus()
+    bus.add_callback(lambda published: None, (StateChanged,))
+    assert not bus.wants(MicLevel)
+    sub = bus.subscribe((MicLevel,))
+    assert bus.wants(MicLevel)
+    sub.close()
+    assert not bus.wants(MicLevel)
+    everything = bus.subscribe()
+    assert bus.wants(MicLevel)
+    everything.close()
+    assert not bus.wants(MicLevel)
+
+
+async def test_listener_watchers_hear_every_change_until_unwatched() -> None:
+    bus = EventBus()
+    changes: list[bool] = []
+    unwatch = bus.watch_listeners(lambda: changes.append(bus.wants(MicLevel)))
+    sub = bus.subscribe()
+    sub.close()
+    sub.close()  # a second close changes nothing
+    unwatch()
+    bus.subscribe()
+    assert changes == [True, False]

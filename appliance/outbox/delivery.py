@@ -72,6 +72,9 @@ def summaries_enabled(config: Config) -> bool:
 class Outbox:
     """Delivers queued transcripts to one destination, one at a time, in queue order."""
 
+    #: The events :meth:`follow` acts on (its bus callback takes only these).
+    FOLLOWS: ev.Kinds = (ev.SessionPhase,)
+
     def __init__(
         self,
         spool: Spool,
