@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_INITIAL = 0.5
 DEFAULT_RETRY_MAX = 10.0
-# How often the supervisor looks at the stream. Its stall timeout is 1 s, so 4
-# looks a second find a dead stream within ~1.25 s at a fraction of the wake-ups.
+# How often the supervisor looks at a starting stream, and the least time between
+# looks at a running one, which it looks at only when a stall could be due
+# (StreamWatchdog.next_look: once a second with the 1 s stall timeout), so a hung
+# stream is still found within ~1.25 s.
 SUPERVISOR_PERIOD = 0.25
 
 # Pa_Initialize/Pa_Terminate and device enumeration are not thread-safe: two
@@ -223,9 +225,16 @@ class SupervisedStream(StreamStatus):
         verdict = self.watchdog.observe(now, self.blocks, self.last_callback_time, active)
         return verdict.reason if verdict.health is Health.LOST else None
 
+    def _next_look(self) -> float:
+        """How long the supervisor may sleep before looking at the stream again."""
+        if self._stream is None:
+            return SUPERVISOR_PERIOD
+        now = time.monotonic()
+        return self.watchdog.next_look(now, self.last_callback_time, SUPERVISOR_PERIOD)
+
     def _supervise(self) -> None:
         delay = self.retry_initial
-        while not self._stop.wait(SUPERVISOR_PERIOD):
+        while not self._stop.wait(self._next_look()):
             if self._stream is not None:
                 with PORTAUDIO_LOCK:  # a rescan may be closing and reopening this stream
                     reason = self._stream_dead(time.monotonic())

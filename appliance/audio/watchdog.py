@@ -87,6 +87,20 @@ class StreamWatchdog:
         """Blocks that must follow the first ones seen: half the nominal cadence over ``settle``."""
         return max(1, math.ceil(self.limits.settle / self.block_seconds / 2))
 
+    def next_look(self, now: float, last_block_at: float, period: float) -> float:
+        """Seconds until looking at the stream again could tell something new.
+
+        Starting: every ``period`` (it may turn running, or run out of grace).
+        Running: not before a stall could be declared, ``stall_seconds`` after the
+        last block, and never sooner than ``period``; looks in between find a
+        healthy stream and only cost wake-ups (an idle device's most frequent
+        ones).  A device that stopped is found at that look, up to
+        ``stall_seconds`` after it stopped.
+        """
+        if not self._running:
+            return period
+        return max(period, last_block_at + self.stall_seconds - now)
+
     def opened(self, now: float, blocks: int) -> None:
         """A stream was (re)opened at ``now``; ``blocks`` is the block counter then."""
         self._opened_at = now

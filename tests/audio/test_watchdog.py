@@ -132,3 +132,39 @@ def test_a_reopened_stream_starts_over_with_a_fresh_grace() -> None:
     assert dog.observe(11.9, blocks=123, last_block_at=10.01, active=True).health is Health.STARTING
     verdict = dog.observe(15.5, blocks=123, last_block_at=10.01, active=True)
     assert verdict == Verdict(Health.LOST, "no steady callbacks in 5.0 s after opening")
+
+
+def running_mic() -> StreamWatchdog:
+    dog = StreamWatchdog(MIC_BLOCK)
+    dog.opened(0.0, blocks=0)
+    for i, t in enumerate(steady(0.1, 1.0, MIC_BLOCK), start=1):
+        dog.observe(t, i, t, active=True)
+    assert dog.running
+    return dog
+
+
+def test_a_starting_stream_is_looked_at_every_period() -> None:
+    dog = StreamWatchdog(MIC_BLOCK)
+    dog.opened(0.0, blocks=0)
+    assert dog.next_look(0.5, 0.45, POLL) == POLL
+
+
+def test_a_running_stream_is_looked_at_only_when_a_stall_could_be_due() -> None:
+    dog = running_mic()
+    assert dog.next_look(1.05, 1.0, POLL) == pytest.approx(1.0 + dog.stall_seconds - 1.05)
+    assert dog.next_look(3.0, 1.0, POLL) == POLL  # overdue: no sooner than the period
+
+
+def test_looks_spaced_by_next_look_still_find_a_hung_stream_within_a_period_of_the_stall() -> None:
+    dog = running_mic()
+    hung_at = 5.0  # blocks every 100 ms until then, none after
+    now, looks = 1.0, 0
+    while True:
+        last = min(hung_at, round(now / MIC_BLOCK) * MIC_BLOCK)
+        verdict = dog.observe(now, round(last / MIC_BLOCK), last, active=True)
+        if verdict.health is Health.LOST:
+            break
+        now += dog.next_look(now, last, POLL)
+        looks += 1
+    assert hung_at + dog.stall_seconds < now <= hung_at + dog.stall_seconds + POLL
+    assert looks <= 8  # about one a second while running, not four
