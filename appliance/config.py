@@ -278,7 +278,7 @@ class AudioConfig:
     output_device: str | None = setting(None, doc="substring of the output device name")
     output_rate: int | None = setting(None, minimum=8000, maximum=192000, doc="null = 24000")
     output_block_ms: int = setting(
-        10, minimum=5, maximum=100, unit=" ms", doc="speaker callback period (latency vs CPU)"
+        20, minimum=5, maximum=100, unit=" ms", doc="speaker callback period (latency vs CPU)"
     )
     jitter_buffer_ms: int = setting(60, minimum=0, maximum=1000, unit=" ms")
     volume: float = setting(1.0, minimum=0, maximum=2, doc="playback gain")

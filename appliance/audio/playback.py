@@ -40,12 +40,13 @@ from appliance.audio.watchdog import StreamLimits
 __all__ = ["AudioPlayback", "PlaybackState", "StreamState"]
 
 DEFAULT_JITTER_BUFFER_MS = 60
-# The callback period bounds how soon a reply starts and a flush (barge-in) is heard.
-# Measured on the PulseAudio test stack (scripts/bench.py, agent mode): 10 ms starts a
-# reply within 10 ms (p99); 20 ms saves ~0.5 CPU-s per audio minute but PulseAudio then
-# asks for blocks in bursts and a reply's start waited up to 250 ms (p99). A loaded Pi
-# that underflows can take 20 (audio.output_block_ms).
-DEFAULT_PLAYBACK_BLOCK_MS = 10
+# The callback period bounds how soon a reply starts and a flush (barge-in) is heard, and
+# costs CPU per callback even while silent: a bare output stream at 24 kHz costs 0.80
+# CPU-s per minute at 10 ms, 0.40 at 20 ms (scripts/bench.py's playback floor). Measured
+# on the PulseAudio test stack, agent mode: 20 ms saves ~0.3 CPU-s per audio minute
+# against 10 ms, a reply starts within ~20 ms (p99; 10 ms blocks: ~10 ms) and a flush
+# is heard within one block. 10 (audio.output_block_ms) when the last ms matter more.
+DEFAULT_PLAYBACK_BLOCK_MS = 20
 DEFAULT_FADE_MS = 5
 # Most audio that may be queued (a long reply arriving faster than real time).
 DEFAULT_MAX_BUFFER_SECONDS = 300.0
