@@ -10,17 +10,18 @@ from scripts.bench.runner import IDLE_ABOVE_FLOOR_LIMIT, targets, variants
 def test_the_idle_rows_sit_with_the_floors_before_any_session_row() -> None:
     keys = list(variants(None, Path("mic.wav")))
     idle = keys.index("d-idle")
-    assert keys[0] == "floor" and keys[idle + 1] == "d-idle-file"
+    assert keys[0] == "floor" and keys[idle + 1 : idle + 3] == ["d-idle-speaker", "d-idle-file"]
     assert all(k.startswith("floor") for k in keys[:idle])
 
 
 def test_the_idle_rows_serve_the_page_and_never_press() -> None:
     table = variants(None, Path("mic.wav"))
-    mic, file = table["d-idle"], table["d-idle-file"]
-    for row in (mic, file):
+    mic, speaker, file = table["d-idle"], table["d-idle-speaker"], table["d-idle-file"]
+    for row in (mic, speaker, file):
         assert not row.streams and row.terminate
         assert "--web-port" in row.argv
     assert mic.floor == "floor" and "--input-file" not in mic.argv
+    assert "--sink" not in mic.argv and speaker.argv[speaker.argv.index("--sink") + 1] == "pyaudio"
     assert file.argv[file.argv.index("--input-file") + 1] == "mic.wav"
 
 

@@ -233,7 +233,18 @@ def idle_variants(file_source: Path | None) -> dict[str, Variant]:
             streams=False,
             terminate=True,
             floor="floor",
-        )
+        ),
+        # What a device with earcons or the agent has too: the speaker is kept warm,
+        # playing silence between sounds (appliance/audio/playback.py).
+        "d-idle-speaker": Variant(
+            "d-idle-speaker",
+            "ours: `appliance run`, idle (no session), 48 kHz mic, page enabled, "
+            "warm speaker (`audio.sink: pyaudio`)",
+            [*daemon, "--sink", "pyaudio"],
+            streams=False,
+            terminate=True,
+            floor="floor",
+        ),
     }
     if file_source is not None:
         table["d-idle-file"] = Variant(
