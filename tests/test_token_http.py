@@ -212,3 +212,18 @@ asyncio.run(main())
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert out == ["tok-123456789", "False"]
+
+
+def test_the_token_sources_load_no_h11_before_their_first_request() -> None:
+    code = (
+        "import sys\n"
+        "from appliance.cloud.tokens import MintedTokens, SharedHttpClient\n"
+        "from appliance.secrets import Secret\n"
+        "MintedTokens.streaming('http://127.0.0.1:9/v3/token', Secret('k' * 32),"
+        " client=SharedHttpClient())\n"
+        "print('h11' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["False"]  # record mode mints no token and never needs the parser

@@ -23,12 +23,14 @@ import contextlib
 import json
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-import h11
-
 from appliance.cloud import tls
+
+if TYPE_CHECKING:
+    # Imported at the first request: record mode, which mints no token, never needs it.
+    import h11
 
 #: A token answer is about a hundred bytes; anything past this is not one.
 MAX_ANSWER_BYTES = 64 * 1024
@@ -95,6 +97,8 @@ class TokenHttpClient:
         timeouts: PhaseTimeouts,
     ) -> HttpAnswer:
         """One GET of ``url`` with ``params`` added to its query."""
+        import h11
+
         if self.is_closed:
             raise HttpRequestError("client closed")
         parts = urlsplit(url)
@@ -140,6 +144,8 @@ class TokenHttpClient:
     async def _connect(
         host: str, port: int, context: ssl.SSLContext | None, timeouts: PhaseTimeouts
     ) -> _Connection:
+        import h11
+
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -160,6 +166,8 @@ class TokenHttpClient:
         request: h11.Request,
         timeouts: PhaseTimeouts,
     ) -> HttpAnswer:
+        import h11
+
         try:
             conn.writer.write(conn.h11.send(request) + conn.h11.send(h11.EndOfMessage()))
             await asyncio.wait_for(conn.writer.drain(), timeouts.write)
