@@ -227,3 +227,44 @@ def test_the_token_sources_load_no_h11_before_their_first_request() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert out == ["False"]  # record mode mints no token and never needs the parser
+
+
+async def test_an_https_token_url_is_asked_over_verified_tls(tmp_path, monkeypatch) -> None:
+    import ssl
+
+    from appliance.cloud import tls
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))  # trusts this server only
+    monkeypatch.setattr(tls, "verify_for", lambda url: trusting)
+
+    async def serve(reader, writer) -> None:
+        await read_request(reader)
+        writer.write(answer(b'{"token": "t"}'))
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{listening.sockets[0].getsockname()[1]}/v3/token"
+    client = TokenHttpClient()
+    try:
+        got = await client.get(url, params={}, headers={}, timeouts=TIMEOUTS)
+        assert got.json() == {"token": "t"}
+        monkeypatch.setattr(tls, "verify_for", lambda url: ssl.create_default_context())
+        with pytest.raises(HttpRequestError, match="SSLCertVerificationError"):
+            await TokenHttpClient().get(url, params={}, headers={}, timeouts=TIMEOUTS)
+    finally:
+        await client.aclose()
+        listening.close()
