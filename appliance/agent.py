@@ -43,7 +43,7 @@ from appliance.audio.ring import ReadResult, RingBuffer
 from appliance.cloud.agent_session import session_config
 from appliance.cloud.tokens import TokenSource
 from appliance.config import Config, agent_limits, reconnect_limits
-from appliance.connection.tokens import note_connect_failure
+from appliance.connection.tokens import note_connect_failure, note_connection_ended
 from appliance.connection.websocket import (
     CONNECT_ERRORS,
     DEFAULT_WEBSOCKET_LIMITS,
@@ -348,6 +348,17 @@ class VoiceAgentConversation:
         """One connection attempt and its whole life: its failure, or its close code and reason."""
         try:
             token = await self.tokens.fetch()
+        except CONNECT_ERRORS as exc:
+            failure = failure_from(exc)
+            note_connect_failure(self.tokens, exc, failure.retry_after)
+            return failure
+        try:
+            return await self._connection_with(token)
+        finally:
+            note_connection_ended(self.tokens)  # however it ended: the keeper may ask again
+
+    async def _connection_with(self, token: Secret) -> Failure | tuple[int | None, str]:
+        try:
             ws = await open_session_socket(
                 _with_token(self.url, token), tls_for=self.url, limits=self.limits.websocket
             )

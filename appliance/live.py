@@ -62,7 +62,7 @@ from appliance.config import (
     live_tuning,
     streaming_limits,
 )
-from appliance.connection.tokens import note_connect_failure
+from appliance.connection.tokens import note_connect_failure, note_connection_ended
 from appliance.connection.websocket import CONNECT_ERRORS, failure_from, open_session_socket
 from appliance.late import LIVE_GAP_ORIGIN, session_transcript_path
 from appliance.logs import log_context
@@ -85,7 +85,7 @@ from appliance.protocol.vocabulary import (
     ReconnectAfter,
     SendJson,
 )
-from appliance.secrets import retire_secret
+from appliance.secrets import Secret, retire_secret
 from appliance.session import RecordingSink, SpoolLike
 from appliance.spool import SpoolFull
 
@@ -916,9 +916,21 @@ class LiveTranscription:
         self._wake_up()
 
     async def _connection(self, conn: int) -> None:
-        put = self._post
         try:
             token = await self.tokens.fetch()
+        except CONNECT_ERRORS as exc:
+            failure = failure_from(exc)
+            note_connect_failure(self.tokens, exc, failure.retry_after)
+            self._post(_Event("failed", conn, failure))
+            return
+        try:
+            await self._connection_with(conn, token)
+        finally:
+            note_connection_ended(self.tokens)  # however it ended: the keeper may ask again
+
+    async def _connection_with(self, conn: int, token: Secret) -> None:
+        put = self._post
+        try:
             fingerprint = hashlib.sha256(token.reveal().encode()).hexdigest()
             if not self.machine.note_token(fingerprint):
                 raise TokenError("the token source handed out a token seen before")

@@ -15,9 +15,14 @@ agent):
   credential refusal waits the slow auth retry;
 * each token is handed out at most once, and only while it is still usable;
 * a connection that failed after its token was handed out (a refused
-  upgrade) is reported with :meth:`TokenCoordinator.note_failure`, and the
-  keeper refills only ``refill_delay_seconds`` after a hand-out, so the
-  service never sees a request of this product right after a failure.
+  upgrade) is reported with :meth:`TokenCoordinator.note_failure`;
+* the keeper asks only while no connection of this product is under way:
+  from a hand-out until :meth:`TokenCoordinator.note_connection_ended` (and
+  ``refill_delay_seconds``, never less than the retry floor, after it) it
+  makes no request. The service may end or refuse a connection before the
+  device has read that it did, so a keeper that asked "a while after a
+  hand-out" could ask just after a failure it had not yet seen; a keeper
+  that asks only when no connection exists cannot.
 """
 
 from __future__ import annotations
@@ -81,8 +86,10 @@ class TokenCoordinator:
             )
         self.refresh_margin_seconds = refresh_margin_seconds
         self.auth_retry_seconds = auth_retry_seconds
-        self.refill_delay_seconds = refill_delay_seconds
+        # Never sooner than the floor after a connection ended (however it ended).
+        self.refill_delay_seconds = max(refill_delay_seconds, retry.floor_seconds)
         self._refill_at = 0.0  # the keeper makes no request before this
+        self._connections = 0  # handed out and not yet ended: the keeper waits
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -120,6 +127,20 @@ class TokenCoordinator:
     def note_failure(self, retry_after: float | None = None) -> None:
         """A connection made with one of our tokens failed: space the next request."""
         self._failed(retry_after)
+
+    def note_connection_ended(self) -> None:
+        """A connection made with a token handed out here is over (failed, closed, abandoned).
+
+        Until every such connection has ended the keeper makes no request, and
+        then only ``refill_delay_seconds`` later.
+        """
+        self._connections = max(0, self._connections - 1)
+        self._refill_at = max(self._refill_at, self._clock() + self.refill_delay_seconds)
+        self._wakeup.set()
+
+    @property
+    def connections_under_way(self) -> int:
+        return self._connections
 
     def start(self) -> None:
         """Keep a token ready from now on (call on the running loop)."""
@@ -161,6 +182,7 @@ class TokenCoordinator:
         )
 
     def _handed_out(self) -> None:
+        self._connections += 1
         self._refill_at = self._clock() + self.refill_delay_seconds
         self._wakeup.set()  # the keeper plans its refill
 
@@ -186,6 +208,9 @@ class TokenCoordinator:
                 if self._ready is not None:
                     self.discarded += 1
                     self._ready = None
+                if self._connections > 0:
+                    await self._woken()  # a connection is under way: its end wakes us
+                    continue
                 not_before = max(self._refill_at, self._keeper_not_before)
                 wait = max(not_before - self._clock(), self._gate.wait_seconds(self._clock()))
                 if wait > 0:
@@ -213,6 +238,10 @@ class TokenCoordinator:
             wait = ready[1] - self._clock() if ready is not None else 0.0
             await self._sleep_or_wake(max(0.0, wait))
 
+    async def _woken(self) -> None:
+        self._wakeup.clear()
+        await self._wakeup.wait()
+
     async def _sleep_or_wake(self, seconds: float) -> None:
         """Sleep ``seconds`` on the coordinator's clock, or until woken."""
         self._wakeup.clear()
@@ -237,3 +266,9 @@ def note_connect_failure(
     """
     if isinstance(tokens, TokenCoordinator) and not isinstance(exc, TokenError):
         tokens.note_failure(retry_after)
+
+
+def note_connection_ended(tokens: TokenSource) -> None:
+    """Tell the product's coordinator that a connection made with its token is over."""
+    if isinstance(tokens, TokenCoordinator):
+        tokens.note_connection_ended()

@@ -171,19 +171,59 @@ async def test_a_fatal_answer_reaches_the_caller() -> None:
         await tokens.fetch()
 
 
-async def test_the_keeper_refills_a_while_after_a_hand_out_not_at_once() -> None:
+async def test_the_keeper_refills_a_while_after_the_connection_ends_not_at_once() -> None:
     clock = FakeClock()
     source = ScriptedSource(clock, [])
     tokens = coordinator(clock, source, refill_delay_seconds=1.0)
     tokens.start()
     while not tokens.has_ready_token:
         await asyncio.sleep(0)
-    handed_at = clock.now
     await tokens.fetch()
+    ended_at = clock.now
+    tokens.note_connection_ended()
     while not tokens.has_ready_token:
         await asyncio.sleep(0)
     await tokens.aclose()
-    assert source.request_times[-1] - handed_at >= 1.0
+    assert source.request_times[-1] - ended_at >= 1.0
+
+
+async def test_the_keeper_makes_no_request_while_a_connection_is_under_way() -> None:
+    """The service may have ended it before the device read so: no request may follow."""
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, refill_delay_seconds=1.0)
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.fetch()
+    assert tokens.connections_under_way == 1
+    for _ in range(5):  # a long session: time passes, the keeper is woken by other news
+        clock.now += 600.0
+        tokens._wakeup.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
+    assert len(source.request_times) == 1 and not tokens.has_ready_token
+    tokens.note_connection_ended()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    assert len(source.request_times) == 2 and tokens.connections_under_way == 0
+
+
+async def test_the_refill_after_a_connection_is_never_sooner_than_the_retry_floor() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, [])
+    tokens = coordinator(clock, source, refill_delay_seconds=0.0)
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.fetch()
+    ended_at = clock.now
+    tokens.note_connection_ended()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await tokens.aclose()
+    assert source.request_times[-1] >= ended_at + LIMITS.floor_seconds
 
 
 async def test_a_refused_connection_spaces_the_keepers_next_request() -> None:
@@ -197,6 +237,7 @@ async def test_a_refused_connection_spaces_the_keepers_next_request() -> None:
     await tokens.fetch()
     failed_at = clock.now
     tokens.note_failure(retry_after=2.0)  # the upgrade with that token was refused (429)
+    tokens.note_connection_ended()
     while not tokens.has_ready_token:
         await asyncio.sleep(0)
     await tokens.aclose()

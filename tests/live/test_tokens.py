@@ -203,7 +203,8 @@ async def test_prefetch_hands_out_a_ready_token_once(token_server):
         requests_before = len(token_server.requests)
         first = await tokens.fetch()  # the ready one: no request needed for it
         assert len(token_server.requests) == requests_before
-        await _until(lambda: tokens.has_ready_token)  # refilled at once
+        tokens.note_connection_ended()  # the connection made with it is over
+        await _until(lambda: tokens.has_ready_token)  # refilled after the refill delay
         second = await tokens.fetch()
         third = await tokens.fetch()
         assert len({first.reveal(), second.reveal(), third.reveal()}) == 3
