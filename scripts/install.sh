@@ -300,6 +300,10 @@ install_credential() {
   if [ -z "$key_file" ] && [ "$key_stdin" = 0 ]; then
     if [ -e "$CREDENTIAL_PATH" ]; then
       note "keeping the stored API key ($CREDENTIAL_PATH)"
+    elif [ "$on_host" = 0 ] || [ "$image" = 1 ]; then
+      # A credential is bound to one device's host key or TPM: never to an image.
+      note "no API key in the image: on each device run install.sh --api-key-file FILE" \
+        "(or point auth.token_broker at your token broker and drop LoadCredentialEncrypted=)"
     else
       note "no API key stored yet: run again with --api-key-file FILE or --api-key-stdin" \
         "(or point auth.token_broker at your token broker and drop LoadCredentialEncrypted=)"

@@ -234,6 +234,15 @@ def test_image_mode_does_not_encrypt_the_key_into_the_image(shims: Shims, tmp_pa
     assert FAKE_KEY not in result.stdout + result.stderr
 
 
+def test_an_image_built_without_a_key_says_to_add_it_on_each_device(
+    shims: Shims, tmp_path: Path
+) -> None:
+    result = install("--root", str(tmp_path / "image"), "--dry-run", "--no-venv", env=shims.env)
+    assert result.returncode == 0, result.stderr
+    assert "no API key in the image: on each device run install.sh" in result.stdout
+    assert "run again with" not in result.stdout
+
+
 def test_lgpio_comes_from_pypi_where_apt_has_no_python3_lgpio(shims: Shims) -> None:
     shims.env["SHIM_INSTALLED"] = " ".join(p for p in APT_PACKAGES if p != "python3-numpy")
     shims.env["SHIM_OFFERED"] = "python3-numpy"
