@@ -52,6 +52,8 @@ _STATE_KINDS: tuple[type[ev.Event], ...] = (
     ev.SpoolStatus,
     ev.ErrorReported,
     ev.MicLevel,
+    ev.VolumeChanged,
+    ev.MuteChanged,
 )
 
 

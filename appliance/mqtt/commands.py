@@ -94,9 +94,10 @@ def parse(name: str, payload: bytes) -> Command | Refused:
         value = str(fields.get("percent", "")).strip().lower()
         if value in VOLUME_STEPS:
             return Command(name, VOLUME_STEPS[value], {}, request_id)
-        if not value.isdigit() or int(value) > 100:
+        whole, _, fraction = value.partition(".")  # Home Assistant's number sends "50.0"
+        if not whole.isdigit() or int(whole) > 100 or fraction.strip("0"):
             return Refused(name, "volume must be a percent from 0 to 100, up or down", request_id)
-        args["percent"] = str(int(value))
+        args["percent"] = str(int(whole))
     elif name == "mute":
         value = str(fields.get("muted", "")).strip().lower()
         if value not in MUTE_PAYLOADS:

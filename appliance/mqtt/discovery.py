@@ -70,6 +70,17 @@ def _entities(topics: Topics) -> list[tuple[str, str, dict[str, Any]]]:
             "name": "Cloud connection", "state_topic": topics.state("connection"),
             "payload_on": "online", "payload_off": "offline", "device_class": "connectivity",
         }),
+        ("number", "volume", {
+            # Home Assistant sends the number as text ("50" or "50.0"); commands.parse takes both.
+            "name": "Volume", "state_topic": topics.state("volume"),
+            "command_topic": topics.command("volume"), "min": 0, "max": 100, "step": 1,
+            "unit_of_measurement": "%", "mode": "slider", "icon": "mdi:volume-high",
+        }),
+        ("switch", "mute", {
+            "name": "Mute", "state_topic": topics.state("mute"),
+            "command_topic": topics.command("mute"), "payload_on": "on", "payload_off": "off",
+            "state_on": "on", "state_off": "off", "icon": "mdi:microphone-off",
+        }),
         ("sensor", "level", {
             "name": "Microphone level", "state_topic": topics.state("level"),
             "unit_of_measurement": "dBFS", "state_class": "measurement",

@@ -119,6 +119,10 @@ class EventMapper:
         elif isinstance(event, ev.ErrorReported):
             self._state(out, "error", {"message": event.message, "where": event.where,
                                        "time": round(published.time, 3)})  # fmt: skip
+        elif isinstance(event, ev.VolumeChanged):
+            self._state(out, "volume", str(event.percent))
+        elif isinstance(event, ev.MuteChanged):
+            self._state(out, "mute", "on" if event.muted else "off")
         elif isinstance(event, ev.MicLevel):
             now = self._clock()
             if now - self._last_level >= self.limits.level_interval_seconds:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 #: Retained state topics below the base, in the order they are republished.
-STATE_NAMES = ("state", "mode", "session", "connection", "spool", "level", "error", "version")
+STATE_NAMES = (
+    "state",
+    "mode",
+    "session",
+    "connection",
+    "spool",
+    "level",
+    "volume",
+    "mute",
+    "error",
+    "version",
+)
 #: Event topics below ``<base>/event/`` (not retained).
 EVENT_NAMES = ("turn", "partial", "agent_user", "agent_reply", "account", "recording")
 

@@ -42,12 +42,12 @@ async def test_discovery_configs_are_retained_under_one_device(broker: Broker, t
         pass
     # A watcher arriving later gets them from the broker: they are retained.
     async with watching(broker, "homeassistant/#") as w:
-        await w.wait_for(lambda: len(w.messages) >= 11)
+        await w.wait_for(lambda: len(w.messages) >= 13)
     configs = {t: json.loads(p) for t, p, retained in w.messages if retained}
-    assert len(configs) == len(w.messages) == 11
+    assert len(configs) == len(w.messages) == 13
     assert {c["device"]["identifiers"][0] for c in configs.values()} == {"appliance_dev1"}
     kinds = {t.split("/")[1] for t in configs}
-    assert kinds == {"sensor", "select", "button", "binary_sensor"}
+    assert kinds == {"sensor", "select", "button", "binary_sensor", "number", "switch"}
     select = configs["homeassistant/select/dev1/mode/config"]
     assert select["command_topic"] == f"{BASE}/cmd/mode" and select["options"] == [
         "live", "agent", "record",
@@ -154,7 +154,7 @@ async def test_disabled_removes_what_an_earlier_run_published(broker: Broker, tm
     removed = await remove_discovery(
         settings, device_id="dev1", state_dir=tmp_path, password=Secret(DEVICE_PASSWORD)
     )
-    assert removed == 11 and not (tmp_path / DISCOVERY_MARKER).exists()
+    assert removed == 13 and not (tmp_path / DISCOVERY_MARKER).exists()
     async with watching(broker, "homeassistant/#", f"{BASE}/#") as w:
         await asyncio.sleep(0.5)
     assert [m for m in w.messages if m[1]] == []  # no retained config or state is left

@@ -19,6 +19,8 @@ REQUIRED = {
     "binary_sensor": {"state_topic"},
     "button": {"command_topic"},
     "select": {"command_topic", "options"},
+    "number": {"command_topic"},
+    "switch": {"command_topic"},
 }
 
 
@@ -32,6 +34,9 @@ REQUIRED = {
         ("mode", b'{"mode": "next"}', "switch_mode", {}),
         ("retry", b"", "retry_spool", {}),
         ("retry", b"rec-1", "retry_spool", {"id": "rec-1"}),
+        ("volume", b"50", "set_volume", {"percent": "50"}),
+        ("volume", b"50.0", "set_volume", {"percent": "50"}),  # Home Assistant's number
+        ("mute", b"on", "mute", {}),
     ],
 )
 def test_valid_commands_become_the_controls_requests(name, payload, action, args) -> None:
@@ -52,6 +57,8 @@ def test_valid_commands_become_the_controls_requests(name, payload, action, args
         ("start", b"x" * 2000, "larger than"),
         ("start", b'{"request_id": 5}', "request_id"),
         ("retry", b'{"id": 3}', "recording id"),
+        ("volume", b"50.5", "percent from 0 to 100"),
+        ("volume", b"101", "percent from 0 to 100"),
     ],
 )
 def test_invalid_commands_are_refused_with_a_reason(name, payload, reason) -> None:

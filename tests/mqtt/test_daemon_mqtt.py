@@ -100,7 +100,7 @@ async def test_a_live_session_started_and_stopped_over_mqtt_shows_state_turns_an
     on = lambda topic: [payload for t, payload in lines if t == topic]  # noqa: E731
 
     discovery = [t for t, _ in lines if t.startswith("homeassistant/") and t.endswith("/config")]
-    assert len(set(discovery)) == 11
+    assert len(set(discovery)) == 13
     states = [json.loads(p)["state"] for p in on(f"{base}/state")]
     assert states[0] == "idle" and "listening" in states and states[-1] == "idle"
     turns = [json.loads(p) for p in on(f"{base}/event/turn")]

@@ -51,6 +51,18 @@ def test_retained_lists_every_state_for_a_reconnect_version_first_in_order() -> 
     assert all(x.retain for x in m.retained())
 
 
+def test_volume_and_mute_are_retained_states_home_assistant_can_show() -> None:
+    m = EventMapper(T, "0.1.0")
+    volume = m.map(published(ev.VolumeChanged(percent=40, gain=0.16, source="page")))
+    mute = m.map(published(ev.MuteChanged(muted=True, source="switch")))
+    assert [(x.topic, x.payload, x.retain) for x in volume + mute] == [
+        ("appliance/d/volume", "40", True), ("appliance/d/mute", "on", True),
+    ]  # fmt: skip
+    unmuted = m.map(published(ev.MuteChanged(muted=False, source="page", muted_seconds=3.0)))
+    assert [x.payload for x in unmuted] == ["off"]
+    assert {"volume", "mute"} <= {x.topic.rsplit("/", 1)[1] for x in m.retained()}
+
+
 def test_a_final_turn_is_an_event_with_its_seq_and_without_words() -> None:
     m = EventMapper(T, "0.1.0")
     turn = ev.TurnFinal(session_id="s", turn_order=2, text="hi", words=({"text": "hi"},))

@@ -57,13 +57,17 @@ async def test_volume_and_mute_commands_are_applied_kept_and_answered(tmp_path, 
         await asyncio.wait_for(app.mqtt.connected.wait(), 10)
         base = app.mqtt.topics.base
         result_topic = f"{base}/result"
-        async with watching(broker, result_topic) as watcher:
+        volume_topic, mute_topic = f"{base}/volume", f"{base}/mute"
+        async with watching(broker, result_topic, volume_topic, mute_topic) as watcher:
             commands = (("volume", "40"), ("volume", "up"), ("volume", "140"),
                         ("mute", "on"), ("start", "PRESS"), ("mute", "off"))  # fmt: skip
             for sent, (name, payload) in enumerate(commands, 1):  # one answer before the next
                 await publish(broker, f"{base}/cmd/{name}", payload)
                 await watcher.wait_for(lambda n=sent: len(watcher.on(result_topic)) >= n)
             results = watcher.json_on(result_topic)
+            # What Home Assistant shows: the retained states follow every change.
+            await watcher.wait_for(lambda: watcher.latest(mute_topic) == "off")
+            shown = (watcher.on(volume_topic), watcher.on(mute_topic))
         assert app.daemon._session is None  # the start while muted started nothing
     finally:
         app.stop()
@@ -79,5 +83,6 @@ async def test_volume_and_mute_commands_are_applied_kept_and_answered(tmp_path, 
     assert [(m.muted, m.source) for m in mutes] == [
         (False, "start"), (True, "mqtt"), (False, "mqtt")
     ]  # fmt: skip
+    assert shown == (["70", "40", "50"], ["off", "on", "off"])
     kept = json.loads((config.state_path / "controls.json").read_text())
     assert kept == {"muted": False, "volume_percent": 50}
