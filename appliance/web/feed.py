@@ -44,7 +44,6 @@ DEFAULT_HISTORY_ERRORS = 10
 FEED_KINDS = (
     "state", "session", "turn.", "agent.", "spool", "upload.", "recording.", "error", "level",
     "summary",
-    "summary",
     "volume", "mute",
 )  # fmt: skip
 #: Events after which the status view is out of date.
