@@ -28,7 +28,6 @@ agent):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -56,6 +55,8 @@ DEFAULT_AUTH_RETRY_SECONDS = DEFAULT_RECONNECT_LIMITS.slow_retry_seconds
 #: The keeper refills this long after handing a token out, once its connection had
 #: time to succeed or fail (a failure then pushes the refill past the backoff).
 DEFAULT_REFILL_DELAY_SECONDS = 1.0
+#: Closing cancels the keeper again this often until it has ended.
+CLOSE_RETRY_SECONDS = 0.1
 
 
 class TokenCoordinator:
@@ -151,10 +152,13 @@ class TokenCoordinator:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        while task is not None and not task.done():
+            # Again until it ends: a cancel can be lost inside a library's await (3.11's
+            # wait_for drops one that meets a result), and the keeper then sleeps on.
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=CLOSE_RETRY_SECONDS)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.warning("the token keeper ended with %r", task.exception())
         self._ready = None
         closer = getattr(self._source, "aclose", None)
         if closer is not None:
@@ -252,9 +256,9 @@ class TokenCoordinator:
         finally:
             for task in (sleeper, waker):
                 task.cancel()
-            for task in (sleeper, waker):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Not `with suppress(CancelledError): await task`: a cancel of the keeper that
+            # landed there was swallowed, and closing waited out the token's whole life.
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
 
 
 def note_connect_failure(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -366,3 +367,45 @@ async def test_a_coordinator_never_started_closes_cleanly() -> None:
     tokens = coordinator(clock, ScriptedSource(clock, []))
     await tokens.aclose()
     assert not tokens.has_ready_token
+
+
+@pytest.mark.parametrize("ticks", range(6))
+async def test_closing_ends_the_keeper_even_while_it_tidies_up_after_a_wake_up(ticks) -> None:
+    """A cancel that lands while the keeper puts away its sleep is not swallowed."""
+    source = ScriptedSource(FakeClock(), [])
+    tokens = TokenCoordinator(source, retry=LIMITS, rng=random.Random(3))  # real sleeps
+    tokens.start()
+    while not tokens.has_ready_token:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)  # the keeper sleeps until its token stops being usable
+    tokens._wakeup.set()  # news: it wakes, and puts its sleeper and waker away
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    closing = asyncio.create_task(tokens.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=2.0)  # not: sleep out the token's life
+    assert closing in done
+
+
+class SwallowingSource:
+    """A source whose request swallows a cancel once, as 3.11's ``wait_for`` can."""
+
+    lifetime_seconds = 60.0
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    async def fetch(self) -> Secret:
+        self.asked.set()
+        with contextlib.suppress(asyncio.CancelledError):  # lost: the answer comes anyway
+            await asyncio.sleep(10)
+        return Secret("token-swallowed-xxxxxxxx")
+
+
+async def test_closing_ends_the_keeper_even_when_a_request_swallows_the_cancel() -> None:
+    source = SwallowingSource()
+    tokens = TokenCoordinator(source, retry=LIMITS, rng=random.Random(3))
+    tokens.start()
+    await source.asked.wait()
+    closing = asyncio.create_task(tokens.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=2.0)  # not: the kept token's 45 s
+    assert closing in done and not tokens.has_ready_token

@@ -29,7 +29,7 @@ async def test_a_daemon_start_summarises_a_finished_session_that_has_no_summary_
     jobs.close()
     spool.close()
     transcript = write_session(config.state_path)
-    os.utime(transcript, (opened_at + 0.01, opened_at + 0.01))
+    os.utime(transcript, (opened_at, opened_at))  # after the queue opened, before this start
 
     events = ev.EventBus()
     made = collect(events, ev.SummaryStored)
