@@ -18,7 +18,7 @@ import random
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -63,6 +63,27 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+def _columns(lines: Sequence[Sequence[str]]) -> str:
+    """``lines`` (the header first) as left-aligned columns two spaces apart."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _queue_row(
+    kind: str, item_id: str, state: str, pending: bool, row: DeliveryRow | SummaryJob, now: float
+) -> tuple[str, ...]:
+    """One line of a queue's table (the outbox's or the summaries'): when a pending item
+    is tried next, then its last error."""
+    note = row.last_error or ""
+    if pending and row.next_attempt_at > now:
+        note = f"next try in {_age(row.next_attempt_at - now)}; " + note
+    return (kind, item_id, state, _age(now - row.created_at), str(row.attempts),
+            note.rstrip("; ")[:NOTE_WIDTH])  # fmt: skip
+
+
 def format_table(rows: list[RecordingRow], now: float | None = None) -> str:
     """The readable table of ``appliance spool list``."""
     now = time.time() if now is None else now
@@ -86,37 +107,18 @@ def format_table(rows: list[RecordingRow], now: float | None = None) -> str:
                 note[:NOTE_WIDTH],
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+    return _columns(lines)
 
 
 def format_deliveries(rows: list[DeliveryRow], now: float | None = None) -> str:
     """The outbox's part of ``appliance spool list``: each transcript's delivery, newest first."""
     now = time.time() if now is None else now
     header = ("OUTBOX", "ID", "STATE", "AGE", "TRIES", "NOTE")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for r in rows:
-        note = r.last_error or ""
-        if r.state == DELIVERY_PENDING and r.next_attempt_at > now:
-            note = f"next try in {_age(r.next_attempt_at - now)}; " + note
-        lines.append(
-            (
-                r.item_kind,
-                r.item_id,
-                r.state,
-                _age(now - r.created_at),
-                str(r.attempts),
-                note.rstrip("; ")[:NOTE_WIDTH],
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+        pending = r.state == DELIVERY_PENDING
+        lines.append(_queue_row(r.item_kind, r.item_id, r.state, pending, r, now))
+    return _columns(lines)
 
 
 def format_summaries(rows: list[SummaryJob], now: float | None = None) -> str:
@@ -125,26 +127,10 @@ def format_summaries(rows: list[SummaryJob], now: float | None = None) -> str:
 
     now = time.time() if now is None else now
     header = ("SUMMARY", "ID", "STATE", "AGE", "TRIES", "NOTE")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for r in rows:
-        note = r.last_error or ""
-        if r.state == PENDING and r.next_attempt_at > now:
-            note = f"next try in {_age(r.next_attempt_at - now)}; " + note
-        lines.append(
-            (
-                r.source,
-                r.source_id,
-                r.state,
-                _age(now - r.created_at),
-                str(r.attempts),
-                note.rstrip("; ")[:NOTE_WIDTH],
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+        lines.append(_queue_row(r.source, r.source_id, r.state, r.state == PENDING, r, now))
+    return _columns(lines)
 
 
 #: What ``spool retry`` says before asking again for a summary whose outcome is unknown.
