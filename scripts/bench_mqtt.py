@@ -38,6 +38,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the project's scripts package
+    sys.path.insert(0, str(ROOT))
+
+from scripts.bench.report import write_section  # noqa: E402
+
 _CHILD = r"""
 import asyncio, json, sys, time
 
@@ -263,23 +269,6 @@ async def fleet(devices: int, seconds: float) -> list[str]:
 SECTION = "## MQTT"
 
 
-def write_section(report: Path, lines: list[str]) -> None:
-    """Put the MQTT section into ``report``, replacing an older one, keeping everything else."""
-    text = report.read_text() if report.exists() else "# Benchmarks\n"
-    body = "\n".join(lines) + "\n"
-    start = text.find(f"\n{SECTION}\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[: start + 1] + body + (text[end:] if end >= 0 else "")
-    else:
-        anchor = text.find("\n## Targets\n")
-        if anchor >= 0:
-            text = text[: anchor + 1] + body + "\n" + text[anchor + 1 :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + body
-    report.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -305,7 +294,7 @@ def main() -> None:
     lines += asyncio.run(fleet(args.devices, args.seconds))
     print("\n".join(lines))
     if args.write:
-        write_section(args.write, lines)
+        write_section(args.write, lines, SECTION)
 
 
 def _mosquitto_version() -> str:

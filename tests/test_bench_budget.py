@@ -8,13 +8,14 @@ import numpy as np
 
 from appliance import dtmf
 from scripts.bench.budget import (
+    HEADING,
     BudgetResult,
     check_digits,
     digit_cycle,
     section,
-    write_section,
 )
 from scripts.bench.cgroup import Budget, BudgetStats, Limits
+from scripts.bench.report import write_section
 
 SELF_CGROUP_V1 = "4:memory:/outer/job\n2:cpu:/\n0::/\n"
 
@@ -130,8 +131,8 @@ def test_the_budget_section_replaces_its_old_self_and_keeps_the_rest(tmp_path: P
     report.write_text("# Benchmarks\n\n## CPU\n\nkept\n\n## Targets\n\nalso kept\n")
     row = BudgetResult("d-live", "ours, live", cpu_per_min=0.8, overflows=0, underruns=0)
     lines = section([row], "cgroup v1: ...", "a 2-core box", 10, "today", "scripts/bench.py")
-    write_section(report, lines)
-    write_section(report, lines)
+    write_section(report, lines, HEADING)
+    write_section(report, lines, HEADING)
     text = report.read_text()
     assert text.count("## Pi-class budget") == 1
     assert "kept" in text and "also kept" in text

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench.soak import CYCLE, Sample, SoakResult, section, summarise, write_section
+from scripts.bench.report import write_section
+from scripts.bench.soak import CYCLE, HEADING, Sample, SoakResult, section, summarise
 
 
 def result_growing(per_session_mib: float, n: int = 300) -> SoakResult:
@@ -34,8 +35,8 @@ def test_the_soak_section_replaces_its_old_self_and_keeps_the_rest(tmp_path: Pat
     report.write_text("# Benchmarks\n\n## CPU\n\nkept\n\n## Targets\n\nalso kept\n")
     result = result_growing(0.0)
     lines = section(result, summarise(result), "docs/soak-rss.png", None, "a 2-core box")
-    write_section(report, lines)
-    write_section(report, lines)
+    write_section(report, lines, HEADING)
+    write_section(report, lines, HEADING)
     text = report.read_text()
     assert text.count("## Session soak") == 1
     assert text.index("## CPU") < text.index("## Session soak") < text.index("## Targets")

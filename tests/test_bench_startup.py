@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.bench.budget import write_section
+from scripts.bench.report import write_section
 from scripts.bench.startup import HEADING, ModeStartup, parse_importtime, section, top_level
 
 IMPORTTIME = """\

@@ -23,13 +23,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from appliance import dtmf
 from scripts.bench.cgroup import Budget, BudgetStats, Limits
+from scripts.bench.report import write_section
 
 #: What runs under the budget, in order: the daemon's three modes and the SDK pipeline.
 BUDGET_VARIANTS = ("d-live", "d-agent", "d-record", "sdk")
@@ -336,23 +336,6 @@ def section(results: list[BudgetResult], budget_text: str, machine: str, minutes
     return lines
 
 
-def write_section(report: Path, lines: list[str], heading: str = HEADING) -> None:
-    """Put the section into ``report``, replacing an older one, keeping everything else."""
-    text = report.read_text() if report.exists() else "# Benchmarks\n"
-    body = "\n".join(lines) + "\n"
-    start = text.find(f"\n{heading}\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[: start + 1] + body + (text[end:] if end >= 0 else "")
-    else:
-        anchor = text.find("\n## Targets\n")
-        if anchor >= 0:
-            text = text[: anchor + 1] + body + "\n" + text[anchor + 1 :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + body
-    report.write_text(text)
-
-
 def main(args: Any) -> int:
     """``--budget``: every workload of :data:`BUDGET_VARIANTS` under the budget, one section."""
     from scripts.bench.audiostack import MIC_RATE, PulseStack, test_signal
@@ -402,6 +385,8 @@ def main(args: Any) -> int:
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     command = f"scripts/bench.py --budget --budget-minutes {args.budget_minutes:g}"
     text = Budget("probe", limits).description
-    write_section(args.output, section(results, text, machine, args.budget_minutes, when, command))
+    write_section(
+        args.output, section(results, text, machine, args.budget_minutes, when, command), HEADING
+    )
     print(f"[bench] wrote the budget section of {args.output}", flush=True)
     return 0

@@ -32,6 +32,7 @@ from appliance.config import AudioConfig
 from scripts.bench.audiostack import MicFeeder, PulseStack, test_signal
 from scripts.bench.measure import RssSampler, Window, machine_info, median, percentile
 from scripts.bench.notify import NotifyListener
+from scripts.bench.report import write_section
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -1070,7 +1071,7 @@ def session_soak(args: argparse.Namespace) -> int:
     info = machine_info()
     machine = f"{info.get('cpu', 'this machine')}, {info.get('cores', '?')} cores"
     summary = soak.summarise(result)
-    soak.write_section(args.output, soak.section(result, summary, image, why, machine))
+    write_section(args.output, soak.section(result, summary, image, why, machine), soak.HEADING)
     print(f"[bench] wrote the soak section of {args.output}; samples in {samples}", flush=True)
     if result.error:
         print(f"[bench] soak stopped early: {result.error}", file=sys.stderr)

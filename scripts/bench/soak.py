@@ -32,6 +32,8 @@ from typing import Any
 
 from appliance.config import MODES
 
+#: The section of BENCHMARKS.md the soak writes.
+HEADING = "## Session soak"
 #: How long a session runs once it has started: short, the soak counts sessions.
 SESSION_SECONDS = {"live": 1.0, "agent": 2.0, "record": 1.0}
 #: One cycle: (mode, how the session ends). ``switch`` ends it with the mode-switch
@@ -502,23 +504,6 @@ def section(result: SoakResult, summary: dict[str, Any], image: str | None, why:
     elif why:
         lines += ["", f"No plot: {why}."]
     return lines
-
-
-def write_section(report: Path, lines: list[str]) -> None:
-    """Put the soak section into ``report``, replacing an older one, keeping everything else."""
-    text = report.read_text() if report.exists() else "# Benchmarks\n"
-    body = "\n".join(lines) + "\n"
-    start = text.find("\n## Session soak\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[: start + 1] + body + (text[end:] if end >= 0 else "")
-    else:
-        anchor = text.find("\n## Targets\n")
-        if anchor >= 0:
-            text = text[: anchor + 1] + body + "\n" + text[anchor + 1 :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + body
-    report.write_text(text)
 
 
 def save_samples(result: SoakResult, path: Path) -> None:

@@ -249,8 +249,8 @@ def section(results: list[ModeStartup], floor_s: float, machine: str, when: str,
 def main(args: Any) -> int:
     """``--startup``: the start-up rows and the import profile, one section of the report."""
     from scripts.bench.audiostack import PulseStack
-    from scripts.bench.budget import write_section
     from scripts.bench.measure import machine_info
+    from scripts.bench.report import write_section
     from scripts.bench.runner import Harness
 
     why = PulseStack.available()
