@@ -1,9 +1,9 @@
-"""Project-wide pytest plugins: the PulseAudio test stack and the cloud emulator."""
+"""Project-wide pytest plugins: the PulseAudio test stack, the cloud emulator, mock pins."""
 
 import importlib.util
 
 pytest_plugins = [
     name
-    for name in ("tests.fixtures.pulse", "tests.fixtures.emulator")
+    for name in ("tests.fixtures.pulse", "tests.fixtures.emulator", "tests.fixtures.pins")
     if importlib.util.find_spec(name) is not None
 ]

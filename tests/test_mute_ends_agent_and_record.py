@@ -10,12 +10,10 @@ length), while capture runs on; the muted time is counted apart.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from appliance import dtmf
@@ -23,10 +21,10 @@ from appliance.agent import ConversationAccount
 from appliance.app import Appliance
 from appliance.config import Config
 from appliance.events import EventBus, MuteChanged, StateChanged
-from appliance.secrets import Secret
 from appliance.spool.recorder import RecordingAccount
 from appliance.spool.spool import Spool, SpoolParams
-from tests.events import collect
+from tests.events import collect, wait_for
+from tests.test_daemon import daemon_config
 
 RATE = 48_000
 AGENT_RATE = 24_000
@@ -40,39 +38,12 @@ def device_config(tmp_path: Path, emulator, mode: str) -> Config:
     audio = dtmf.generate(SPEECH, RATE, lead_ms=500, trail_ms=0)
     audio = np.concatenate([audio, np.zeros(max(0, 14 * RATE - len(audio)))]).astype(np.int16)
     dtmf.write_wav(mic, audio, RATE)
-    config = Config()
-    config.mode = mode
-    config.state_dir = tmp_path / "state"
-    config.endpoints.base_url = emulator.http_url
-    config.audio.source = "file"
-    config.audio.input_file = mic
-    config.audio.sink = "file"
-    config.audio.output_file = tmp_path / "speaker.wav"
-    config.button.enabled = False
+    config = daemon_config(tmp_path, emulator, mode, mic)
     config.upload.enabled = False  # the recording stays in the spool, whole
-    config.api_key = Secret(emulator.api_key)
     config.mute.switch = True
     config.mute.pin = MUTE_PIN
     config.mute.bounce_ms = 0
     return config
-
-
-@pytest.fixture
-def mock_pins():
-    previous = Device.pin_factory
-    Device.pin_factory = factory = MockFactory()
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
-
-
-async def wait_for(check, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def mute_during_a_session(config: Config, pins: MockFactory, busy: str):

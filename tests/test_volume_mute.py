@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from appliance import dtmf
 from appliance.app import Appliance
@@ -27,8 +24,8 @@ from appliance.controller import ChangeVolume, Controller, Gesture, MutedPress, 
 from appliance.controls.earcons import render_earcon
 from appliance.controls.volume import ControlsFile, SavedControls, VolumeSteps
 from appliance.events import EventBus, MuteChanged, StateChanged, VolumeChanged
-from appliance.secrets import Secret
-from tests.events import collect
+from tests.events import collect, wait_for
+from tests.test_daemon import daemon_config
 
 RATE = 48_000
 SPEAKER_RATE = 24_000
@@ -82,17 +79,8 @@ def test_gestures_step_the_volume_and_mute_and_a_press_while_muted_starts_nothin
 
 
 def device_config(tmp_path: Path, emulator, mic: Path) -> Config:
-    config = Config()
-    config.mode = "live"
-    config.state_dir = tmp_path / "state"
-    config.endpoints.base_url = emulator.http_url
-    config.audio.source = "file"
-    config.audio.input_file = mic
-    config.audio.sink = "file"
-    config.audio.output_file = tmp_path / "speaker.wav"
-    config.button.enabled = False
+    config = daemon_config(tmp_path, emulator, "live", mic)
     config.upload.enabled = False
-    config.api_key = Secret(emulator.api_key)
     token = tmp_path / "control-token"
     token.write_text(TOKEN)
     token.chmod(0o600)
@@ -187,24 +175,6 @@ async def test_the_page_sets_the_volume_each_change_sounds_at_its_level_and_it_i
         app.stop()
         assert await asyncio.wait_for(runner, 20) == 0
     assert [(v.percent, v.source) for v in volumes] == [(50, "start")]
-
-
-@pytest.fixture
-def mock_pins():
-    previous = Device.pin_factory
-    Device.pin_factory = factory = MockFactory()
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
-
-
-async def wait_for(check, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_the_mute_switch_ends_the_session_at_the_mute_and_a_press_while_muted_is_told(

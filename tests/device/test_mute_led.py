@@ -4,7 +4,6 @@ gpiozero mock pins (PWM, so the colour is read back from each pin)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,8 @@ from appliance.app import Appliance
 from appliance.config import Config
 from appliance.controls.leds import DIM_BLUE, GREEN, MAGENTA
 from appliance.events import EventBus, StateChanged
-from appliance.secrets import Secret
-from tests.events import collect
+from tests.events import collect, wait_for
+from tests.test_daemon import daemon_config
 
 RATE = 48_000
 LED_PINS = [5, 6, 13]
@@ -27,30 +26,14 @@ MUTE_PIN = 27
 def device_config(tmp_path: Path, emulator) -> Config:
     mic = tmp_path / "mic.wav"
     dtmf.write_wav(mic, np.zeros(10 * RATE, dtype=np.int16), RATE)
-    config = Config()
-    config.mode = "live"
-    config.state_dir = tmp_path / "state"
-    config.endpoints.base_url = emulator.http_url
-    config.audio.source = "file"
-    config.audio.input_file = mic
-    config.audio.sink = "file"
-    config.audio.output_file = tmp_path / "speaker.wav"
-    config.button.enabled = False
+    config = daemon_config(tmp_path, emulator, "live", mic)
     config.upload.enabled = False
-    config.api_key = Secret(emulator.api_key)
     config.led.kind = "rgb"
     config.led.pins = LED_PINS
     config.mute.switch = True
     config.mute.pin = MUTE_PIN
     config.mute.bounce_ms = 0
     return config
-
-
-async def wait_for(check, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_the_led_shows_muted_from_the_switch_through_a_press_until_unmuted(

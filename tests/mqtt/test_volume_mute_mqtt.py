@@ -19,6 +19,7 @@ from appliance.config import Config
 from appliance.events import EventBus, MuteChanged, VolumeChanged
 from appliance.secrets import Secret
 from tests.events import collect
+from tests.test_daemon import daemon_config as file_daemon_config
 
 from .conftest import DEVICE_PASSWORD, Broker
 from .helpers import publish, settings_for, watching
@@ -29,17 +30,8 @@ RATE = 48000
 def daemon_config(tmp_path: Path, emulator, broker: Broker) -> Config:
     mic = tmp_path / "mic.wav"
     dtmf.write_wav(mic, np.zeros(10 * RATE, dtype=np.int16), RATE)
-    config = Config()
-    config.mode = "live"
-    config.state_dir = tmp_path / "state"
-    config.endpoints.base_url = emulator.http_url
-    config.audio.source = "file"
-    config.audio.input_file = mic
-    config.audio.sink = "file"
-    config.audio.output_file = tmp_path / "speaker.wav"
-    config.button.enabled = False
+    config = file_daemon_config(tmp_path, emulator, "live", mic)
     config.upload.enabled = False
-    config.api_key = Secret(emulator.api_key)
     config.mqtt = settings_for(broker, base_topic=None)
     config.mqtt_password = Secret(DEVICE_PASSWORD)
     return config
