@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -221,6 +222,84 @@ def run_transport(args: argparse.Namespace) -> None:
         close_capture(pa, stream)
 
     asyncio.run(main())
+    write_trace(args.trace, {"overflows": overflows})
+
+
+def run_transport_thread(args: argparse.Namespace) -> None:
+    """The transport yardstick with a sender thread instead of the event loop.
+
+    As :func:`run_transport`, but every ``--chunk-ms`` the capture thread wakes a
+    sender thread (a ``threading.Condition``), which sends the frame over
+    websockets' sync client; that client's own thread reads what the service
+    sends back. What this costs against :func:`run_transport` is what moving the
+    audio path off the event loop could save.
+    """
+    import pyaudio
+    from websockets.sync.client import connect as sync_connect
+
+    step = args.rate // STT_RATE
+    chunk_frames = args.rate * args.chunk_ms // 1000
+    overflows = 0
+    ready = threading.Condition()
+    frames: list[bytes | None] = []  # None: end of input
+    pending: list[bytes] = []
+    state = {"held": 0, "streaming": False}
+
+    def callback(in_data, frame_count, time_info, status):
+        nonlocal overflows
+        if status & pyaudio.paInputOverflow:
+            overflows += 1
+        if not state["streaming"]:
+            return (None, pyaudio.paContinue)
+        pending.append(in_data)
+        state["held"] += frame_count
+        if state["held"] >= chunk_frames:
+            data = b"".join(pending)
+            pending.clear()
+            state["held"] = 0
+            with ready:
+                frames.append(data)
+                ready.notify()
+        return (None, pyaudio.paContinue)
+
+    pa, stream = open_callback_capture(args, callback)
+    time.sleep(0.2)
+    notify("READY=1")
+    pressed = threading.Event()
+    buttons = Buttons(lambda t: pressed.set())
+
+    def end_of_input() -> None:
+        buttons.done.wait()
+        pressed.set()
+        with ready:
+            frames.append(None)
+            ready.notify()
+
+    threading.Thread(target=end_of_input, daemon=True).start()
+    pressed.wait()
+    url = f"{args.ws_host}/v3/ws?sample_rate={STT_RATE}&encoding=pcm_s16le"
+    with sync_connect(
+        url, additional_headers={"Authorization": args.api_key}, compression=None
+    ) as ws:
+
+        def drain() -> None:
+            with contextlib.suppress(Exception):
+                for _message in ws:
+                    pass
+
+        threading.Thread(target=drain, daemon=True).start()
+        state["streaming"] = True
+        while True:
+            with ready:
+                while not frames:
+                    ready.wait()
+                data = frames.pop(0)
+            if data is None:
+                break
+            ws.send(memoryview(data).cast("h")[::step].tobytes())
+        state["streaming"] = False
+        ws.send(json.dumps({"type": "Terminate"}))
+    close_capture(pa, stream)
     write_trace(args.trace, {"overflows": overflows})
 
 
@@ -549,6 +628,12 @@ def run_daemon(args: argparse.Namespace) -> None:
         atexit.register(dump)
     if args.stats_file:
         install_stats_dump(args.stats_file)
+    if os.environ.get("APPLIANCE_BENCH_PROFILE"):  # debug: the event loop's thread under cProfile
+        import cProfile
+
+        profile = cProfile.Profile(time.thread_time)
+        atexit.register(lambda: profile.dump_stats(os.environ["APPLIANCE_BENCH_PROFILE"]))
+        profile.enable()
     sys.exit(appliance_main(["run", "--config", str(path)]))
 
 
@@ -702,7 +787,16 @@ def main() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "workload", choices=("floor", "playback-floor", "transport", "sdk", "live", "daemon")
+        "workload",
+        choices=(
+            "floor",
+            "playback-floor",
+            "transport",
+            "transport-thread",
+            "sdk",
+            "live",
+            "daemon",
+        ),
     )
     parser.add_argument("--mode", default="live", help="daemon: live, agent or record")
     parser.add_argument("--input-file", help="daemon: the paced file source instead of the mic")
@@ -729,6 +823,7 @@ def main() -> None:
         "floor": run_floor,
         "playback-floor": run_playback_floor,
         "transport": run_transport,
+        "transport-thread": run_transport_thread,
         "sdk": run_sdk,
         "live": run_live,
         "daemon": run_daemon,
