@@ -89,3 +89,23 @@ async def test_a_callback_for_every_kind_keeps_the_meter_running() -> None:
     await asyncio.wait_for(seen.wait(), 5)
     meter.cancel()
     assert len(levels) >= 3
+
+
+async def test_a_sound_in_the_first_half_of_a_long_block_moves_the_meter() -> None:
+    """A reading covers all audio since the last one, not just the newest 100 ms: a
+    200 ms block whose sound ends halfway is still heard."""
+    bus = EventBus()
+    mic = CountedSource()
+    mic.ring.write(np.zeros(RATE, dtype=np.int16), 1.0)  # a second of silence after the tone
+    page = bus.subscribe((MicLevel,))
+    meter = asyncio.create_task(publish_levels(mic, bus, INTERVAL))
+    try:
+        first = await asyncio.wait_for(page.get(), 5)
+        assert first.event.dbfs == -120.0
+        half = RATE // 10
+        tone = (8000 * np.sin(np.arange(half) * 2 * np.pi * 440 / RATE)).astype(np.int16)
+        mic.ring.write(np.concatenate([tone, np.zeros(half, dtype=np.int16)]), 2.0)
+        readings = [(await asyncio.wait_for(page.get(), 5)).event.dbfs for _ in range(3)]
+    finally:
+        meter.cancel()
+    assert max(readings) > -30.0, readings
