@@ -30,7 +30,14 @@ import numpy as np
 
 from appliance.audio.server import PIPEWIRE_ALSA_DEFAULT, find_sound_server
 from appliance.audio.watchdog import StreamLimits
-from appliance.config import Config, ConfigError, LedConfig, find_config_path, load_config
+from appliance.config import (
+    Config,
+    ConfigError,
+    LedConfig,
+    capture_block_ms,
+    find_config_path,
+    load_config,
+)
 from appliance.exitcodes import ExitCode
 
 #: How long the cloud probe may take before the device counts as offline.
@@ -200,7 +207,7 @@ def check_microphone(report: Report, config: Config, seconds: float) -> None:
         channels=audio.input_channels,
         mix_channels=None if audio.input_mix is None else tuple(audio.input_mix),
         sample_format=audio.input_format,
-        block_ms=audio.block_ms,
+        block_ms=capture_block_ms(config),
         history_seconds=max(2.0, seconds + 1.0),
     )
     try:

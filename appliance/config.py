@@ -264,8 +264,12 @@ class AudioConfig:
     input_format: CaptureFormat = setting(
         "int16", choices=get_args(CaptureFormat), doc="int32 = S32_LE (mic HATs); ring stays int16"
     )
-    block_ms: int = setting(
-        100, minimum=5, maximum=200, unit=" ms", doc="capture callback period (CPU vs latency)"
+    block_ms: int | None = setting(
+        None,
+        minimum=5,
+        maximum=200,
+        unit=" ms",
+        doc="capture callback period (CPU vs latency); null = 200 live/record, 100 agent",
     )
     history_seconds: float = setting(
         10.0, minimum=2, maximum=600, unit=" s", doc="ring buffer history (reconnect gap cover)"
@@ -478,6 +482,13 @@ class AgentConfig:
         DEFAULT_AGENT_LIMITS.resume_window_seconds, minimum=0, maximum=30, unit=" s"
     )
     token_expires_seconds: int = setting(600, minimum=1, maximum=600, unit=" s")
+
+
+def capture_block_ms(config: Config) -> int:
+    """The capture block ``config`` asks for: ``audio.block_ms``, else its mode's."""
+    if config.audio.block_ms is not None:
+        return config.audio.block_ms
+    return CAPTURE_BLOCK_MS_BY_MODE[config.mode]
 
 
 def streaming_limits(
@@ -744,6 +755,14 @@ class LoggingConfig:
     """Log output."""
 
     level: LogLevel = setting("INFO", choices=get_args(LogLevel))
+
+
+#: The capture block when ``audio.block_ms`` is null, by the mode the daemon starts in.
+#: A wake-up of the capture threads costs far more than the work it brings, so live
+#: transcription and recording take one block per 200 ms live frame: the frame's last
+#: sample leaves no later than with 100 ms blocks. The voice agent keeps 100 ms blocks,
+#: so the server hears each 100 ms of speech (a barge-in) without waiting for the next.
+CAPTURE_BLOCK_MS_BY_MODE: dict[str, int] = {"live": 200, "record": 200, "agent": 100}
 
 
 @dataclasses.dataclass

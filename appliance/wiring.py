@@ -59,6 +59,8 @@ def open_source(
     A WAV is paced by timers on ``event_loop`` when given (the daemon's: its
     sessions consume the audio there, so a block and its work share a wake-up).
     """
+    from appliance.config import capture_block_ms
+
     audio = config.audio
     source: AudioCapture | FileSource
     if audio.source == "file":
@@ -69,7 +71,7 @@ def open_source(
         source = FileSource(
             audio.input_file,
             history_seconds=audio.history_seconds,
-            block_ms=audio.block_ms,
+            block_ms=capture_block_ms(config),
             on_state=on_state,
             event_loop=event_loop,
         )
@@ -85,7 +87,7 @@ def open_source(
             channels=audio.input_channels,
             mix_channels=None if audio.input_mix is None else tuple(audio.input_mix),
             sample_format=audio.input_format,
-            block_ms=audio.block_ms,
+            block_ms=capture_block_ms(config),
             history_seconds=audio.history_seconds,
             on_state=on_state,
         )

@@ -38,13 +38,11 @@ from appliance.audio.watchdog import StreamLimits
 
 __all__ = ["AudioCapture", "Level", "RingSource", "StreamState", "measure_level"]
 
-# 100 ms: a live frame is 100 ms (as is the SDK's chunk), so each block completes a
-# frame and the session wakes once per frame; smaller blocks buy live transcription
-# no latency. Every wake-up of a Python thread costs far more than its work (cold
-# caches), so on the PulseAudio test stack 50 ms blocks cost ~0.25 CPU-s per audio
-# minute more in live mode (20 ms: ~0.5 more again). The price: the voice agent's
-# 50 ms frames go two per block, the first up to 50 ms later (the server hears a
-# barge-in that much later); ``audio.block_ms`` trades it back.
+# 100 ms when a caller names none. Every wake-up of a Python thread costs far more
+# than its work (cold caches): on the PulseAudio test stack 50 ms blocks cost ~0.25
+# CPU-s per audio minute more in live mode than 100 ms, and 200 ms blocks (one per
+# live frame) ~0.1 less. The daemon picks the block by mode
+# (appliance.config.CAPTURE_BLOCK_MS_BY_MODE); this is for embedders and tools.
 DEFAULT_BLOCK_MS = 100
 SILENCE_DBFS = -120.0
 

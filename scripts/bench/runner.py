@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from appliance.audio.resample import AGENT_RATE
-from appliance.config import AudioConfig, LiveConfig
+from appliance.config import CAPTURE_BLOCK_MS_BY_MODE, AudioConfig, LiveConfig
 from scripts.bench.audiostack import MicFeeder, PulseStack, test_signal
 from scripts.bench.findings import FINDINGS
 from scripts.bench.measure import RssSampler, Window, machine_info, median, percentile
@@ -37,19 +37,30 @@ from scripts.bench.report import write_section
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-#: The daemon's capture block: its floor is a bare capture with the same block.
-OUR_BLOCK_MS = AudioConfig().block_ms
+#: The daemon's capture block in live transcription and recording (and idle, as the
+#: bench's daemon starts in live): its floor is a bare capture with the same block.
+OUR_BLOCK_MS = CAPTURE_BLOCK_MS_BY_MODE["live"]
+#: The voice agent's capture block (it has a floor of its own when the blocks differ).
+AGENT_BLOCK_MS = CAPTURE_BLOCK_MS_BY_MODE["agent"]
 #: The audio in one live frame (``live.chunk_ms``): the yardsticks send frames of it too.
 LIVE_CHUNK_MS = LiveConfig().chunk_ms
 #: The agent's speaker as the daemon opens it (the spk sink takes 24 kHz as it is):
 #: its floor is a bare output stream of the same rate and block, fed silence.
 SPEAKER_RATE = AGENT_RATE
 SPEAKER_BLOCK_MS = AudioConfig().output_block_ms
-#: The agent is also measured with this speaker block (the latency-first choice).
-ALT_SPEAKER_BLOCK_MS = 10
-#: The SDK pipeline reads 100 ms at a time; its floor is ours when the blocks match.
+#: The agent is also measured with this speaker block (the CPU-first choice).
+ALT_SPEAKER_BLOCK_MS = 40
+#: The SDK pipeline reads 100 ms at a time.
 SDK_BLOCK_MS = 100
-SDK_FLOOR = "floor" if OUR_BLOCK_MS == SDK_BLOCK_MS else "floor100"
+
+
+def floor_key(block_ms: int) -> str:
+    """The capture floor row for a block size: ``floor`` for ours, ``floor<ms>`` else."""
+    return "floor" if block_ms == OUR_BLOCK_MS else f"floor{block_ms}"
+
+
+SDK_FLOOR = floor_key(SDK_BLOCK_MS)
+AGENT_FLOOR = floor_key(AGENT_BLOCK_MS)
 #: How long a workload may take from spawn to READY=1 before the run is abandoned.
 READY_TIMEOUT_SECONDS = 20.0
 #: Idle target: CPU-s per minute above the capture floor with no session.
@@ -99,13 +110,7 @@ def variants(
     patches: list[str] | None = None, file_source: Path | None = None
 ) -> dict[str, Variant]:
     table = {
-        "floor": Variant(
-            "floor",
-            f"floor: bare PyAudio callback, 48 kHz, {OUR_BLOCK_MS} ms blocks (ours' block"
-            + (", and the SDK's)" if SDK_FLOOR == "floor" else ")"),
-            workload("floor", "--block-ms", str(OUR_BLOCK_MS)),
-            streams=False,
-        ),
+        **capture_floors(),
         **playback_floors(),
         **idle_variants(file_source),
         "transport": Variant(
@@ -145,13 +150,6 @@ def variants(
             floor="floor",
         ),
     }
-    if SDK_FLOOR != "floor":
-        table[SDK_FLOOR] = Variant(
-            SDK_FLOOR,
-            f"floor: bare PyAudio callback, 48 kHz, {SDK_BLOCK_MS} ms blocks (the SDK's block)",
-            workload("floor", "--block-ms", str(SDK_BLOCK_MS)),
-            streams=False,
-        )
     daemon = workload("daemon")
     table["d-live"] = Variant(
         "d-live",
@@ -174,7 +172,7 @@ def variants(
         [*daemon, "--mode", "agent"],
         streams=True,
         terminate=True,
-        floor="floor+floor-playback",
+        floor=f"{AGENT_FLOOR}+floor-playback",
     )
     table["d-record"] = Variant(
         "d-record",
@@ -185,9 +183,17 @@ def variants(
     )
     table["d-agent-alt"] = Variant(
         "d-agent-alt",
-        f"ours: `appliance run`, voice agent, {ALT_SPEAKER_BLOCK_MS} ms speaker blocks "
-        "(`audio.output_block_ms`)",
-        [*daemon, "--mode", "agent", "--output-block-ms", str(ALT_SPEAKER_BLOCK_MS)],
+        f"ours: `appliance run`, voice agent, CPU first: {OUR_BLOCK_MS} ms capture blocks, "
+        f"{ALT_SPEAKER_BLOCK_MS} ms speaker blocks (`audio.block_ms`, `audio.output_block_ms`)",
+        [
+            *daemon,
+            "--mode",
+            "agent",
+            "--capture-block-ms",
+            str(OUR_BLOCK_MS),
+            "--output-block-ms",
+            str(ALT_SPEAKER_BLOCK_MS),
+        ],
         streams=True,
         terminate=True,
         floor="floor+floor-playback-alt",
@@ -217,6 +223,26 @@ def variants(
             trace_kind="ring",
         )
     return table
+
+
+def capture_floors() -> dict[str, Variant]:
+    """A bare PyAudio capture at each block size a row above is held against."""
+    whose: dict[int, list[str]] = {}
+    for block, who in (
+        (OUR_BLOCK_MS, "live and recording"),
+        (AGENT_BLOCK_MS, "the agent"),
+        (SDK_BLOCK_MS, "the SDK pipeline"),
+    ):
+        whose.setdefault(block, []).append(who)
+    return {
+        floor_key(block): Variant(
+            floor_key(block),
+            f"floor: bare PyAudio callback, 48 kHz, {block} ms blocks ({', '.join(who)})",
+            workload("floor", "--block-ms", str(block)),
+            streams=False,
+        )
+        for block, who in whose.items()
+    }
 
 
 def playback_floors() -> dict[str, Variant]:
@@ -721,7 +747,9 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
         "capture delivered the frame's last sample (SDK: when its 100 ms read returned; "
         "ours: the ring's clock mapping, callback time of the block holding that sample).",
         "- Above floor: a variant's CPU minus a bare PyAudio capture with the same block size "
-        f"(ours {OUR_BLOCK_MS} ms, the SDK pipeline 100 ms), i.e. the work each does with the "
+        f"(ours {OUR_BLOCK_MS} ms in live and recording, {AGENT_BLOCK_MS} ms in the agent, "
+        f"as `audio.block_ms` defaults by mode; the SDK pipeline {SDK_BLOCK_MS} ms), i.e. the "
+        "work each does with the "
         "audio beyond the ALSA pulse plugin's own cost; the paced-file row has no audio stack. "
         "The voice agent's rows subtract the playback floor too (its speaker stays open).",
         "",
@@ -770,7 +798,10 @@ def write_report(path: Path, ctx: dict[str, Any]) -> None:
         (variant, name, key)
         for variant, suffix in (
             ("d-agent", ""),
-            ("d-agent-alt", f" ({ALT_SPEAKER_BLOCK_MS} ms speaker blocks)"),
+            (
+                "d-agent-alt",
+                f" (CPU first: {OUR_BLOCK_MS} ms capture, {ALT_SPEAKER_BLOCK_MS} ms speaker)",
+            ),
         )
         if variant in s
         for name, key in (

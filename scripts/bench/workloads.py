@@ -151,6 +151,36 @@ def run_playback_floor(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- transport
 
 
+class FrameCollector:
+    """The yardsticks' capture callback: while streaming, joins capture blocks into
+    frames of ``chunk_frames`` and hands each to ``deliver`` on the capture thread."""
+
+    def __init__(self, chunk_frames: int, deliver: Callable[[bytes], None]) -> None:
+        import pyaudio
+
+        self.chunk_frames = chunk_frames
+        self.deliver = deliver
+        self.streaming = False
+        self.overflows = 0
+        self._pending: list[bytes] = []
+        self._held = 0
+        self._overflow_flag = pyaudio.paInputOverflow
+        self._continue = pyaudio.paContinue
+
+    def callback(self, in_data, frame_count, time_info, status):
+        if status & self._overflow_flag:
+            self.overflows += 1
+        if self.streaming:
+            self._pending.append(in_data)
+            self._held += frame_count
+            if self._held >= self.chunk_frames:
+                data = b"".join(self._pending)
+                self._pending.clear()
+                self._held = 0
+                self.deliver(data)
+        return (None, self._continue)
+
+
 def run_transport(args: argparse.Namespace) -> None:
     """The least an asyncio client can do for this stream: a yardstick, not a product.
 
@@ -161,36 +191,20 @@ def run_transport(args: argparse.Namespace) -> None:
     key, and reads whatever the service sends back. Its CPU above the floor is
     what Python, asyncio and websockets alone cost for this message rate.
     """
-    import pyaudio
     import websockets.asyncio.client as ws_client
 
     step = args.rate // STT_RATE
     chunk_frames = args.rate * args.chunk_ms // 1000
-    overflows = 0
+    collector: FrameCollector | None = None
 
     async def main() -> None:
-        nonlocal overflows
+        nonlocal collector
         loop = asyncio.get_running_loop()
         frames: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: end of input
-        pending: list[bytes] = []
-        state = {"held": 0, "streaming": False}
-
-        def callback(in_data, frame_count, time_info, status):
-            nonlocal overflows
-            if status & pyaudio.paInputOverflow:
-                overflows += 1
-            if not state["streaming"]:
-                return (None, pyaudio.paContinue)
-            pending.append(in_data)
-            state["held"] += frame_count
-            if state["held"] >= chunk_frames:
-                data = b"".join(pending)
-                pending.clear()
-                state["held"] = 0
-                loop.call_soon_threadsafe(frames.put_nowait, data)
-            return (None, pyaudio.paContinue)
-
-        pa, stream = open_callback_capture(args, callback)
+        collector = FrameCollector(
+            chunk_frames, lambda data: loop.call_soon_threadsafe(frames.put_nowait, data)
+        )
+        pa, stream = open_callback_capture(args, collector.callback)
         await asyncio.sleep(0.2)
         notify("READY=1")
         presses: asyncio.Queue[float] = asyncio.Queue()
@@ -212,17 +226,17 @@ def run_transport(args: argparse.Namespace) -> None:
                     pass
 
             reader = asyncio.create_task(drain())
-            state["streaming"] = True
+            collector.streaming = True
             # One await per frame, no task: the least an asyncio sender can do.
             while (data := await frames.get()) is not None:
                 await ws.send(memoryview(data).cast("h")[::step].tobytes())
-            state["streaming"] = False
+            collector.streaming = False
             await ws.send(json.dumps({"type": "Terminate"}))
             reader.cancel()
         close_capture(pa, stream)
 
     asyncio.run(main())
-    write_trace(args.trace, {"overflows": overflows})
+    write_trace(args.trace, {"overflows": collector.overflows if collector else 0})
 
 
 def run_transport_thread(args: argparse.Namespace) -> None:
@@ -234,35 +248,19 @@ def run_transport_thread(args: argparse.Namespace) -> None:
     sends back. What this costs against :func:`run_transport` is what moving the
     audio path off the event loop could save.
     """
-    import pyaudio
     from websockets.sync.client import connect as sync_connect
 
     step = args.rate // STT_RATE
-    chunk_frames = args.rate * args.chunk_ms // 1000
-    overflows = 0
     ready = threading.Condition()
     frames: list[bytes | None] = []  # None: end of input
-    pending: list[bytes] = []
-    state = {"held": 0, "streaming": False}
 
-    def callback(in_data, frame_count, time_info, status):
-        nonlocal overflows
-        if status & pyaudio.paInputOverflow:
-            overflows += 1
-        if not state["streaming"]:
-            return (None, pyaudio.paContinue)
-        pending.append(in_data)
-        state["held"] += frame_count
-        if state["held"] >= chunk_frames:
-            data = b"".join(pending)
-            pending.clear()
-            state["held"] = 0
-            with ready:
-                frames.append(data)
-                ready.notify()
-        return (None, pyaudio.paContinue)
+    def hand_over(data: bytes | None) -> None:
+        with ready:
+            frames.append(data)
+            ready.notify()
 
-    pa, stream = open_callback_capture(args, callback)
+    collector = FrameCollector(args.rate * args.chunk_ms // 1000, hand_over)
+    pa, stream = open_callback_capture(args, collector.callback)
     time.sleep(0.2)
     notify("READY=1")
     pressed = threading.Event()
@@ -271,9 +269,7 @@ def run_transport_thread(args: argparse.Namespace) -> None:
     def end_of_input() -> None:
         buttons.done.wait()
         pressed.set()
-        with ready:
-            frames.append(None)
-            ready.notify()
+        hand_over(None)
 
     threading.Thread(target=end_of_input, daemon=True).start()
     pressed.wait()
@@ -288,7 +284,7 @@ def run_transport_thread(args: argparse.Namespace) -> None:
                     pass
 
         threading.Thread(target=drain, daemon=True).start()
-        state["streaming"] = True
+        collector.streaming = True
         while True:
             with ready:
                 while not frames:
@@ -297,10 +293,10 @@ def run_transport_thread(args: argparse.Namespace) -> None:
             if data is None:
                 break
             ws.send(memoryview(data).cast("h")[::step].tobytes())
-        state["streaming"] = False
+        collector.streaming = False
         ws.send(json.dumps({"type": "Terminate"}))
     close_capture(pa, stream)
-    write_trace(args.trace, {"overflows": overflows})
+    write_trace(args.trace, {"overflows": collector.overflows})
 
 
 # --------------------------------------------------------------------------- SDK
@@ -599,6 +595,8 @@ def run_daemon(args: argparse.Namespace) -> None:
     audio: dict = {"sink": args.sink or ("pyaudio" if args.mode == "agent" else "none")}
     if args.output_block_ms:
         audio["output_block_ms"] = args.output_block_ms
+    if args.capture_block_ms:
+        audio["block_ms"] = args.capture_block_ms
     if args.input_file:
         audio.update(source="file", input_file=args.input_file)
     else:
@@ -804,6 +802,7 @@ def main() -> None:
     parser.add_argument("--block-ms", type=int, default=20)
     parser.add_argument("--chunk-ms", type=int, default=100, help="transport: audio per frame")
     parser.add_argument("--output-block-ms", type=int, help="daemon: speaker callback period")
+    parser.add_argument("--capture-block-ms", type=int, help="daemon: audio.block_ms")
     parser.add_argument("--sink", help="daemon: audio.sink (default: pyaudio for the agent)")
     parser.add_argument("--web-port", type=int, help="daemon: serve the local page on this port")
     parser.add_argument("--stats-file", help="daemon: write tasks and threads here on SIGUSR1")
