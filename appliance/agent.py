@@ -245,6 +245,7 @@ class VoiceAgentConversation:
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self._stop_requested = False
+        self._pumping = False  # the audio pump runs (a stop is then its to carry out)
         self._ws: ClientConnection | None = None
         self._outbox: asyncio.Queue[dict[str, Any]] | None = None
         self._ready = asyncio.Event()
@@ -428,8 +429,22 @@ class VoiceAgentConversation:
         return min(limits.max_tick_seconds, max(deadline - now, limits.tick_seconds))
 
     async def _pump_audio(self, ws: ClientConnection) -> None:
-        """Ring -> 24 kHz -> ``input.audio``, only while the session is ready, paced."""
+        """Ring -> 24 kHz -> ``input.audio``, only while the session is ready, paced.
+
+        A stop while it runs is carried out here, after the last audio: the
+        resampler's tail (audio the account already counts as sent) goes out,
+        and only then ``session.end``, so the service has every sample counted.
+        """
         await self._ready.wait()
+        self._pumping = True
+        try:
+            await self._pump_ready_audio(ws)
+        finally:
+            self._pumping = False
+            if self._stop_requested:
+                self._end_conversation()
+
+    async def _pump_ready_audio(self, ws: ClientConnection) -> None:
         ring, limits = self.ring, self.limits
         chunk = self._chunk_samples
         buf = np.empty(chunk, dtype=np.int16)
@@ -437,6 +452,9 @@ class VoiceAgentConversation:
         pacer = Pacer(AGENT_RATE, PacingLimits(limits.max_lead_seconds))
         pacer.begin(self._ready_at)
         while self.protocol.ready:
+            if self._stop_requested:
+                await self._send_pcm(ws, pacer, self._resampler.flush())
+                return
             end = ring.write_index if self._stop_index is None else self._stop_index
             available = min(ring.write_index, end) - self._position
             if available < chunk and end < ring.write_index:
@@ -473,6 +491,19 @@ class VoiceAgentConversation:
                 self._resampler.reset()  # this chunk goes again on the next connection
                 return
             self._advance(result, muted)
+
+    async def _send_pcm(self, ws: ClientConnection, pacer: Pacer, samples: np.ndarray) -> None:
+        """Send the resampler's last output, paced (a closed connection ends it quietly)."""
+        pcm = samples.astype("<i2", copy=False).tobytes()
+        n = len(pcm) // 2
+        if not n:
+            return
+        while not pacer.take(self.clock(), n):
+            await asyncio.sleep(max(0.0, (pacer.due(n) or 0.0) - self.clock()))
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            for action in self.protocol.audio(pcm):
+                if isinstance(action, proto.SendText):
+                    await ws.send(action.text)
 
     def _advance(self, result: ReadResult, muted: bool) -> None:
         n = len(result.samples)
@@ -670,6 +701,15 @@ class VoiceAgentConversation:
 
     def _stop_now(self) -> None:
         self._stop_requested = True
+        if self._pumping and self.protocol.ready:
+            # The audio pump ends the conversation itself, after its last audio: what
+            # the resampler still holds goes out first, and session.end after it.
+            self._wake.set()
+            return
+        self._end_conversation()
+
+    def _end_conversation(self) -> None:
+        """``session.end`` (or the end at once, not connected); a second call does nothing."""
         reason = "stopped" if self._stop_index is None else "muted"  # as live's account says
         self._apply(self.protocol.stop(self.clock(), reason))
         self._wake.set()

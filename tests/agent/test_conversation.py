@@ -14,6 +14,7 @@ from appliance import events as ev
 from appliance.agent import VoiceAgentConversation
 from appliance.config import ToolConfig
 from tests.agent.helpers import (
+    CAPTURE_RATE,
     SimulatedSpeaker,
     agent_tokens,
     make_config,
@@ -108,6 +109,18 @@ class Running:
 
 def agent_records(emulator):
     return [s for s in emulator.state.sessions if s.kind == "agent"]
+
+
+async def test_a_stop_sends_everything_counted_sent_before_session_end(emulator, ring, tmp_path):
+    """The resampler's tail (up to ~35 ms at 48 -> 24 kHz) goes out before ``session.end``:
+    the service holds exactly the audio the account counts as sent."""
+    run = Running(emulator, ring, tmp_path)
+    await wait_for(lambda: run.conv.account.sent_samples >= CAPTURE_RATE, 10, "a second sent")
+    account = await run.stop()
+    (record,) = agent_records(emulator)
+    assert record.received("session.end")
+    assert account.sent_samples > 0
+    assert len(record.audio()) * CAPTURE_RATE == account.sent_samples * 24_000
 
 
 async def test_speaking_over_a_reply_interrupts_it_and_the_speaker_goes_quiet(
