@@ -73,6 +73,14 @@ FINDINGS: dict[str, list[str]] = {
         "the memory cgroup charges only the group's own pages: 34-36 MiB for live and the "
         "agent (section above).",
     ],
+    "reconnect": [
+        "- The experiment drops the connection `healthy_after_seconds` + 1 s after the last "
+        "drop (`DROP_SPACING_SECONDS`). A drop sooner than that is the reconnect policy's "
+        "second in a row and takes the full-jitter backoff by design: a server that drops "
+        "every connection gets one quick reconnect, not a cascade.",
+        "- The full run of 2026-12-02 still dropped every 2 s, inside that window, and "
+        "measured the backoff (median 1389 ms, max 1679); the spacing came right after it.",
+    ],
     "startup": [
         "- Tried, and kept: token requests without httpx, httpx and each mode's modules "
         "imported only when used, and the other parts opened while the microphone's first "
