@@ -473,9 +473,7 @@ class VoiceAgentConversation:
                 log.warning("voice agent fell %d samples behind the ring; lost", result.lost)
             pcm = self._resampler.process(result.samples).astype("<i2", copy=False).tobytes()
             samples_out = len(pcm) // 2
-            while not pacer.take(self.clock(), samples_out):  # a backlog: real time, no faster
-                due = pacer.due(samples_out) or 0.0
-                await asyncio.sleep(max(0.0, due - self.clock()))
+            await self._paced(pacer, samples_out)  # a backlog: real time, no faster
             muted = self.protocol.muted
             actions = self.protocol.audio(pcm)
             if not actions:  # too little output yet (resampler warm-up)
@@ -498,12 +496,16 @@ class VoiceAgentConversation:
         n = len(pcm) // 2
         if not n:
             return
-        while not pacer.take(self.clock(), n):
-            await asyncio.sleep(max(0.0, (pacer.due(n) or 0.0) - self.clock()))
+        await self._paced(pacer, n)
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             for action in self.protocol.audio(pcm):
                 if isinstance(action, proto.SendText):
                     await ws.send(action.text)
+
+    async def _paced(self, pacer: Pacer, samples: int) -> None:
+        """Wait until ``samples`` more may go out without getting ahead of real time."""
+        while not pacer.take(self.clock(), samples):
+            await asyncio.sleep(max(0.0, (pacer.due(samples) or 0.0) - self.clock()))
 
     def _advance(self, result: ReadResult, muted: bool) -> None:
         n = len(result.samples)
